@@ -1,0 +1,38 @@
+# storyd: `make demo` renders the example comic; `make test` runs the test suite.
+# Both set up the virtual environment first (torch pinned to the CPU wheel 2.13.0).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.storyd-setup
+
+.PHONY: setup demo test bench lint train-toy clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	# open_clip_torch ships the CLIP BPE merges storyd builds its tokenizer from; its own
+	# dependencies (torchvision) are not needed, and would not import beside the CPU torch.
+	$(BIN)/pip install --quiet --no-deps open_clip_torch==3.3.0
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/storyd comic stories/beach-day.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m bench
+
+lint: setup
+	$(BIN)/ruff check storyd tests bench
+
+train-toy: setup
+	$(BIN)/storyd train-toy
+
+clean:
+	rm -rf $(VENV) out build *.egg-info

@@ -1,0 +1,3 @@
+from storyd.cli import main
+
+main()

@@ -1,0 +1,271 @@
+"""Consistent Self-Attention (CSA): the attention processor and the state it reads.
+
+For each image, queries are its own tokens; keys and values are its own tokens plus
+a random subset of the tokens of the reference images of the characters it shows.
+In *write* mode a character's reference panels are drawn together and see each
+other's sampled tokens, and those tokens go into the character bank; in *read* mode
+a panel sees the bank of each character it shows. The classifier-free-guidance
+halves never mix.
+
+All state lives in `ConsistencyState`, owned by the generator and handed to each
+processor. The step advances from the pipeline's step-end callback, so a scheduler
+that calls the UNet twice per step (Heun) still sees one step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from storyd.bank import CharacterBank
+from storyd.seeds import generator
+from storyd.story import ConsistencySettings
+
+OFF, WRITE, READ = "off", "write", "read"
+_BLOCK_RE = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.|^mid_block\.")
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str  # the processor key, e.g. "up_blocks.0.attentions.1.transformer_blocks.3.attn1.processor"
+    block: str  # down | mid | up
+    level: int  # resolution level: 0 is the coarsest level that has self-attention
+    index: int  # position among the patched layers (for per-layer random draws)
+
+
+@dataclass
+class ConsistencyState:
+    """What CSA needs to know at every layer call; owned and driven by the generator."""
+
+    settings: ConsistencySettings
+    seed: int
+    bank: CharacterBank = field(default_factory=CharacterBank)
+    device: torch.device | str = "cpu"
+    mode: str = OFF
+    step: int = 0
+    cfg: bool = True  # the batch holds an unconditional and a conditional half
+    image_characters: tuple[tuple[str, ...], ...] = ()  # per image of the current batch
+    n_layers: int = 0  # how many layers carry CSA (set when it is installed)
+    max_context_tokens: int = 0  # the most keys any CSA call used: a measure of read-mode cost
+    _skips: torch.Tensor | None = None
+    _indices: dict = field(default_factory=dict)
+    _view: dict = field(default_factory=dict)
+
+    def begin_batch(self, mode: str, image_characters: list[tuple[str, ...]], *, cfg: bool) -> None:
+        self.mode, self.cfg = mode, cfg
+        self.image_characters = tuple(tuple(c) for c in image_characters)
+        self.begin_step(0)
+
+    def begin_step(self, step: int) -> None:
+        """Draw this step's random choices and bring this step's bank to the compute device."""
+        self.step = step
+        self._indices.clear()
+        self._skips = torch.rand(max(self.n_layers, 1), generator=generator("csa-skip", self.seed, step))
+        self._view = {}
+        if self.mode == READ and self.warm:
+            wanted = sorted({c for chars in self.image_characters for c in chars})
+            self._view = self.bank.step_tensors(wanted, step, self.device)
+
+    def on_step_end(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        """The pipeline's `callback_on_step_end`: step `step` is done, the next begins."""
+        self.begin_step(step + 1)
+        return callback_kwargs
+
+    @property
+    def warm(self) -> bool:
+        return self.step >= self.settings.warmup_steps
+
+    def applies(self, layer: LayerInfo) -> bool:
+        """Whether CSA runs at this layer call (warm-up over and not skipped at random)."""
+        if self.mode == OFF or not self.warm:
+            return False
+        if not self.settings.random_skip:
+            return True
+        s = self.settings
+        p = s.skip_early if self.step < s.skip_switch_step else s.skip_late
+        return bool(self._skips[layer.index] >= p)
+
+    def rate(self, level: int) -> float:
+        rates = self.settings.sampling_rate
+        return rates[min(level, len(rates) - 1)]
+
+    def sample_indices(self, layer: LayerInfo, n_tokens: int, n_images: int, character: str) -> torch.Tensor:
+        """(n_images, k) token indices, one random subset per reference image, shared by all
+        layers of this level within the step; seeded by story seed, character, step and level."""
+        key = (layer.level, n_tokens, n_images, character)
+        if key not in self._indices:
+            k = round(self.rate(layer.level) * n_tokens)
+            g = generator("csa-index", self.seed, character, self.step, layer.level)
+            rows = [torch.randperm(n_tokens, generator=g)[:k] for _ in range(n_images)]
+            self._indices[key] = torch.stack(rows).to(self.device)
+        return self._indices[key]
+
+    def bank_tokens(self, character: str, layer: LayerInfo) -> torch.Tensor | None:
+        return self._view.get((character, layer.name))
+
+
+class ConsistentSelfAttnProcessor2_0:
+    """A diffusers attention processor for self-attention (`attn1`) layers with CSA.
+
+    Falls back to the stock `AttnProcessor2_0` whenever CSA does not apply, so with CSA
+    off the UNet computes exactly what it computes without storyd.
+    """
+
+    def __init__(self, state: ConsistencyState, layer: LayerInfo) -> None:
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        self.state = state
+        self.layer = layer
+        self.stock = AttnProcessor2_0()
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+        st = self.state
+        if st.mode == OFF or encoder_hidden_states is not None or attention_mask is not None or hidden_states.ndim != 3:
+            return self.stock(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        if st.mode == WRITE:
+            return self._write(attn, hidden_states)
+        if not st.applies(self.layer):
+            return self.stock(attn, hidden_states, None, None, temb, *args, **kwargs)
+        return self._read(attn, hidden_states)
+
+    def _split(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        halves = 2 if self.state.cfg else 1
+        batch, tokens, channels = hidden_states.shape
+        n_images = len(self.state.image_characters)
+        if batch != halves * n_images:
+            raise RuntimeError(f"CSA expected {halves}x{n_images} images in the batch, got {batch}")
+        return hidden_states.view(halves, n_images, tokens, channels)  # (halves, images, N, C)
+
+    def _write(self, attn, hidden_states: torch.Tensor) -> torch.Tensor:
+        st = self.state
+        x = self._split(hidden_states)
+        halves, n_images, n_tokens, channels = x.shape
+        use = st.applies(self.layer)
+        out = torch.empty_like(x) if use else None
+        for character, members in _groups(st.image_characters).items():
+            if not st.warm:
+                break
+            idx = st.sample_indices(self.layer, n_tokens, len(members), character[0])  # (m, k)
+            group = x[:, members]  # (halves, m, N, C)
+            sampled = torch.stack([group[:, i, idx[i]] for i in range(len(members))], dim=1)  # (halves, m, k, C)
+            st.bank.write(character[0], self.layer.name, st.step, sampled.reshape(halves, -1, channels))
+            if not use:
+                continue
+            others = [torch.cat([sampled[:, j] for j in range(len(members)) if j != i], dim=1)
+                      if len(members) > 1 else sampled[:, :0].reshape(halves, 0, channels)
+                      for i in range(len(members))]
+            extra = torch.stack(others, dim=1)  # (halves, m, (m-1)k, C)
+            flat = group.reshape(-1, n_tokens, channels)
+            result = _attend(attn, flat, extra.reshape(flat.shape[0], -1, channels), st)
+            out[:, members] = result.view(halves, len(members), n_tokens, channels)
+        if not use:
+            return self.stock(attn, hidden_states)
+        return out.reshape(hidden_states.shape)
+
+    def _read(self, attn, hidden_states: torch.Tensor) -> torch.Tensor:
+        st = self.state
+        x = self._split(hidden_states)
+        halves, _, n_tokens, channels = x.shape
+        out = torch.empty_like(x)
+        for characters, members in _groups(st.image_characters).items():
+            parts = [t for t in (st.bank_tokens(c, self.layer) for c in characters) if t is not None]
+            group = x[:, members].reshape(-1, n_tokens, channels)
+            if not parts:
+                out[:, members] = self.stock(attn, group).view(halves, len(members), n_tokens, channels)
+                continue
+            bank = torch.cat(parts, dim=1).to(x.dtype)  # (bank halves, M, C)
+            bank = bank[-halves:]  # a bank written with guidance serves a run without it: its conditional half
+            extra = bank[:, None].expand(halves, len(members), *bank.shape[1:]).reshape(-1, bank.shape[1], channels)
+            out[:, members] = _attend(attn, group, extra, st).view(halves, len(members), n_tokens, channels)
+        return out.reshape(hidden_states.shape)
+
+
+def _groups(image_characters: tuple[tuple[str, ...], ...]) -> dict[tuple[str, ...], list[int]]:
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, chars in enumerate(image_characters):
+        groups.setdefault(tuple(chars), []).append(i)
+    return groups
+
+
+def _attend(attn, x: torch.Tensor, extra: torch.Tensor, state: ConsistencyState) -> torch.Tensor:
+    """Self-attention of x (B, N, C) whose keys and values also cover `extra` (B, M, C)."""
+    if attn.group_norm is not None:
+        x_in = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
+        extra = attn.group_norm(extra.transpose(1, 2)).transpose(1, 2) if extra.shape[1] else extra
+    else:
+        x_in = x
+    context = torch.cat([x_in, extra], dim=1)  # (B, N+M, C)
+    state.max_context_tokens = max(state.max_context_tokens, context.shape[1])
+    batch = x.shape[0]
+    query, key, value = attn.to_q(x_in), attn.to_k(context), attn.to_v(context)
+    head_dim = key.shape[-1] // attn.heads
+    query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, h, N, d)
+    key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, h, N+M, d)
+    value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    hidden = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+    hidden = hidden.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
+    hidden = attn.to_out[1](attn.to_out[0](hidden))
+    if attn.residual_connection:
+        hidden = hidden + x
+    return hidden / attn.rescale_output_factor
+
+
+def self_attention_layers(unet) -> list[LayerInfo]:
+    """Every transformer self-attention layer of a UNet, with its block and resolution level."""
+    n_blocks = len(unet.config.block_out_channels)
+    found: list[tuple[str, str, int]] = []
+    for name in unet.attn_processors:
+        if not name.endswith("attn1.processor") or "transformer_blocks" not in name:
+            continue
+        match = _BLOCK_RE.match(name)
+        if match is None:
+            continue
+        if name.startswith("mid_block"):
+            block, factor = "mid", n_blocks - 1
+        elif match.group(1) == "down_blocks":
+            block, factor = "down", int(match.group(2))
+        else:
+            block, factor = "up", n_blocks - 1 - int(match.group(2))
+        found.append((name, block, factor))
+    factors = sorted({f for _, _, f in found}, reverse=True)  # coarsest first
+    return [LayerInfo(name, block, factors.index(f), i) for i, (name, block, f) in enumerate(found)]
+
+
+def select_layers(layers: list[LayerInfo], layer_set: str) -> list[LayerInfo]:
+    """`up` (published default), `down`, `mid`, `all`, or `levels:0,1` (by resolution level)."""
+    if layer_set == "all":
+        chosen = layers
+    elif layer_set in ("up", "down", "mid"):
+        chosen = [layer for layer in layers if layer.block == layer_set]
+    elif layer_set.startswith("levels:"):
+        levels = {int(v) for v in layer_set.split(":", 1)[1].split(",")}
+        chosen = [layer for layer in layers if layer.level in levels]
+    else:
+        raise ValueError(f"unknown layer set {layer_set!r}")
+    return [LayerInfo(layer.name, layer.block, layer.level, i) for i, layer in enumerate(chosen)]
+
+
+@contextlib.contextmanager
+def consistent_attention(unet, state: ConsistencyState, layer_set: str = "up") -> Iterator[list[LayerInfo]]:
+    """Install CSA on the chosen self-attention layers; every other layer keeps its processor.
+    The original processors come back on exit."""
+    original = dict(unet.attn_processors)
+    chosen = select_layers(self_attention_layers(unet), layer_set)
+    state.n_layers = len(chosen)
+    processors = dict(original)
+    for layer in chosen:
+        processors[layer.name] = ConsistentSelfAttnProcessor2_0(state, layer)
+    unet.set_attn_processor(dict(processors))  # set_attn_processor pops from what it is given
+    try:
+        yield chosen
+    finally:
+        unet.set_attn_processor(dict(original))

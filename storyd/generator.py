@@ -1,0 +1,93 @@
+"""The generator: draws batches of panels with a diffusers pipeline, CSA installed.
+
+It owns the `ConsistencyState` for a run: each batch sets the mode (write for a
+character's reference panels, read for the rest, off when CSA is disabled), and the
+pipeline's step-end callback advances the step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from storyd.attention import OFF, READ, WRITE, ConsistencyState, consistent_attention
+from storyd.bank import CharacterBank
+from storyd.plan import Batch, PanelJob, RenderPlan
+from storyd.progress import NullProgress, Progress
+
+
+@dataclass
+class DrawnPanel:
+    job: PanelJob
+    image: object  # PIL.Image.Image
+    seconds: float
+
+
+class PanelGenerator:
+    def __init__(self, pipe, plan: RenderPlan, *, device: str, bank: CharacterBank | None = None) -> None:
+        self.pipe = pipe
+        self.plan = plan
+        self.device = device
+        storage = "cpu" if plan.consistency.bank_device == "auto" else plan.consistency.bank_device
+        self.state = ConsistencyState(
+            plan.consistency, seed=plan.story.seed, bank=bank or CharacterBank(storage), device=device
+        )
+
+    @property
+    def bank(self) -> CharacterBank:
+        return self.state.bank
+
+    def render(
+        self,
+        batches: list[Batch],
+        *,
+        keep: set[int],
+        on_batch: Callable[[list[DrawnPanel]], None],
+        progress: Progress | None = None,
+    ) -> None:
+        """Draw every batch in order; `on_batch` receives the drawn panels whose index is in `keep`."""
+        progress = progress or NullProgress()
+        jobs = {j.index: j for j in self.plan.jobs}
+        with consistent_attention(self.pipe.unet, self.state, self.plan.consistency.layers):
+            for batch in batches:
+                batch_jobs = [jobs[i] for i in batch.panels]
+                label = f"{batch.character}'s reference panels" if batch.mode == WRITE else "panels " + ", ".join(
+                    str(i + 1) for i in batch.panels
+                )
+                progress.batch(label, len(batch_jobs), self.plan.steps)
+                started = time.perf_counter()
+                images = self._draw(batch, batch_jobs, progress)
+                seconds = (time.perf_counter() - started) / len(batch_jobs)
+                drawn = [DrawnPanel(j, im, seconds) for j, im in zip(batch_jobs, images) if j.index in keep]
+                on_batch(drawn)
+                progress.panels_done(len(drawn))
+
+    def _draw(self, batch: Batch, jobs: list[PanelJob], progress: Progress) -> list:
+        plan = self.plan
+        cfg = plan.guidance > 1
+        if batch.mode == WRITE:
+            self.state.begin_batch(WRITE, [(batch.character,)] * len(jobs), cfg=cfg)
+        elif batch.mode == READ:
+            self.state.begin_batch(READ, [j.prompt.characters for j in jobs], cfg=cfg)
+        else:
+            self.state.begin_batch(OFF, [() for _ in jobs], cfg=cfg)
+
+        def on_step_end(pipe, step, timestep, callback_kwargs):
+            progress.step()
+            return self.state.on_step_end(pipe, step, timestep, callback_kwargs)
+
+        with torch.inference_mode():
+            result = self.pipe(
+                prompt=[j.prompt.prompt for j in jobs],
+                negative_prompt=[j.prompt.negative for j in jobs] if cfg else None,
+                num_inference_steps=plan.steps,
+                guidance_scale=plan.guidance,
+                width=plan.width,
+                height=plan.height,
+                generator=[torch.Generator().manual_seed(j.seed) for j in jobs],
+                callback_on_step_end=on_step_end,
+            )
+        return result.images

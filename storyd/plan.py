@@ -1,0 +1,126 @@
+"""The render plan: every panel's final prompt, seed and role, the batches, and estimates.
+
+`plan_story` is pure (no model is loaded), so `storyd validate` is instant and
+`storyd comic` renders exactly what validate printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from storyd.errors import InputError
+from storyd.estimate import Estimate, estimate_run
+from storyd.models import Preset, get_preset
+from storyd.prompts import PanelPrompt, build_prompts
+from storyd.seeds import panel_seed
+from storyd.story import ConsistencySettings, Story
+
+REFERENCE, READ, PLAIN = "reference", "read", "plain"
+
+
+@dataclass(frozen=True)
+class PanelJob:
+    index: int
+    prompt: PanelPrompt
+    seed: int
+    role: str  # reference: drawn in write mode for its character; read: reads banks; plain: no character / CSA off
+
+
+@dataclass(frozen=True)
+class Batch:
+    mode: str  # write | read | off
+    panels: tuple[int, ...]
+    character: str | None = None  # the character a write batch draws
+
+
+@dataclass(frozen=True)
+class RenderPlan:
+    story: Story
+    preset: Preset
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    consistency: ConsistencySettings
+    jobs: tuple[PanelJob, ...]
+    references: dict[str, tuple[int, ...]]  # character -> reference panel indices (empty where a bank is loaded)
+    loaded_banks: tuple[str, ...]
+    estimate: Estimate
+
+    def batches(self, todo: set[int]) -> list[Batch]:
+        """The batches that render `todo`: write batches for every character a read panel in
+        `todo` needs (their images are re-saved only if in `todo`), then read batches."""
+        c = self.consistency
+        if not c.enabled:
+            pending = [j.index for j in self.jobs if j.index in todo]
+            return [Batch("off", tuple(pending[i : i + c.batch_size])) for i in range(0, len(pending), c.batch_size)]
+        needed = {ch for j in self.jobs if j.index in todo for ch in j.prompt.characters}
+        needed |= {ch for ch, refs in self.references.items() if todo & set(refs)}
+        batches = [Batch("write", refs, ch) for ch, refs in self.references.items() if ch in needed and refs]
+        reading = [j.index for j in self.jobs if j.index in todo and j.role != REFERENCE]
+        batches += [Batch("read", tuple(reading[i : i + c.batch_size])) for i in range(0, len(reading), c.batch_size)]
+        return batches
+
+
+def plan_story(
+    story: Story,
+    *,
+    model: str | None = None,
+    consistency: ConsistencySettings | None = None,
+    loaded_banks: tuple[str, ...] = (),
+    tokenizer=None,
+    device: str = "cpu",
+) -> RenderPlan:
+    preset = get_preset(model or story.model)
+    width, height = story.width or preset.width, story.height or preset.height
+    steps = story.steps or preset.steps
+    guidance = story.guidance if story.guidance is not None else preset.guidance
+    consistency = consistency or story.consistency
+    prompts = build_prompts(story, tokenizer)
+    references = _reference_panels(story, consistency, loaded_banks) if consistency.enabled else {}
+    reference_of = {i for refs in references.values() for i in refs}
+    jobs = []
+    for panel, prompt in zip(story.panels, prompts):
+        seed = panel.seed if panel.seed is not None else panel_seed(story.seed, panel.index)
+        if panel.index in reference_of:
+            role = REFERENCE
+        elif consistency.enabled and panel.characters:
+            role = READ
+        else:
+            role = PLAIN
+        jobs.append(PanelJob(panel.index, prompt, seed, role))
+    estimate = estimate_run(
+        preset, width=width, height=height, steps=steps, guidance=guidance, consistency=consistency,
+        reference_counts=[len(r) for r in references.values()], n_panels=len(jobs), device=device,
+    )
+    return RenderPlan(
+        story, preset, width, height, steps, guidance, consistency, tuple(jobs), references, loaded_banks, estimate
+    )
+
+
+def _reference_panels(
+    story: Story, consistency: ConsistencySettings, loaded_banks: tuple[str, ...]
+) -> dict[str, tuple[int, ...]]:
+    """Each shown character's first `id_panels` solo panels; a clear error where there are none."""
+    shown = {name for panel in story.panels for name in panel.characters}
+    references: dict[str, tuple[int, ...]] = {}
+    for name, character in story.characters.items():
+        if name not in shown or name in loaded_banks:
+            continue
+        solo = [p.index for p in story.panels if p.characters == (name,)]
+        if not solo:
+            raise InputError(
+                f"character '{name}' never appears alone in a panel, so Consistent Self-Attention has no reference "
+                "panel to learn their look from",
+                f"add a panel that shows only {name}, load a saved bank with --load-characters, "
+                "or set 'consistency: {enabled: false}'",
+                path=story.path, line=character.line or None,
+            )
+        references[name] = tuple(solo[: consistency.id_panels])
+    return references
+
+
+def override_consistency(settings: ConsistencySettings, **changes) -> ConsistencySettings:
+    """The story's settings with the CLI's explicit options on top (None: keep the story's)."""
+    return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})

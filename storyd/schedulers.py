@@ -1,0 +1,34 @@
+"""Schedulers by name, built from a model's own scheduler config (configs are data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from storyd.errors import InputError
+
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler-a": "EulerAncestralDiscreteScheduler",
+    "heun": "HeunDiscreteScheduler",
+    "dpm++2m": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
+
+
+def make_scheduler(name: str, config):
+    """A scheduler of kind `name` built from another scheduler's config."""
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise InputError(f"unknown scheduler '{name}'", f"use one of: {', '.join(SCHEDULERS)}")
+    return getattr(diffusers, SCHEDULERS[name]).from_config(config)
+
+
+def scheduler_from_folder(folder: Path, name: str | None = None):
+    import diffusers
+
+    config = diffusers.DDIMScheduler.load_config(folder)
+    if name:
+        return make_scheduler(name.lower(), config)
+    return getattr(diffusers, config.get("_class_name", "DDIMScheduler")).from_config(config)

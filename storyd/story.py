@@ -1,0 +1,110 @@
+"""The story model: typed, frozen records of what a story file says.
+
+`load_story` (in `storyd.story_loader`) builds these from YAML or the published
+plain-text format; everything else in storyd reads only these records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DIALOGUE_KINDS = ("speech", "thought", "shout", "whisper")
+TAIL_HINTS = ("auto", "left", "right")
+SPANS = ("normal", "wide", "tall", "large")
+TEMPLATES = ("auto", "grid", "classic", "strip", "manga")
+PAGE_PRESETS = ("a4", "letter", "comic", "square")
+CAPTION_POSITIONS = ("top", "bottom")
+FITS = ("cover", "contain")
+LAYER_SETS = ("up", "all", "down", "mid")
+
+
+@dataclass(frozen=True)
+class DialogueLine:
+    speaker: str
+    text: str
+    kind: str = "speech"  # one of DIALOGUE_KINDS
+    tail: str = "auto"  # one of TAIL_HINTS: which side of the panel the speaker stands
+
+
+@dataclass(frozen=True)
+class Panel:
+    index: int  # 0-based position in the story
+    prompt: str  # as written, with character names or [Name] tags
+    characters: tuple[str, ...]  # who is shown, in the order written
+    caption: str | None = None
+    dialogue: tuple[DialogueLine, ...] = ()
+    seed: int | None = None  # None: derived from the story seed and the index
+    span: str = "normal"  # one of SPANS: a layout hint
+    line: int = 0  # where the panel starts in the story file (1-based), for messages
+
+
+@dataclass(frozen=True)
+class Character:
+    name: str
+    description: str
+    reference: Path | None = None  # an image of the character, resolved against the story's folder
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class ConsistencySettings:
+    """Consistent Self-Attention knobs; defaults are the published ones."""
+
+    enabled: bool = True
+    id_panels: int = 2  # reference panels per character, drawn together in write mode
+    layers: str = "up"  # one of LAYER_SETS, or "levels:0,1" for resolution levels
+    sampling_rate: tuple[float, ...] = (0.5, 0.5)  # per resolution level, coarsest first; the last repeats
+    warmup_steps: int = 1
+    random_skip: bool = True
+    skip_early: float = 0.3  # probability a layer call skips CSA before `skip_switch_step`
+    skip_late: float = 0.1
+    skip_switch_step: int = 20
+    batch_size: int = 4  # read-mode panels per batch
+    bank_device: str = "auto"  # auto | cpu | the compute device
+
+
+@dataclass(frozen=True)
+class LayoutSettings:
+    """Page layout; lengths are strings with a unit (mm, cm, in, pt, px)."""
+
+    template: str = "auto"  # one of TEMPLATES
+    rows: int | None = None
+    columns: int | None = None
+    page: str = "a4"  # one of PAGE_PRESETS, or "WIDTHxHEIGHT" with a unit, e.g. "1200x1800px", "6x9in"
+    dpi: int = 150
+    margin: str = "10mm"
+    gutter: str = "4mm"
+    border: str = "1pt"
+    border_color: str = "black"
+    background: str = "white"
+    page_numbers: bool = False
+    title_page: bool = False
+    font: Path | None = None  # a .ttf/.otf; None: the packaged comic-lettering font
+    caption_position: str = "top"  # one of CAPTION_POSITIONS
+    fit: str = "cover"  # one of FITS
+    cbz: bool = False
+    seed: int | None = None  # for the `classic` template's row choices; None: the story seed
+
+
+@dataclass(frozen=True)
+class Story:
+    title: str
+    path: Path  # the story file
+    characters: dict[str, Character]
+    panels: tuple[Panel, ...]
+    style: str = "none"
+    model: str | None = None  # preset name; None: the embedded default
+    seed: int = 0
+    width: int | None = None  # None: the model's default size
+    height: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    negative: str = ""
+    consistency: ConsistencySettings = field(default_factory=ConsistencySettings)
+    layout: LayoutSettings = field(default_factory=LayoutSettings)
+
+    @property
+    def name(self) -> str:
+        """A file-system-safe name, from the file name: `out/<name>/` by default."""
+        return self.path.stem

@@ -1,0 +1,339 @@
+"""Load a story file (YAML, or the published tool's plain-text format) into a `Story`.
+
+Every problem is one `InputError` that names `file:line:col`, what is wrong and
+how to fix it. Nothing here touches a model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from storyd.errors import InputError
+from storyd.story import (
+    CAPTION_POSITIONS,
+    DIALOGUE_KINDS,
+    FITS,
+    LAYER_SETS,
+    PAGE_PRESETS,
+    SPANS,
+    TAIL_HINTS,
+    TEMPLATES,
+    Character,
+    ConsistencySettings,
+    DialogueLine,
+    LayoutSettings,
+    Panel,
+    Story,
+)
+from storyd.styles import STYLES
+from storyd.text_story import parse_text_story
+from storyd.yaml_nodes import YamlDoc, line_of
+
+TOP_KEYS = (
+    "title", "style", "model", "seed", "size", "steps", "guidance", "negative",
+    "consistency", "characters", "panels", "layout",
+)
+PANEL_KEYS = ("prompt", "characters", "caption", "dialogue", "seed", "span")
+CHARACTER_KEYS = ("description", "reference")
+DIALOGUE_KEYS = ("speaker", "text", "kind", "tail")
+LENGTH_RE = re.compile(r"^\s*\d+(\.\d+)?\s*(mm|cm|in|pt|px)\s*$")
+PAGE_RE = re.compile(r"^\s*\d+(\.\d+)?\s*x\s*\d+(\.\d+)?\s*(mm|cm|in|px)\s*$")
+TAG_RE = re.compile(r"\[([^\[\]]+)\]")
+NO_CHARACTER_TAG = "NC"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def load_story(path: str | Path) -> Story:
+    """Read and validate a story file; `.txt` files use the published plain-text format."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"no such story file: {path}", "check the path")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a story file", "name a .yaml or .txt story inside it")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError("the story file is not UTF-8 text", "save it as UTF-8", path=path) from None
+    if path.suffix.lower() == ".txt":
+        return parse_text_story(path, text)
+    return _parse_yaml_story(path, text)
+
+
+def _parse_yaml_story(path: Path, text: str) -> Story:
+    doc = YamlDoc(path, text)
+    if doc.root is None:
+        raise InputError("the story file is empty", "see stories/ for examples", path=path, line=1, col=1)
+    top = doc.mapping(doc.root, "the story", TOP_KEYS)
+    if "panels" not in top:
+        raise doc.error(doc.root, "the story has no 'panels:' list", "add a 'panels:' list with one entry per panel")
+    fields: dict = {}
+    get = top.get
+    if "title" in top:
+        fields["title"] = doc.string(top["title"][1], "title")
+    if "style" in top:
+        fields["style"] = doc.string(top["style"][1], "style", choices=STYLES)
+    if "model" in top:
+        fields["model"] = doc.string(top["model"][1], "model")
+    if "seed" in top:
+        fields["seed"] = doc.integer(top["seed"][1], "seed", minimum=0, maximum=2**32 - 1)
+    if "size" in top:
+        fields["width"], fields["height"] = _size(doc, top["size"][1])
+    if "steps" in top:
+        fields["steps"] = doc.integer(top["steps"][1], "steps", minimum=1, maximum=1000)
+    if "guidance" in top:
+        fields["guidance"] = doc.number(top["guidance"][1], "guidance", minimum=0, maximum=50)
+    if "negative" in top:
+        fields["negative"] = doc.string(top["negative"][1], "negative", empty_ok=True)
+    if "consistency" in top:
+        fields["consistency"] = _consistency(doc, top["consistency"][1])
+    if "layout" in top:
+        fields["layout"] = _layout(doc, top["layout"][1], path.parent)
+    characters = _characters(doc, get("characters", (None, None))[1], path.parent)
+    panels = _panels(doc, top["panels"][1], characters)
+    return Story(
+        title=fields.pop("title", path.stem.replace("_", " ").replace("-", " ").title()),
+        path=path,
+        characters=characters,
+        panels=panels,
+        **fields,
+    )
+
+
+def _size(doc: YamlDoc, node: Node) -> tuple[int, int]:
+    value = doc.value(node)
+    if isinstance(value, int) and not isinstance(value, bool):
+        width = height = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*\d+\s*x\s*\d+\s*", value):
+        width, height = (int(v) for v in value.lower().split("x"))
+    elif isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value):
+        width, height = value
+    else:
+        raise doc.error(node, "size must be one number, 'WIDTHxHEIGHT' or [WIDTH, HEIGHT]", "e.g. size: 768x768")
+    for v in (width, height):
+        if v < 64 or v > 4096 or v % 8:
+            raise doc.error(node, f"size {width}x{height}: each side must be a multiple of 8 from 64 to 4096")
+    return width, height
+
+
+def _consistency(doc: YamlDoc, node: Node) -> ConsistencySettings:
+    names = [f.name for f in dataclasses.fields(ConsistencySettings)]
+    entries = doc.mapping(node, "consistency", names)
+    values: dict = {}
+    for key, (_, value) in entries.items():
+        what = f"consistency.{key}"
+        if key in ("enabled", "random_skip"):
+            values[key] = doc.boolean(value, what)
+        elif key in ("id_panels", "batch_size"):
+            values[key] = doc.integer(value, what, minimum=1, maximum=64)
+        elif key in ("warmup_steps", "skip_switch_step"):
+            values[key] = doc.integer(value, what, minimum=0, maximum=1000)
+        elif key in ("skip_early", "skip_late"):
+            values[key] = doc.number(value, what, minimum=0, maximum=1)
+        elif key == "sampling_rate":
+            items = doc.sequence(value, what) if isinstance(value, SequenceNode) else [value]
+            if not items:
+                raise doc.error(value, f"{what} is an empty list", "give one rate, or one per resolution level")
+            values[key] = tuple(doc.number(item, what, minimum=0, maximum=1) for item in items)
+        elif key == "layers":
+            values[key] = _layers(doc, value)
+        elif key == "bank_device":
+            values[key] = doc.string(value, what)
+    return ConsistencySettings(**values)
+
+
+def _layers(doc: YamlDoc, node: Node) -> str:
+    if isinstance(node, SequenceNode):
+        levels = [doc.integer(item, "consistency.layers level", minimum=0, maximum=8) for item in node.value]
+        if not levels:
+            raise doc.error(node, "consistency.layers is an empty list", "name resolution levels, e.g. [0, 1]")
+        return "levels:" + ",".join(str(v) for v in sorted(set(levels)))
+    return doc.string(node, "consistency.layers", choices=LAYER_SETS)
+
+
+def _layout(doc: YamlDoc, node: Node, base: Path) -> LayoutSettings:
+    names = [f.name for f in dataclasses.fields(LayoutSettings)]
+    entries = doc.mapping(node, "layout", names)
+    values: dict = {}
+    for key, (_, value) in entries.items():
+        what = f"layout.{key}"
+        if key in ("rows", "columns"):
+            values[key] = doc.integer(value, what, minimum=1, maximum=12)
+        elif key == "dpi":
+            values[key] = doc.integer(value, what, minimum=36, maximum=1200)
+        elif key == "seed":
+            values[key] = doc.integer(value, what, minimum=0, maximum=2**32 - 1)
+        elif key in ("page_numbers", "title_page", "cbz"):
+            values[key] = doc.boolean(value, what)
+        elif key == "template":
+            values[key] = doc.string(value, what, choices=TEMPLATES)
+        elif key == "caption_position":
+            values[key] = doc.string(value, what, choices=CAPTION_POSITIONS)
+        elif key == "fit":
+            values[key] = doc.string(value, what, choices=FITS)
+        elif key in ("margin", "gutter", "border"):
+            text = str(doc.value(value)) if isinstance(value, ScalarNode) else ""
+            if text.strip() == "0":
+                text = "0px"
+            if not LENGTH_RE.match(text):
+                raise doc.error(value, f"{what} '{text}' is not a length", "write a number and a unit, e.g. 10mm, 0.5in, 12px")
+            values[key] = text.strip()
+        elif key == "page":
+            text = doc.string(value, what).strip().lower()
+            if text not in PAGE_PRESETS and not PAGE_RE.match(text):
+                raise doc.error(
+                    value, f"{what} '{text}' is not a page size",
+                    f"use one of {', '.join(PAGE_PRESETS)}, or WIDTHxHEIGHT with a unit, e.g. 1200x1800px",
+                )
+            values[key] = text
+        elif key in ("border_color", "background"):
+            values[key] = _colour(doc, value, what)
+        elif key == "font":
+            font = _existing_file(doc, value, what, base)
+            if font.suffix.lower() not in (".ttf", ".otf", ".ttc"):
+                raise doc.error(value, f"{what} {font.name} is not a .ttf or .otf font file")
+            values[key] = font
+    return LayoutSettings(**values)
+
+
+def _colour(doc: YamlDoc, node: Node, what: str) -> str:
+    from PIL import ImageColor
+
+    text = doc.string(node, what)
+    try:
+        ImageColor.getrgb(text)
+    except ValueError:
+        raise doc.error(node, f"{what} '{text}' is not a colour", "use a name like 'black' or '#1a1a1a'") from None
+    return text
+
+
+def _existing_file(doc: YamlDoc, node: Node, what: str, base: Path) -> Path:
+    path = Path(doc.string(node, what)).expanduser()
+    if not path.is_absolute():
+        path = base / path
+    if not path.is_file():
+        raise doc.error(node, f"{what}: no such file {path}", "check the path (relative paths start at the story's folder)")
+    return path
+
+
+def _characters(doc: YamlDoc, node: Node | None, base: Path) -> dict[str, Character]:
+    if node is None or (isinstance(node, ScalarNode) and doc.value(node) is None):
+        return {}
+    characters: dict[str, Character] = {}
+    for name, (key_node, value) in doc.mapping(node, "characters", None).items():
+        if not name.strip() or TAG_RE.search(f"[{name}]") is None or name == NO_CHARACTER_TAG:
+            raise doc.error(key_node, f"'{name}' cannot be a character name", "use a plain name like Maya")
+        if isinstance(value, ScalarNode) and isinstance(doc.value(value), str):
+            characters[name] = Character(name, doc.string(value, f"{name}'s description"), line=line_of(key_node))
+            continue
+        entries = doc.mapping(value, f"character {name}", CHARACTER_KEYS)
+        if "description" not in entries:
+            raise doc.error(value, f"character {name} has no description", "add 'description: ...' saying how they look")
+        reference = None
+        if "reference" in entries:
+            ref_node = entries["reference"][1]
+            reference = _existing_file(doc, ref_node, f"{name}'s reference", base)
+            _check_image(doc, ref_node, reference)
+        characters[name] = Character(
+            name, doc.string(entries["description"][1], f"{name}'s description"), reference, line=line_of(key_node)
+        )
+    return characters
+
+
+def _check_image(doc: YamlDoc, node: Node, path: Path) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise doc.error(node, f"{path.name} is not a PNG, JPEG or WebP image")
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError):
+        raise doc.error(node, f"{path.name} is not a readable image", "re-export it as PNG or JPEG") from None
+
+
+def _panels(doc: YamlDoc, node: Node, characters: dict[str, Character]) -> tuple[Panel, ...]:
+    items = doc.sequence(node, "panels")
+    if not items:
+        raise doc.error(node, "the story has no panels", "add at least one entry under 'panels:'")
+    return tuple(_panel(doc, item, i, characters) for i, item in enumerate(items))
+
+
+def _panel(doc: YamlDoc, node: Node, index: int, characters: dict[str, Character]) -> Panel:
+    label = f"panel {index + 1}"
+    if isinstance(node, ScalarNode):
+        prompt = doc.string(node, f"{label}'s prompt")
+        return Panel(index, prompt, infer_characters(doc, node, prompt, characters), line=line_of(node))
+    entries = doc.mapping(node, label, PANEL_KEYS)
+    if "prompt" not in entries:
+        raise doc.error(node, f"{label} has no prompt", "add 'prompt: ...' describing what the panel shows")
+    prompt_node = entries["prompt"][1]
+    prompt = doc.string(prompt_node, f"{label}'s prompt")
+    if "characters" in entries:
+        shown = _listed_characters(doc, entries["characters"][1], label, characters)
+    else:
+        shown = infer_characters(doc, prompt_node, prompt, characters)
+    fields: dict = {}
+    if "caption" in entries:
+        fields["caption"] = doc.string(entries["caption"][1], f"{label}'s caption")
+    if "dialogue" in entries:
+        lines = doc.sequence(entries["dialogue"][1], f"{label}'s dialogue")
+        fields["dialogue"] = tuple(_dialogue(doc, line, label) for line in lines)
+    if "seed" in entries:
+        fields["seed"] = doc.integer(entries["seed"][1], f"{label}'s seed", minimum=0, maximum=2**32 - 1)
+    if "span" in entries:
+        fields["span"] = doc.string(entries["span"][1], f"{label}'s span", choices=SPANS)
+    return Panel(index, prompt, shown, line=line_of(node), **fields)
+
+
+def _listed_characters(doc: YamlDoc, node: Node, label: str, characters: dict[str, Character]) -> tuple[str, ...]:
+    items = doc.sequence(node, f"{label}'s characters") if not isinstance(node, ScalarNode) else [node]
+    names: list[str] = []
+    for item in items:
+        name = doc.string(item, f"{label}'s character")
+        if name not in characters:
+            raise doc.error(item, f"{label} shows '{name}', who is not defined under 'characters:'", _define_hint(name))
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def infer_characters(doc: YamlDoc, node: Node, prompt: str, characters: dict[str, Character]) -> tuple[str, ...]:
+    """Who a prompt shows: its [Name] tags, else the defined names it mentions as words."""
+    tags = TAG_RE.findall(prompt)
+    if tags:
+        names = [t.strip() for t in tags if t.strip() != NO_CHARACTER_TAG]
+        for name in names:
+            if name not in characters:
+                raise doc.error(node, f"the prompt names [{name}], who is not defined under 'characters:'", _define_hint(name))
+        return tuple(dict.fromkeys(names))
+    found = [(m.start(), name) for name in characters for m in [re.search(rf"\b{re.escape(name)}\b", prompt)] if m]
+    return tuple(name for _, name in sorted(found))
+
+
+def _define_hint(name: str) -> str:
+    return f"add '{name}: <how they look>' under 'characters:', or fix the spelling"
+
+
+def _dialogue(doc: YamlDoc, node: Node, label: str) -> DialogueLine:
+    what = f"{label}'s dialogue line"
+    if isinstance(node, MappingNode) and len(node.value) == 1:
+        key = doc.value(node.value[0][0])
+        if isinstance(key, str) and key not in DIALOGUE_KEYS:  # shorthand: `- Maya: "Hello!"`
+            return DialogueLine(key, doc.string(node.value[0][1], what))
+    entries = doc.mapping(node, what, DIALOGUE_KEYS)
+    for required in ("speaker", "text"):
+        if required not in entries:
+            raise doc.error(node, f"{what} has no {required}", "write it as 'speaker: Name' and 'text: ...', or '- Name: text'")
+    fields = {
+        "speaker": doc.string(entries["speaker"][1], f"{what}'s speaker"),
+        "text": doc.string(entries["text"][1], f"{what}'s text"),
+    }
+    if "kind" in entries:
+        fields["kind"] = doc.string(entries["kind"][1], f"{what}'s kind", choices=DIALOGUE_KINDS)
+    if "tail" in entries:
+        fields["tail"] = doc.string(entries["tail"][1], f"{what}'s tail", choices=TAIL_HINTS)
+    return DialogueLine(**fields)
