@@ -72,8 +72,13 @@ class ConsistencyState:
             self._view = self.bank.step_tensors(wanted, step, self.device)
 
     def on_step_end(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
-        """The pipeline's `callback_on_step_end`: step `step` is done, the next begins."""
-        self.begin_step(step + 1)
+        """The pipeline's `callback_on_step_end`, called after every UNet evaluation.
+
+        Second-order schedulers (Heun, KDPM2) evaluate the UNet twice per scheduler step
+        and report `state_in_first_order` False in between: both evaluations are one step.
+        """
+        if getattr(pipe.scheduler, "state_in_first_order", True):
+            self.begin_step(self.step + 1)
         return callback_kwargs
 
     @property

@@ -62,4 +62,5 @@ def lost_words(tokenizer, text: str) -> str | None:
     tokens = tokenizer.tokenize(text)
     if len(tokens) <= window:
         return None
-    return tokenizer.convert_tokens_to_string(tokens[window:]).strip()
+    text = tokenizer.decode(tokenizer.convert_tokens_to_ids(tokens[window:]))
+    return re.sub(r"\s+([,.;:!?])", r"\1", text).strip()

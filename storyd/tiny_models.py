@@ -41,9 +41,9 @@ UNET_CONFIGS: dict[str, dict] = {
 }
 
 VAE_CONFIG = dict(
-    in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-    down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-    up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=8, sample_size=32,
+    in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 16, 32), layers_per_block=1,
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3, norm_num_groups=8, sample_size=64,
 )
 
 TEXT_CONFIG = dict(

@@ -1,0 +1,172 @@
+"""The CLI through Typer's test runner, with one end-to-end comic on the embedded tiny model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from storyd.cli import app
+
+STORY = """
+title: Test Day
+model: tiny
+seed: 3
+characters:
+  Mia: a kid with red hair
+panels:
+  - prompt: Mia standing on the beach
+    caption: One.
+  - Mia waving on the beach
+  - prompt: Mia running in a forest
+    dialogue:
+      - Mia: Hi!
+  - "[NC] a kid sitting in a room"
+layout:
+  dpi: 50
+"""
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """One comic run shared by the tests that only read its output."""
+    root = tmp_path_factory.mktemp("comic")
+    story = root / "test-day.yaml"
+    story.write_text(STORY.lstrip(), encoding="utf-8")
+    result = invoke("comic", story, "-o", root / "out", "--json")
+    assert result.exit_code == 0, result.output
+    return story, root / "out", json.loads(result.stdout)
+
+
+def test_comic_writes_panels_pages_pdf_and_manifest(rendered):
+    story, out, summary = rendered
+    assert summary["rendered"] == [0, 1, 2, 3] and summary["skipped"] == []
+    assert sorted(p.name for p in (out / "panels").glob("*.png")) == ["001.png", "002.png", "003.png", "004.png"]
+    assert (out / "comic.pdf").read_bytes().startswith(b"%PDF")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["name"] == "tiny" and manifest["story"]["name"] == "test-day"
+    assert [p["role"] for p in manifest["panels"]] == ["reference", "reference", "read", "plain"]
+    assert manifest["panels"][0]["prompt"] == "a kid with red hair standing on the beach"
+    assert all(len(p["input_hash"]) == 64 and p["seed"] >= 0 for p in manifest["panels"])
+    assert manifest["pages"] and all((out / p).is_file() for p in manifest["pages"])
+    assert "noise" in " ".join(summary["warnings"])
+
+
+def test_rerun_skips_unchanged_panels_and_redraws_only_what_changed(rendered, tmp_path):
+    story, out, _ = rendered
+    work = tmp_path / "out"
+    shutil.copytree(out, work)
+    before = {p.name: p.read_bytes() for p in (work / "panels").glob("*.png")}
+    again = json.loads(invoke("comic", story, "-o", work, "--json").stdout)
+    assert again["rendered"] == [] and again["skipped"] == [0, 1, 2, 3]
+    edited = tmp_path / "test-day.yaml"
+    edited.write_text(STORY.replace("Mia running in a forest", "Mia jumping in a forest").lstrip(), encoding="utf-8")
+    manifest = json.loads((work / "manifest.json").read_text())
+    manifest["story"]["path"] = str(edited.resolve())  # the same story, moved
+    (work / "manifest.json").write_text(json.dumps(manifest))
+    third = json.loads(invoke("comic", edited, "-o", work, "--json").stdout)
+    assert third["rendered"] == [2]
+    after = {p.name: p.read_bytes() for p in (work / "panels").glob("*.png")}
+    assert [n for n in before if before[n] != after[n]] == ["003.png"]
+    assert len(list((work / "panels" / "history").glob("003-*.png"))) == 1  # the old version is kept
+
+
+def test_an_interrupted_run_keeps_finished_panels(tmp_path, monkeypatch):
+    story = tmp_path / "s.yaml"
+    story.write_text(STORY.lstrip(), encoding="utf-8")
+    from storyd.generator import PanelGenerator
+
+    real = PanelGenerator._draw
+    calls = []
+
+    def flaky(self, batch, jobs, progress):
+        calls.append(batch.mode)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, batch, jobs, progress)
+
+    monkeypatch.setattr(PanelGenerator, "_draw", flaky)
+    result = runner.invoke(app, ["comic", str(story), "-o", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 130
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [p["index"] for p in manifest["panels"]] == [0, 1]
+    monkeypatch.setattr(PanelGenerator, "_draw", real)
+    resumed = json.loads(invoke("comic", story, "-o", tmp_path / "out", "--json").stdout)
+    assert resumed["rendered"] == [2, 3] and resumed["skipped"] == [0, 1]
+
+
+def test_force_redraws_everything(rendered, tmp_path):
+    story, out, _ = rendered
+    shutil.copytree(out, tmp_path / "out")
+    again = json.loads(invoke("comic", story, "-o", tmp_path / "out", "--json", "--force", "--no-csa").stdout)
+    assert again["rendered"] == [0, 1, 2, 3]
+
+
+def test_a_foreign_folder_is_not_overwritten(tmp_path):
+    story = tmp_path / "s.yaml"
+    story.write_text(STORY.lstrip(), encoding="utf-8")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.txt").write_text("precious")
+    result = runner.invoke(app, ["comic", str(story), "-o", str(tmp_path / "mine")])
+    assert result.exit_code == 2
+    assert "not a storyd output folder" in result.stderr and "--force" in result.stderr
+    assert (tmp_path / "mine" / "thesis.txt").read_text() == "precious"
+
+
+def test_bad_story_is_one_line_exit_2_no_traceback(write_story):
+    path = write_story("panels:\n  - prompt: a\n    sead: 3\n")
+    result = runner.invoke(app, ["comic", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"Error: {path}:3:5: unknown key 'sead' in panel 1; did you mean 'seed'?"
+    assert "Traceback" not in result.output
+
+
+def test_bad_option_is_exit_2(write_story):
+    path = write_story(STORY)
+    result = runner.invoke(app, ["validate", str(path), "--sampling-rate", "lots"])
+    assert result.exit_code == 2 and "--sampling-rate 'lots'" in result.stderr
+
+
+def test_validate_json_prints_the_plan(write_story):
+    result = invoke("validate", write_story(STORY), "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["references"] == {"Mia": [1, 2]}
+    assert [p["role"] for p in plan["panels"]] == ["reference", "reference", "read", "plain"]
+    assert plan["panels"][2]["prompt"] == "a kid with red hair running in a forest"
+    assert plan["estimate"]["bank_bytes"] > 0 and plan["estimate"]["seconds"] > 0
+
+
+def test_validate_real_preset_needs_no_weights():
+    story = Path(__file__).parent.parent / "stories" / "lighthouse-sdxl.yaml"
+    plan = json.loads(invoke("validate", story, "--json").stdout)
+    assert plan["model"] == "sdxl" and plan["width"] == 1024
+    assert plan["estimate"]["bank_bytes"] > 1e9  # SDXL banks are large: the reason they live in host memory
+
+
+def test_convert_writes_yaml_and_never_overwrites(tmp_path):
+    src = tmp_path / "snow.txt"
+    shutil.copy(Path(__file__).parent.parent / "stories" / "snow-day.txt", src)
+    assert invoke("convert", src).exit_code == 0
+    assert "Tom:" in (tmp_path / "snow.yaml").read_text()
+    again = runner.invoke(app, ["convert", str(src)])
+    assert again.exit_code == 2 and "already exists" in again.stderr
+    assert invoke("validate", tmp_path / "snow.yaml").exit_code == 0
+
+
+def test_every_command_has_help():
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        assert command.help or command.short_help, name
+        assert invoke(name, "--help").exit_code == 0

@@ -1,0 +1,54 @@
+import pytest
+
+from storyd.prompts import build_prompts, lost_words
+from storyd.story_loader import load_story
+from storyd.styles import STYLES
+
+STORY = """
+style: {style}
+negative: blurry
+characters:
+  Mia: a kid with red hair
+  Sam: a kid in a green shirt
+panels:
+  - Mia waving on the beach
+  - "[Sam] sitting in a room"
+  - prompt: running on a city street
+    characters: [Mia, Sam]
+  - "[NC] a snowy field"
+"""
+
+
+def test_names_become_descriptions(write_story):
+    prompts = build_prompts(load_story(write_story(STORY.format(style="none"))))
+    assert [p.prompt for p in prompts] == [
+        "a kid with red hair waving on the beach",
+        "a kid in a green shirt sitting in a room",
+        "a kid with red hair and a kid in a green shirt, running on a city street",
+        "a snowy field",
+    ]
+    assert prompts[0].negative == "blurry" and prompts[2].characters == ("Mia", "Sam")
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+def test_every_style_wraps_the_prompt_and_adds_its_negative(write_story, style):
+    prompt = build_prompts(load_story(write_story(STORY.format(style=style))))[0]
+    assert "a kid with red hair waving on the beach" in prompt.prompt
+    assert prompt.base == "a kid with red hair waving on the beach"
+    assert prompt.negative.startswith("blurry")
+    if style != "none":
+        assert prompt.prompt != prompt.base and len(prompt.negative) > len("blurry")
+
+
+def test_truncation_names_the_lost_words(tokenizer, write_story):
+    long_tail = "finally the purple elephant"
+    text = "panels:\n  - " + " ".join(["a red house"] * 25) + " " + long_tail + "\n"
+    prompt = build_prompts(load_story(write_story(text)), tokenizer)[0]
+    assert prompt.lost == long_tail
+    assert lost_words(tokenizer, "a short prompt") is None
+    assert len(tokenizer.tokenize(prompt.prompt)) > 75 >= len(tokenizer.tokenize(prompt.prompt)) - len(tokenizer.tokenize(prompt.lost))
+
+
+def test_tokenizer_is_the_real_clip_bpe(tokenizer):
+    assert len(tokenizer) == 49408
+    assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
