@@ -130,7 +130,7 @@ def write_comic_pages(story: Story, out_dir: Path, *, force: bool) -> list[Path]
     for panel in story.panels:
         with Image.open(out_dir / panel_file(panel.index)) as image:
             images.append(image.convert("RGB"))
-    return write_pages(render_pages(story, images), out_dir, settings=story.layout, force=force)
+    return write_pages(render_pages(story, images), out_dir, settings=story.layout, force=force, title=story.title)
 
 
 def _bank_validity(plan: RenderPlan, revision: str | None, scheduler: str) -> dict:
