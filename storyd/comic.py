@@ -9,12 +9,13 @@ from pathlib import Path
 from storyd.bank import CharacterBank
 from storyd.errors import InputError
 from storyd.generator import DrawnPanel, PanelGenerator
-from storyd.models import load_pipeline, model_revision, pick_device, pick_dtype, storyd_home
+from storyd.models import load_pipeline, model_revision, pick_device, pick_dtype, scheduler_name, storyd_home
 from storyd.output import OutputFolder, input_hashes
 from storyd.plan import RenderPlan, plan_story
 from storyd.progress import NullProgress, Progress
 from storyd.story import ConsistencySettings, Story
 from storyd.story_loader import load_story
+from storyd.tokenizer import load_clip_tokenizer
 
 
 @dataclass(frozen=True)
@@ -70,16 +71,12 @@ def render_comic(story: Story | Path | str, options: ComicOptions = ComicOptions
     device = pick_device(options.device)
     bank = CharacterBank()
     loaded = _load_banks(options.load_characters, bank) if options.load_characters else ()
-    home = storyd_home()
-    from storyd.tokenizer import load_clip_tokenizer
-
     plan = plan_story(story, model=options.model, consistency=options.consistency, loaded_banks=loaded,
-                      tokenizer=load_clip_tokenizer(home), device=device)
+                      tokenizer=load_clip_tokenizer(storyd_home()), device=device)
     out_dir = options.out_dir or Path("out") / story.name
     folder = OutputFolder(out_dir, plan, force=options.force)
     result = ComicResult(out_dir, plan.preset.name, plan.preset.art, warnings=plan_warnings(plan))
-    pipe = load_pipeline(plan.preset, device=device, dtype=pick_dtype(device), weights_dir=options.weights_dir)
-    scheduler = type(pipe.scheduler).__name__
+    scheduler = scheduler_name(plan.preset)
     revision = model_revision(plan.preset)
     hashes = input_hashes(plan, revision, scheduler)
     validity = _bank_validity(plan, revision, scheduler)
@@ -87,13 +84,8 @@ def render_comic(story: Story | Path | str, options: ComicOptions = ComicOptions
         bank.require_valid(name, validity, options.load_characters / f"{name}.safetensors")
     done = set() if options.force else folder.done_panels(hashes)
     todo = {j.index for j in plan.jobs} - done
-    if options.save_characters:
-        todo_for_banks = todo | {i for refs in plan.references.values() for i in refs}
-    else:
-        todo_for_banks = todo
+    wanted = todo | ({i for refs in plan.references.values() for i in refs} if options.save_characters else set())
     result.skipped = sorted(done)
-    progress.start(len(todo))
-    generator = PanelGenerator(pipe, plan, device=device, bank=bank)
 
     def save(drawn: list[DrawnPanel]) -> None:
         for panel in drawn:
@@ -101,10 +93,14 @@ def render_comic(story: Story | Path | str, options: ComicOptions = ComicOptions
             result.rendered.append(panel.job.index)
         folder.write_manifest(model=_model_record(plan, revision), settings=_settings_record(plan, device, scheduler))
 
-    try:
-        generator.render(plan.batches(todo_for_banks), keep=todo, on_batch=save, progress=progress)
-    finally:
-        progress.finish()
+    if wanted:  # with nothing to draw (a caption or layout edit) no model is loaded
+        pipe = load_pipeline(plan.preset, device=device, dtype=pick_dtype(device), weights_dir=options.weights_dir)
+        generator = PanelGenerator(pipe, plan, device=device, bank=bank)
+        progress.start(len(todo))
+        try:
+            generator.render(plan.batches(wanted), keep=todo, on_batch=save, progress=progress)
+        finally:
+            progress.finish()
     for name in plan.references:
         bank.meta[name] = dict(validity)
     if options.save_characters:

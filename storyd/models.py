@@ -95,6 +95,28 @@ def pick_dtype(device: str):
     return torch.float32
 
 
+def scheduler_name(preset: Preset) -> str:
+    """The class name of the scheduler `load_pipeline` gives this preset, known without loading it."""
+    import json
+
+    from storyd.schedulers import SCHEDULERS
+
+    if preset.source == "tiny":
+        return "DDIMScheduler"
+    folder = preset.local_dir if preset.source == "local" else Path(__file__).parent / "configs" / preset.name
+    override = _local_info(preset).get("scheduler") if preset.source == "local" else None
+    if override:
+        return SCHEDULERS[override.lower()]
+    return json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["_class_name"]
+
+
+def _local_info(preset: Preset) -> dict:
+    import json
+
+    path = preset.local_dir / "model.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def model_revision(preset: Preset) -> str:
     """What pins the weights: the locked commit, a hash of the shipped files, or the build seed."""
     if preset.source == "tiny":
@@ -132,8 +154,6 @@ def load_pipeline(preset: Preset, *, device: str, dtype, weights_dir: Path | Non
 
 
 def _load_local(preset: Preset, home: Path):
-    import json
-
     import torch
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
@@ -142,7 +162,7 @@ def _load_local(preset: Preset, home: Path):
     from storyd.tokenizer import load_clip_tokenizer
 
     folder = preset.local_dir
-    info = json.loads((folder / "model.json").read_text()) if (folder / "model.json").exists() else {}
+    info = _local_info(preset)
     load = dict(torch_dtype=torch.float32, local_files_only=True)
     return StableDiffusionPipeline(
         vae=AutoencoderKL.from_pretrained(folder / "vae", **load),
