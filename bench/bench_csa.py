@@ -18,12 +18,21 @@ SIZES = (2, 4, 8, 16)
 LATENT = 48  # 384 px at SDXL's 8x VAE: 576 and 144 tokens at the two attention levels
 READ_BATCH = 4
 UNET = dict(
-    sample_size=LATENT, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(32, 64, 128),
+    sample_size=LATENT,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(32, 64, 128),
     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    transformer_layers_per_block=(1, 2, 4), cross_attention_dim=64, attention_head_dim=(2, 4, 8),
-    use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=16,
-    projection_class_embeddings_input_dim=16 * 6 + 64, norm_num_groups=16,
+    transformer_layers_per_block=(1, 2, 4),
+    cross_attention_dim=64,
+    attention_head_dim=(2, 4, 8),
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=16,
+    projection_class_embeddings_input_dim=16 * 6 + 64,
+    norm_num_groups=16,
 )
 
 
@@ -51,8 +60,10 @@ def case(mode: str, n: int, device: str) -> dict:
             sample=torch.randn(batch, 4, LATENT, LATENT, generator=g).to(device),
             timestep=500,
             encoder_hidden_states=torch.randn(batch, 8, 64, generator=g).to(device),
-            added_cond_kwargs={"text_embeds": torch.zeros(batch, 64, device=device),
-                               "time_ids": torch.zeros(batch, 6, device=device)},
+            added_cond_kwargs={
+                "text_embeds": torch.zeros(batch, 64, device=device),
+                "time_ids": torch.zeros(batch, 6, device=device),
+            },
         )
 
     settings = ConsistencySettings(warmup_steps=0, random_skip=False)
@@ -96,21 +107,32 @@ def run() -> list[dict]:
             results = {}
             for mode in ("stock", "write", "read"):
                 out = subprocess.run(
-                    [sys.executable, "-c", f"import json, bench.bench_csa as b; print(json.dumps(b.case({mode!r}, {n}, {device!r})))"],
-                    capture_output=True, text=True, check=True,
+                    [
+                        sys.executable,
+                        "-c",
+                        f"import json, bench.bench_csa as b; print(json.dumps(b.case({mode!r}, {n}, {device!r})))",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 )
                 results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
             stock = results["stock"]
             for mode in ("stock", "write", "read"):
                 r = results[mode]
                 batch = READ_BATCH if mode == "read" else n
-                rows.append({
-                    "device": device, "panels": n, "mode": mode, "images/step": batch,
-                    "s/step": f"{r['seconds']:.3f}",
-                    "x stock": f"{r['seconds'] / stock['seconds']:.2f}" if mode == "write" else "",
-                    "peak MB": f"{r['peak_bytes'] / 1e6:.0f}",
-                    "bank MB": f"{r['bank_bytes'] / 1e6:.1f}" if mode != "stock" else "",
-                })
+                rows.append(
+                    {
+                        "device": device,
+                        "panels": n,
+                        "mode": mode,
+                        "images/step": batch,
+                        "s/step": f"{r['seconds']:.3f}",
+                        "x stock": f"{r['seconds'] / stock['seconds']:.2f}" if mode == "write" else "",
+                        "peak MB": f"{r['peak_bytes'] / 1e6:.0f}",
+                        "bank MB": f"{r['bank_bytes'] / 1e6:.1f}" if mode != "stock" else "",
+                    }
+                )
     return rows
 
 

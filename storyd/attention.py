@@ -128,7 +128,9 @@ class ConsistentSelfAttnProcessor2_0:
         self.layer = layer
         self.stock = AttnProcessor2_0()
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs
+    ):
         st = self.state
         if st.mode == OFF or encoder_hidden_states is not None or attention_mask is not None or hidden_states.ndim != 3:
             return self.stock(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
@@ -161,9 +163,12 @@ class ConsistentSelfAttnProcessor2_0:
             st.bank.write(character[0], self.layer.name, st.step, sampled.reshape(halves, -1, channels))
             if not use:
                 continue
-            others = [torch.cat([sampled[:, j] for j in range(len(members)) if j != i], dim=1)
-                      if len(members) > 1 else sampled[:, :0].reshape(halves, 0, channels)
-                      for i in range(len(members))]
+            others = [
+                torch.cat([sampled[:, j] for j in range(len(members)) if j != i], dim=1)
+                if len(members) > 1
+                else sampled[:, :0].reshape(halves, 0, channels)
+                for i in range(len(members))
+            ]
             extra = torch.stack(others, dim=1)  # (halves, m, (m-1)k, C)
             flat = group.reshape(-1, n_tokens, channels)
             result = _attend(attn, flat, extra.reshape(flat.shape[0], -1, channels), st)

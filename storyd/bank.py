@@ -71,7 +71,9 @@ class CharacterBank:
                     layer, step = key.rsplit("@", 1)
                     store[(layer, int(step))] = handle.get_tensor(key).to(self.storage_device)
         except (OSError, ValueError, SafetensorError) as exc:
-            raise InputError(f"cannot read character bank: {exc}", "check the file or make it again", path=path) from None
+            raise InputError(
+                f"cannot read character bank: {exc}", "check the file or make it again", path=path
+            ) from None
         character = info.pop("character")
         self.entries[character] = store
         self.meta[character] = info

@@ -44,10 +44,16 @@ class ComicResult:
 
     def as_dict(self) -> dict:
         return {
-            "out_dir": str(self.out_dir), "model": self.model, "art": self.art, "rendered": self.rendered,
-            "skipped": self.skipped, "pages": [str(p) for p in self.pages],
-            "saved_banks": [str(p) for p in self.saved_banks], "seconds": round(self.seconds, 2),
-            "warnings": self.warnings, "manifest": str(self.out_dir / "manifest.json"),
+            "out_dir": str(self.out_dir),
+            "model": self.model,
+            "art": self.art,
+            "rendered": self.rendered,
+            "skipped": self.skipped,
+            "pages": [str(p) for p in self.pages],
+            "saved_banks": [str(p) for p in self.saved_banks],
+            "seconds": round(self.seconds, 2),
+            "warnings": self.warnings,
+            "manifest": str(self.out_dir / "manifest.json"),
         }
 
 
@@ -55,15 +61,18 @@ def plan_warnings(plan: RenderPlan) -> list[str]:
     notes = []
     for job in plan.jobs:
         if job.prompt.lost:
-            notes.append(f"panel {job.index + 1}: the prompt is longer than the text encoder reads; "
-                         f"these words are lost: \"{job.prompt.lost}\"")
+            notes.append(
+                f"panel {job.index + 1}: the prompt is longer than the text encoder reads; "
+                f'these words are lost: "{job.prompt.lost}"'
+            )
     if not plan.preset.art:
         notes.append(f"model '{plan.preset.name}' has random weights: its images are noise, not art")
     return notes
 
 
-def render_comic(story: Story | Path | str, options: ComicOptions = ComicOptions(),
-                 progress: Progress | None = None) -> ComicResult:
+def render_comic(
+    story: Story | Path | str, options: ComicOptions = ComicOptions(), progress: Progress | None = None
+) -> ComicResult:
     started = time.perf_counter()
     progress = progress or NullProgress()
     if not isinstance(story, Story):
@@ -71,8 +80,14 @@ def render_comic(story: Story | Path | str, options: ComicOptions = ComicOptions
     device = pick_device(options.device)
     bank = CharacterBank()
     loaded = _load_banks(options.load_characters, bank) if options.load_characters else ()
-    plan = plan_story(story, model=options.model, consistency=options.consistency, loaded_banks=loaded,
-                      tokenizer=load_clip_tokenizer(storyd_home()), device=device)
+    plan = plan_story(
+        story,
+        model=options.model,
+        consistency=options.consistency,
+        loaded_banks=loaded,
+        tokenizer=load_clip_tokenizer(storyd_home()),
+        device=device,
+    )
     out_dir = options.out_dir or Path("out") / story.name
     folder = OutputFolder(out_dir, plan, force=options.force)
     result = ComicResult(out_dir, plan.preset.name, plan.preset.art, warnings=plan_warnings(plan))
@@ -131,8 +146,14 @@ def write_comic_pages(story: Story, out_dir: Path, *, force: bool) -> list[Path]
 
 def _bank_validity(plan: RenderPlan, revision: str | None, scheduler: str) -> dict:
     return {
-        "model": plan.preset.name, "revision": revision, "width": plan.width, "height": plan.height,
-        "steps": plan.steps, "scheduler": scheduler, "cfg": plan.guidance > 1, "layers": plan.consistency.layers,
+        "model": plan.preset.name,
+        "revision": revision,
+        "width": plan.width,
+        "height": plan.height,
+        "steps": plan.steps,
+        "scheduler": scheduler,
+        "cfg": plan.guidance > 1,
+        "layers": plan.consistency.layers,
     }
 
 
@@ -151,6 +172,12 @@ def _settings_record(plan: RenderPlan, device: str, scheduler: str) -> dict:
     from dataclasses import asdict
 
     return {
-        "width": plan.width, "height": plan.height, "steps": plan.steps, "guidance": plan.guidance,
-        "scheduler": scheduler, "device": device, "seed": plan.story.seed, "consistency": asdict(plan.consistency),
+        "width": plan.width,
+        "height": plan.height,
+        "steps": plan.steps,
+        "guidance": plan.guidance,
+        "scheduler": scheduler,
+        "device": device,
+        "seed": plan.story.seed,
+        "consistency": asdict(plan.consistency),
     }

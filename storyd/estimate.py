@@ -20,9 +20,15 @@ CONFIGS = Path(__file__).parent / "configs"
 PARAMS = {"sd15": 1_066_000_000, "sd21": 1_290_000_000, "sdxl": 3_469_000_000}
 # Seconds per denoising step for one image at the preset's own size (guidance on).
 STEP_SECONDS = {
-    ("sdxl", "cuda"): 0.10, ("sd15", "cuda"): 0.04, ("sd21", "cuda"): 0.06,
-    ("sdxl", "mps"): 1.0, ("sd15", "mps"): 0.3, ("sd21", "mps"): 0.5,
-    ("sdxl", "cpu"): 30.0, ("sd15", "cpu"): 4.0, ("sd21", "cpu"): 8.0,
+    ("sdxl", "cuda"): 0.10,
+    ("sd15", "cuda"): 0.04,
+    ("sd21", "cuda"): 0.06,
+    ("sdxl", "mps"): 1.0,
+    ("sd15", "mps"): 0.3,
+    ("sd21", "mps"): 0.5,
+    ("sdxl", "cpu"): 30.0,
+    ("sd15", "cpu"): 4.0,
+    ("sd21", "cpu"): 8.0,
 }
 SMALL_STEP_SECONDS = 0.03  # the embedded models, per image-step on 2 CPU cores
 
@@ -94,8 +100,15 @@ def _per_block(value, n: int) -> list[int]:
 
 
 def bank_bytes(
-    config: dict, latent_h: int, latent_w: int, steps: int, settings: ConsistencySettings,
-    reference_images: int, *, cfg: bool, dtype_bytes: int,
+    config: dict,
+    latent_h: int,
+    latent_w: int,
+    steps: int,
+    settings: ConsistencySettings,
+    reference_images: int,
+    *,
+    cfg: bool,
+    dtype_bytes: int,
 ) -> int:
     """Bytes one character's bank takes: sampled tokens x channels, per patched layer and step."""
     layout = attention_layout(config)
@@ -136,13 +149,23 @@ def weights_bytes(preset: Preset, dtype_bytes: int) -> int:
 
 
 def estimate_run(
-    preset: Preset, *, width: int, height: int, steps: int, guidance: float, consistency: ConsistencySettings,
-    reference_counts: list[int], n_panels: int, device: str,
+    preset: Preset,
+    *,
+    width: int,
+    height: int,
+    steps: int,
+    guidance: float,
+    consistency: ConsistencySettings,
+    reference_counts: list[int],
+    n_panels: int,
+    device: str,
 ) -> Estimate:
     kind = device.split(":")[0]
     dtype_bytes = 4 if kind == "cpu" else 2
     scale = (width * height) / (preset.width * preset.height)
-    per_step = STEP_SECONDS.get((preset.family, kind), SMALL_STEP_SECONDS) if preset.source == "lock" else SMALL_STEP_SECONDS
+    per_step = (
+        STEP_SECONDS.get((preset.family, kind), SMALL_STEP_SECONDS) if preset.source == "lock" else SMALL_STEP_SECONDS
+    )
     seconds = per_step * scale * steps * n_panels * (1.15 if consistency.enabled else 1.0)
     config = unet_config(preset)
     per_character: list[int] = []
@@ -150,7 +173,15 @@ def estimate_run(
         factor = vae_factor(preset)
         for count in reference_counts:
             per_character.append(
-                bank_bytes(config, height // factor, width // factor, steps, consistency, count,
-                           cfg=guidance > 1, dtype_bytes=dtype_bytes)
+                bank_bytes(
+                    config,
+                    height // factor,
+                    width // factor,
+                    steps,
+                    consistency,
+                    count,
+                    cfg=guidance > 1,
+                    dtype_bytes=dtype_bytes,
+                )
             )
     return Estimate(seconds, weights_bytes(preset, dtype_bytes), per_character, sum(per_character), device)

@@ -54,8 +54,10 @@ class PanelGenerator:
         with consistent_attention(self.pipe.unet, self.state, self.plan.consistency.layers):
             for batch in batches:
                 batch_jobs = [jobs[i] for i in batch.panels]
-                label = f"{batch.character}'s reference panels" if batch.mode == WRITE else "panels " + ", ".join(
-                    str(i + 1) for i in batch.panels
+                label = (
+                    f"{batch.character}'s reference panels"
+                    if batch.mode == WRITE
+                    else "panels " + ", ".join(str(i + 1) for i in batch.panels)
                 )
                 progress.batch(label, len(batch_jobs), self.plan.steps)
                 started = time.perf_counter()

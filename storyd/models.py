@@ -38,7 +38,9 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset("sdxl", "sdxl", "lock", 1024, 1024, 35, 5.0, "Stable Diffusion XL base 1.0 (the default for real work)"),
         Preset("sd15", "sd15", "lock", 512, 512, 35, 7.0, "Stable Diffusion 1.5"),
-        Preset("sd21", "sd21", "lock", 768, 768, 35, 7.0, "Stable Diffusion 2.1 (unpinned until its hashes are filled)"),
+        Preset(
+            "sd21", "sd21", "lock", 768, 768, 35, 7.0, "Stable Diffusion 2.1 (unpinned until its hashes are filled)"
+        ),
         Preset("toy", "sd15", "local", 64, 64, 25, 4.0, "a small model storyd trained on a drawn world (embedded)"),
         Preset("tiny", "sd15", "tiny", 64, 64, 4, 5.0, "random weights in SD1.5's shape, for tests", art=False),
         Preset("tiny-sd21", "sd21", "tiny", 64, 64, 4, 5.0, "random weights in SD2.1's shape, for tests", art=False),
@@ -58,7 +60,9 @@ def get_preset(name: str | None) -> Preset:
         raise InputError(f"unknown model '{name}'", f"use one of: {', '.join(PRESETS)}")
     preset = PRESETS[name]
     if preset.source == "local" and not (preset.local_dir / "unet").is_dir():
-        raise InputError(f"the embedded model '{name}' is not in this checkout", "run `make train-toy`, or use model: tiny")
+        raise InputError(
+            f"the embedded model '{name}' is not in this checkout", "run `make train-toy`, or use model: tiny"
+        )
     return preset
 
 

@@ -43,8 +43,14 @@ def file_sha256(path: Path) -> str:
 def input_hashes(plan: RenderPlan, model_revision: str | None, scheduler: str) -> dict[int, str]:
     """A hash of everything that decides each panel's pixels, bank inputs included."""
     common = {
-        "model": plan.preset.name, "revision": model_revision, "width": plan.width, "height": plan.height,
-        "steps": plan.steps, "guidance": plan.guidance, "scheduler": scheduler, "version": GENERATION_VERSION,
+        "model": plan.preset.name,
+        "revision": model_revision,
+        "width": plan.width,
+        "height": plan.height,
+        "steps": plan.steps,
+        "guidance": plan.guidance,
+        "scheduler": scheduler,
+        "version": GENERATION_VERSION,
         "story_seed": plan.story.seed,
     }
     consistency = asdict(plan.consistency) if plan.consistency.enabled else None
@@ -80,8 +86,9 @@ class OutputFolder:
             try:
                 manifest = json.loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError:
-                raise InputError("the manifest is not valid JSON", "delete it, or pass --force to start over",
-                                 path=path) from None
+                raise InputError(
+                    "the manifest is not valid JSON", "delete it, or pass --force to start over", path=path
+                ) from None
             if manifest.get("story", {}).get("path") != story_path and not force:
                 raise InputError(
                     f"{self.root} holds the output of another story ({manifest.get('story', {}).get('path')})",
@@ -118,10 +125,18 @@ class OutputFolder:
         atomic_save_image(image, path)
         panel = self.plan.story.panels[job.index]
         entry = {
-            "index": job.index, "file": panel_file(job.index), "prompt": job.prompt.prompt,
-            "base_prompt": job.prompt.base, "negative": job.prompt.negative, "characters": list(job.prompt.characters),
-            "caption": panel.caption, "seed": job.seed, "role": job.role, "input_hash": input_hash,
-            "seconds": round(seconds, 3), "sha256": file_sha256(path),
+            "index": job.index,
+            "file": panel_file(job.index),
+            "prompt": job.prompt.prompt,
+            "base_prompt": job.prompt.base,
+            "negative": job.prompt.negative,
+            "characters": list(job.prompt.characters),
+            "caption": panel.caption,
+            "seed": job.seed,
+            "role": job.role,
+            "input_hash": input_hash,
+            "seconds": round(seconds, 3),
+            "sha256": file_sha256(path),
         }
         panels = [p for p in self.manifest.get("panels", []) if p["index"] != job.index] + [entry]
         self.manifest["panels"] = sorted(panels, key=lambda p: p["index"])
@@ -134,7 +149,9 @@ class OutputFolder:
             storyd=__version__,
             updated=_now(),
             story={
-                "path": str(plan.story.path.resolve()), "name": plan.story.name, "title": plan.story.title,
+                "path": str(plan.story.path.resolve()),
+                "name": plan.story.name,
+                "title": plan.story.title,
                 "sha256": file_sha256(plan.story.path),
             },
             references={name: list(refs) for name, refs in plan.references.items()},
@@ -146,4 +163,3 @@ class OutputFolder:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-

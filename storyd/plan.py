@@ -91,8 +91,15 @@ def plan_story(
             role = PLAIN
         jobs.append(PanelJob(panel.index, prompt, seed, role))
     estimate = estimate_run(
-        preset, width=width, height=height, steps=steps, guidance=guidance, consistency=consistency,
-        reference_counts=[len(r) for r in references.values()], n_panels=len(jobs), device=device,
+        preset,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance=guidance,
+        consistency=consistency,
+        reference_counts=[len(r) for r in references.values()],
+        n_panels=len(jobs),
+        device=device,
     )
     return RenderPlan(
         story, preset, width, height, steps, guidance, consistency, tuple(jobs), references, loaded_banks, estimate
@@ -115,7 +122,8 @@ def _reference_panels(
                 "panel to learn their look from",
                 f"add a panel that shows only {name}, load a saved bank with --load-characters, "
                 "or set 'consistency: {enabled: false}'",
-                path=story.path, line=character.line or None,
+                path=story.path,
+                line=character.line or None,
             )
         references[name] = tuple(solo[: consistency.id_panels])
     return references

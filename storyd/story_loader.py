@@ -34,8 +34,18 @@ from storyd.text_story import parse_text_story
 from storyd.yaml_nodes import YamlDoc, line_of
 
 TOP_KEYS = (
-    "title", "style", "model", "seed", "size", "steps", "guidance", "negative",
-    "consistency", "characters", "panels", "layout",
+    "title",
+    "style",
+    "model",
+    "seed",
+    "size",
+    "steps",
+    "guidance",
+    "negative",
+    "consistency",
+    "characters",
+    "panels",
+    "layout",
 )
 PANEL_KEYS = ("prompt", "characters", "caption", "dialogue", "seed", "span")
 CHARACTER_KEYS = ("description", "reference")
@@ -56,7 +66,7 @@ def load_story(path: str | Path) -> Story:
         raise InputError(f"{path} is a folder, not a story file", "name a .yaml or .txt story inside it")
     try:
         text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
+    except UnicodeDecodeError:
         raise InputError("the story file is not UTF-8 text", "save it as UTF-8", path=path) from None
     if path.suffix.lower() == ".txt":
         return parse_text_story(path, text)
@@ -179,13 +189,16 @@ def _layout(doc: YamlDoc, node: Node, base: Path) -> LayoutSettings:
             if text.strip() == "0":
                 text = "0px"
             if not LENGTH_RE.match(text):
-                raise doc.error(value, f"{what} '{text}' is not a length", "write a number and a unit, e.g. 10mm, 0.5in, 12px")
+                raise doc.error(
+                    value, f"{what} '{text}' is not a length", "write a number and a unit, e.g. 10mm, 0.5in, 12px"
+                )
             values[key] = text.strip()
         elif key == "page":
             text = doc.string(value, what).strip().lower()
             if text not in PAGE_PRESETS and not PAGE_RE.match(text):
                 raise doc.error(
-                    value, f"{what} '{text}' is not a page size",
+                    value,
+                    f"{what} '{text}' is not a page size",
                     f"use one of {', '.join(PAGE_PRESETS)}, or WIDTHxHEIGHT with a unit, e.g. 1200x1800px",
                 )
             values[key] = text
@@ -215,7 +228,9 @@ def _existing_file(doc: YamlDoc, node: Node, what: str, base: Path) -> Path:
     if not path.is_absolute():
         path = base / path
     if not path.is_file():
-        raise doc.error(node, f"{what}: no such file {path}", "check the path (relative paths start at the story's folder)")
+        raise doc.error(
+            node, f"{what}: no such file {path}", "check the path (relative paths start at the story's folder)"
+        )
     return path
 
 
@@ -231,7 +246,9 @@ def _characters(doc: YamlDoc, node: Node | None, base: Path) -> dict[str, Charac
             continue
         entries = doc.mapping(value, f"character {name}", CHARACTER_KEYS)
         if "description" not in entries:
-            raise doc.error(value, f"character {name} has no description", "add 'description: ...' saying how they look")
+            raise doc.error(
+                value, f"character {name} has no description", "add 'description: ...' saying how they look"
+            )
         reference = None
         if "reference" in entries:
             ref_node = entries["reference"][1]
@@ -308,7 +325,9 @@ def infer_characters(doc: YamlDoc, node: Node, prompt: str, characters: dict[str
         names = [t.strip() for t in tags if t.strip() != NO_CHARACTER_TAG]
         for name in names:
             if name not in characters:
-                raise doc.error(node, f"the prompt names [{name}], who is not defined under 'characters:'", _define_hint(name))
+                raise doc.error(
+                    node, f"the prompt names [{name}], who is not defined under 'characters:'", _define_hint(name)
+                )
         return tuple(dict.fromkeys(names))
     found = [(m.start(), name) for name in characters for m in [re.search(rf"\b{re.escape(name)}\b", prompt)] if m]
     return tuple(name for _, name in sorted(found))
@@ -327,7 +346,9 @@ def _dialogue(doc: YamlDoc, node: Node, label: str) -> DialogueLine:
     entries = doc.mapping(node, what, DIALOGUE_KEYS)
     for required in ("speaker", "text"):
         if required not in entries:
-            raise doc.error(node, f"{what} has no {required}", "write it as 'speaker: Name' and 'text: ...', or '- Name: text'")
+            raise doc.error(
+                node, f"{what} has no {required}", "write it as 'speaker: Name' and 'text: ...', or '- Name: text'"
+            )
     fields = {
         "speaker": doc.string(entries["speaker"][1], f"{what}'s speaker"),
         "text": doc.string(entries["text"][1], f"{what}'s text"),

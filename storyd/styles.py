@@ -36,7 +36,7 @@ STYLES: dict[str, Style] = {
         ),
         Style(
             "3d-animation",
-            "{prompt}, 3d animated film still, soft global illumination, expressive stylised characters, subsurface skin",
+            "{prompt}, 3d animated film still, soft global illumination, expressive stylised characters",
             "photograph, 2d, sketch, flat shading",
         ),
         Style(

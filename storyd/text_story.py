@@ -46,11 +46,17 @@ def parse_text_story(path: Path, text: str) -> Story:
         match = _DEFINITION_RE.match(line.strip())
         if not match or match.group(1).strip() == "NC":
             raise InputError(
-                f"'{line.strip()}' is not a character line", "write '[Name] how they look'", path=path, line=number, col=1
+                f"'{line.strip()}' is not a character line",
+                "write '[Name] how they look'",
+                path=path,
+                line=number,
+                col=1,
             )
         name = match.group(1).strip()
         if name in characters:
-            raise InputError(f"character [{name}] is defined twice", "keep one line for it", path=path, line=number, col=1)
+            raise InputError(
+                f"character [{name}] is defined twice", "keep one line for it", path=path, line=number, col=1
+            )
         characters[name] = Character(name, match.group(2).strip(), line=number)
     panels: list[Panel] = []
     for number, line in lines[blank:]:
@@ -67,12 +73,16 @@ def parse_text_story(path: Path, text: str) -> Story:
                 raise InputError(
                     f"the panel names [{name}], who is not defined in the character lines",
                     f"add a line '[{name}] how they look' before the first blank line",
-                    path=path, line=number, col=col,
+                    path=path,
+                    line=number,
+                    col=col,
                 )
         prompt = re.sub(r"\[NC\]\s*", "", prompt).strip()
         shown = tuple(dict.fromkeys(n for n in names if n != "NC"))
         if not prompt:
-            raise InputError("the panel has no prompt", "describe what it shows before the '#'", path=path, line=number, col=1)
+            raise InputError(
+                "the panel has no prompt", "describe what it shows before the '#'", path=path, line=number, col=1
+            )
         panels.append(Panel(len(panels), prompt, shown, caption=caption, line=number))
     if not panels:
         raise InputError("the story has no panel lines", "add one panel per line after the blank line", path=path)

@@ -60,9 +60,7 @@ class YamlDoc:
 
     # --- typed getters -------------------------------------------------------------
 
-    def mapping(
-        self, node: Node, what: str, allowed: Iterable[str] | None
-    ) -> dict[str, tuple[ScalarNode, Node]]:
+    def mapping(self, node: Node, what: str, allowed: Iterable[str] | None) -> dict[str, tuple[ScalarNode, Node]]:
         """A mapping's entries by key; duplicates, and keys not in `allowed` (unless None), are errors."""
         if not isinstance(node, MappingNode):
             raise self.error(node, f"{what} must be a mapping (key: value lines), not {self.type_name(node)}")

@@ -49,13 +49,18 @@ def test_layer_sets_select_by_block_and_level(unet):
     layers = self_attention_layers(unet)
     levels = sorted({layer.level for layer in layers})
     assert levels == list(range(len(levels))) and len(levels) >= 2
-    for layer_set, expect in [("all", layers), ("mid", [la for la in layers if la.block == "mid"]),
-                              ("levels:0", [la for la in layers if la.level == 0])]:
+    for layer_set, expect in [
+        ("all", layers),
+        ("mid", [la for la in layers if la.block == "mid"]),
+        ("levels:0", [la for la in layers if la.level == 0]),
+    ]:
         with consistent_attention(unet, ConsistencyState(ConsistencySettings(), seed=0), layer_set) as chosen:
             assert [c.name for c in chosen] == [e.name for e in expect]
 
 
-@pytest.mark.parametrize("settings", [ConsistencySettings(enabled=False), dataclasses.replace(ALWAYS, sampling_rate=(0.0,))])
+@pytest.mark.parametrize(
+    "settings", [ConsistencySettings(enabled=False), dataclasses.replace(ALWAYS, sampling_rate=(0.0,))]
+)
 def test_off_or_rate_zero_gives_the_stock_output(unet, settings):
     latents = noise(2, 1)
     stock = run(unet, latents)
@@ -138,8 +143,9 @@ def test_same_seed_same_sampling_and_skips(unet):
 
 
 def test_warmup_and_skip_schedule():
-    state = ConsistencyState(ConsistencySettings(warmup_steps=2, skip_early=0.3, skip_late=0.1, skip_switch_step=20),
-                             seed=1, n_layers=200)
+    state = ConsistencyState(
+        ConsistencySettings(warmup_steps=2, skip_early=0.3, skip_late=0.1, skip_switch_step=20), seed=1, n_layers=200
+    )
     state.mode = WRITE
     layers = [type("L", (), {"index": i})() for i in range(200)]
     state.begin_step(1)

@@ -33,8 +33,9 @@ panels:
 
 def test_a_saved_bank_replaces_the_reference_panels(write_story, tmp_path):
     banks = tmp_path / "banks"
-    first = render_comic(load_story(write_story(FIRST, "first.yaml")),
-                         ComicOptions(out_dir=tmp_path / "a", save_characters=banks))
+    first = render_comic(
+        load_story(write_story(FIRST, "first.yaml")), ComicOptions(out_dir=tmp_path / "a", save_characters=banks)
+    )
     assert [p.name for p in first.saved_banks] == ["Mia.safetensors"]
     sequel = load_story(write_story(SEQUEL, "sequel.yaml"))
     result = render_comic(sequel, ComicOptions(out_dir=tmp_path / "b", load_characters=banks))
@@ -45,7 +46,9 @@ def test_a_saved_bank_replaces_the_reference_panels(write_story, tmp_path):
 
 def test_a_bank_for_another_size_is_refused(write_story, tmp_path):
     banks = tmp_path / "banks"
-    render_comic(load_story(write_story(FIRST, "first.yaml")), ComicOptions(out_dir=tmp_path / "a", save_characters=banks))
+    render_comic(
+        load_story(write_story(FIRST, "first.yaml")), ComicOptions(out_dir=tmp_path / "a", save_characters=banks)
+    )
     bigger = load_story(write_story(SEQUEL.replace("seed: 2", "seed: 2\nsize: 128"), "sequel.yaml"))
     with pytest.raises(InputError) as info:
         render_comic(bigger, ComicOptions(out_dir=tmp_path / "b", load_characters=banks))

@@ -28,7 +28,9 @@ def draw(pipe, plan, todo=None):
     images = {}
     gen = PanelGenerator(pipe, plan, device="cpu")
     todo = todo if todo is not None else {j.index for j in plan.jobs}
-    gen.render(plan.batches(todo), keep=todo, on_batch=lambda drawn: images.update({d.job.index: d.image for d in drawn}))
+    gen.render(
+        plan.batches(todo), keep=todo, on_batch=lambda drawn: images.update({d.job.index: d.image for d in drawn})
+    )
     return gen, images
 
 

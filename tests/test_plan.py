@@ -34,13 +34,18 @@ def test_batches_write_each_character_then_read(write_story):
     plan = plan_story(load_story(write_story(STORY)))
     batches = plan.batches({j.index for j in plan.jobs})
     assert [(b.mode, b.panels, b.character) for b in batches] == [
-        ("write", (0, 2), "Mia"), ("write", (1, 4), "Sam"), ("read", (3, 5, 6), None)]
+        ("write", (0, 2), "Mia"),
+        ("write", (1, 4), "Sam"),
+        ("read", (3, 5, 6), None),
+    ]
     only_six = plan.batches({5})  # a read panel of Mia needs Mia's bank, not Sam's
     assert [(b.mode, b.panels) for b in only_six] == [("write", (0, 2)), ("read", (5,))]
 
 
 def test_id_panels_and_batch_size_are_honoured(write_story):
-    story = load_story(write_story(STORY.replace("model: tiny", "model: tiny\nconsistency: {id_panels: 1, batch_size: 2}")))
+    story = load_story(
+        write_story(STORY.replace("model: tiny", "model: tiny\nconsistency: {id_panels: 1, batch_size: 2}"))
+    )
     plan = plan_story(story)
     assert plan.references == {"Mia": (0,), "Sam": (1,)}
     reads = [b.panels for b in plan.batches(set(range(7))) if b.mode == "read"]

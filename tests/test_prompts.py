@@ -46,7 +46,11 @@ def test_truncation_names_the_lost_words(tokenizer, write_story):
     prompt = build_prompts(load_story(write_story(text)), tokenizer)[0]
     assert prompt.lost == long_tail
     assert lost_words(tokenizer, "a short prompt") is None
-    assert len(tokenizer.tokenize(prompt.prompt)) > 75 >= len(tokenizer.tokenize(prompt.prompt)) - len(tokenizer.tokenize(prompt.lost))
+    assert (
+        len(tokenizer.tokenize(prompt.prompt))
+        > 75
+        >= len(tokenizer.tokenize(prompt.prompt)) - len(tokenizer.tokenize(prompt.lost))
+    )
 
 
 def test_tokenizer_is_the_real_clip_bpe(tokenizer):

@@ -56,7 +56,9 @@ def test_a_full_story_loads_with_every_field(write_story):
     p = story.panels
     assert p[0].characters == ("Maya",) and p[0].caption == "Morning." and p[0].span == "wide"
     assert [(d.speaker, d.text, d.kind, d.tail) for d in p[0].dialogue] == [
-        ("Maya", "Hello!", "speech", "auto"), ("Leo", "Hi!", "shout", "right")]
+        ("Maya", "Hello!", "speech", "auto"),
+        ("Leo", "Hi!", "shout", "right"),
+    ]
     assert p[1].characters == ("Leo",) and p[1].seed == 99
     assert p[2].characters == ()
     assert p[3].characters == ("Maya", "Leo")
@@ -76,8 +78,12 @@ def test_a_full_story_loads_with_every_field(write_story):
         ("style: vaporwave\npanels: [a]\n", 1, 8, "style 'vaporwave' is not one of the known values"),
         ("size: 500\npanels: [a]\n", 1, 7, "multiple of 8"),
         ("panels: [a]\nlayout:\n  margin: wide\n", 3, 11, "layout.margin 'wide' is not a length"),
-        ("panels:\n  - prompt: a\n    dialogue:\n      - speaker: A\n        text: x\n        kind: sing\n", 6, 15,
-         "kind 'sing' is not one of the known values"),
+        (
+            "panels:\n  - prompt: a\n    dialogue:\n      - speaker: A\n        text: x\n        kind: sing\n",
+            6,
+            15,
+            "kind 'sing' is not one of the known values",
+        ),
         ("characters:\n  Ann:\n    description: a\n    reference: nope.png\npanels: [a]\n", 4, 16, "no such file"),
         ("title: [unclosed\n", 2, 1, "not valid YAML"),
         ("title: x\n", 1, 1, "no 'panels:' list"),

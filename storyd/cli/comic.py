@@ -13,14 +13,29 @@ from storyd.cli.common import ForceOpt, JsonOpt, Output, QuietOpt, handle_errors
 from storyd.errors import InputError
 
 StoryArg = Annotated[Path, typer.Argument(help="The story: a .yaml file, or a .txt file in the published format.")]
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model preset (default: the story's, else the embedded model). See `storyd weights list`.")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m", help="Model preset (default: the story's, else the embedded model). See `storyd weights list`."
+    ),
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
-CsaOpt = Annotated[bool | None, typer.Option("--csa/--no-csa", help="Consistent Self-Attention on or off (default: the story's, on).")]
+CsaOpt = Annotated[
+    bool | None, typer.Option("--csa/--no-csa", help="Consistent Self-Attention on or off (default: the story's, on).")
+]
 IdPanelsOpt = Annotated[int | None, typer.Option("--id-panels", min=1, help="Reference panels per character.")]
-RateOpt = Annotated[str | None, typer.Option("--sampling-rate", help="CSA sampling rate, one or per level coarsest first: 0.5 or 0.5,0.7.")]
-WarmupOpt = Annotated[int | None, typer.Option("--warmup-steps", min=0, help="Denoising steps with CSA off at the start.")]
+RateOpt = Annotated[
+    str | None,
+    typer.Option("--sampling-rate", help="CSA sampling rate, one or per level coarsest first: 0.5 or 0.5,0.7."),
+]
+WarmupOpt = Annotated[
+    int | None, typer.Option("--warmup-steps", min=0, help="Denoising steps with CSA off at the start.")
+]
 LayersOpt = Annotated[str | None, typer.Option("--layers", help="CSA layers: up, down, mid, all, or levels:0,1.")]
-SkipOpt = Annotated[bool | None, typer.Option("--random-skip/--no-random-skip", help="Skip CSA at random per layer call (published behaviour).")]
+SkipOpt = Annotated[
+    bool | None,
+    typer.Option("--random-skip/--no-random-skip", help="Skip CSA at random per layer call (published behaviour)."),
+]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Read-mode panels per batch.")]
 
 
@@ -33,14 +48,22 @@ def consistency_overrides(story, csa, id_panels, sampling_rate, warmup_steps, la
         try:
             rates = tuple(float(v) for v in sampling_rate.split(","))
         except ValueError:
-            raise InputError(f"--sampling-rate '{sampling_rate}' is not a number or list of numbers", "e.g. 0.5 or 0.5,0.7") from None
+            raise InputError(
+                f"--sampling-rate '{sampling_rate}' is not a number or list of numbers", "e.g. 0.5 or 0.5,0.7"
+            ) from None
         if not all(0 <= r <= 1 for r in rates):
             raise InputError(f"--sampling-rate '{sampling_rate}' must be between 0 and 1")
     if layers is not None and layers not in LAYER_SETS and not _levels(layers):
         raise InputError(f"--layers '{layers}' is not a layer set", f"use one of {', '.join(LAYER_SETS)} or levels:0,1")
     return override_consistency(
-        story.consistency, enabled=csa, id_panels=id_panels, sampling_rate=rates, warmup_steps=warmup_steps,
-        layers=layers, random_skip=random_skip, batch_size=batch_size,
+        story.consistency,
+        enabled=csa,
+        id_panels=id_panels,
+        sampling_rate=rates,
+        warmup_steps=warmup_steps,
+        layers=layers,
+        random_skip=random_skip,
+        batch_size=batch_size,
     )
 
 
@@ -61,8 +84,13 @@ def comic(
     layers: LayersOpt = None,
     random_skip: SkipOpt = None,
     batch_size: BatchOpt = None,
-    save_characters: Annotated[Path | None, typer.Option("--save-characters", help="Save each character's bank here (safetensors).")] = None,
-    load_characters: Annotated[Path | None, typer.Option("--load-characters", help="Read saved character banks instead of drawing their reference panels.")] = None,
+    save_characters: Annotated[
+        Path | None, typer.Option("--save-characters", help="Save each character's bank here (safetensors).")
+    ] = None,
+    load_characters: Annotated[
+        Path | None,
+        typer.Option("--load-characters", help="Read saved character banks instead of drawing their reference panels."),
+    ] = None,
     weights_dir: Annotated[Path | None, typer.Option("--weights-dir", help="Where pulled weights live.")] = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
@@ -76,9 +104,16 @@ def comic(
     output = Output(json_mode=json_, quiet=quiet)
     loaded = load_story(story)
     options = ComicOptions(
-        out_dir=out, model=model, device=device, force=force, weights_dir=weights_dir,
-        consistency=consistency_overrides(loaded, csa, id_panels, sampling_rate, warmup_steps, layers, random_skip, batch_size),
-        save_characters=save_characters, load_characters=load_characters,
+        out_dir=out,
+        model=model,
+        device=device,
+        force=force,
+        weights_dir=weights_dir,
+        consistency=consistency_overrides(
+            loaded, csa, id_panels, sampling_rate, warmup_steps, layers, random_skip, batch_size
+        ),
+        save_characters=save_characters,
+        load_characters=load_characters,
     )
     progress = RichProgress(output.err) if output.show_progress else None
     result = render_comic(loaded, options, progress)
@@ -118,8 +153,13 @@ def validate(
     output = Output(json_mode=json_)
     loaded = load_story(story)
     consistency = consistency_overrides(loaded, csa, id_panels, sampling_rate, warmup_steps, layers, None, None)
-    plan = plan_story(loaded, model=model, consistency=consistency, tokenizer=load_clip_tokenizer(storyd_home()),
-                      device=pick_device(device))
+    plan = plan_story(
+        loaded,
+        model=model,
+        consistency=consistency,
+        tokenizer=load_clip_tokenizer(storyd_home()),
+        device=pick_device(device),
+    )
     warnings = plan_warnings(plan)
     for warning in warnings:
         output.warn(warning)
@@ -128,33 +168,52 @@ def validate(
 
 def plan_record(plan, warnings: list[str]) -> dict:
     return {
-        "story": str(plan.story.path), "title": plan.story.title, "model": plan.preset.name,
-        "width": plan.width, "height": plan.height, "steps": plan.steps, "guidance": plan.guidance,
+        "story": str(plan.story.path),
+        "title": plan.story.title,
+        "model": plan.preset.name,
+        "width": plan.width,
+        "height": plan.height,
+        "steps": plan.steps,
+        "guidance": plan.guidance,
         "consistency": plan.consistency.enabled,
         "references": {name: [i + 1 for i in refs] for name, refs in plan.references.items()},
         "panels": [
-            {"panel": j.index + 1, "role": j.role, "characters": list(j.prompt.characters), "seed": j.seed,
-             "prompt": j.prompt.prompt, "negative": j.prompt.negative, "lost_words": j.prompt.lost}
+            {
+                "panel": j.index + 1,
+                "role": j.role,
+                "characters": list(j.prompt.characters),
+                "seed": j.seed,
+                "prompt": j.prompt.prompt,
+                "negative": j.prompt.negative,
+                "lost_words": j.prompt.lost,
+            }
             for j in plan.jobs
         ],
-        "estimate": plan.estimate.as_dict(), "warnings": warnings,
+        "estimate": plan.estimate.as_dict(),
+        "warnings": warnings,
     }
 
 
 def _print_plan(console, plan) -> None:
     est = plan.estimate
-    console.print(f"[bold]{escape(plan.story.title)}[/bold]: {len(plan.jobs)} panels, model {plan.preset.name} "
-                  f"({plan.width}x{plan.height}, {plan.steps} steps, guidance {plan.guidance})")
+    console.print(
+        f"[bold]{escape(plan.story.title)}[/bold]: {len(plan.jobs)} panels, model {plan.preset.name} "
+        f"({plan.width}x{plan.height}, {plan.steps} steps, guidance {plan.guidance})"
+    )
     table = Table("#", "role", "characters", "seed", "prompt")
     for j in plan.jobs:
         prompt = escape(j.prompt.prompt) + (f" [red](lost: {escape(j.prompt.lost)})[/red]" if j.prompt.lost else "")
         table.add_row(str(j.index + 1), j.role, escape(", ".join(j.prompt.characters) or "-"), str(j.seed), prompt)
     console.print(table)
     csa = "on" if plan.consistency.enabled else "off"
-    console.print(f"Consistent Self-Attention: {csa}; reference panels: " + (", ".join(
-        f"{escape(n)} {[i + 1 for i in r]}" for n, r in plan.references.items()) or "none"))
-    console.print(f"Estimate (rough): {est.seconds:.0f} s on {est.device}; weights {_size(est.weights_bytes)}, "
-                  f"character banks {_size(est.bank_bytes)}")
+    console.print(
+        f"Consistent Self-Attention: {csa}; reference panels: "
+        + (", ".join(f"{escape(n)} {[i + 1 for i in r]}" for n, r in plan.references.items()) or "none")
+    )
+    console.print(
+        f"Estimate (rough): {est.seconds:.0f} s on {est.device}; weights {_size(est.weights_bytes)}, "
+        f"character banks {_size(est.bank_bytes)}"
+    )
 
 
 def _size(n: int) -> str:

@@ -70,9 +70,7 @@ def handle_errors(fn: F) -> F:
         except StorydError as exc:
             if os.environ.get("STORYD_DEBUG"):
                 raise
-            Console(stderr=True, highlight=False, soft_wrap=True).print(
-                f"[red]Error:[/red] {escape(exc.format())}"
-            )
+            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]Error:[/red] {escape(exc.format())}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             Console(stderr=True).print("Interrupted; finished work is kept. Run the same command again to resume.")

@@ -14,7 +14,10 @@ from storyd.errors import InputError
 @handle_errors
 def convert(
     story: Annotated[Path, typer.Argument(help="A story in the published plain-text format (.txt).")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the YAML ('-' for stdout; default: beside the input).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Where to write the YAML ('-' for stdout; default: beside the input)."),
+    ] = None,
     force: ForceOpt = False,
 ) -> None:
     """Write the YAML equivalent of a plain-text story."""
