@@ -1,0 +1,86 @@
+"""Frames per second of each `storyd animate` backend on the CPU.
+
+Rows: the interpolate backend at 256 and 512 px (rendering only, then rendering plus
+H.264 encoding), and the diffusion backend on the tiny random models (so it measures
+the sampler's overhead, not SD1.5's speed). Run alone: ``python -m bench.bench_animate``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+FRAMES = 16  # per transition, as the CLI's default
+
+
+def _keyframes(side: int) -> tuple[Image.Image, Image.Image]:
+    rng = np.random.default_rng(0)
+    noise = rng.random((side // 8, side // 8, 3)) * 255
+    a = Image.fromarray(noise.astype(np.uint8)).resize((side, side), Image.Resampling.BICUBIC)
+    b = Image.fromarray(np.roll(np.asarray(a), (side // 16, side // 10), axis=(0, 1)))
+    return a, b
+
+
+def _row(case: str, frames: int, seconds: float) -> dict:
+    return {"bench": "animate", "case": case, "frames": frames, "seconds": round(seconds, 3),
+            "fps": round(frames / seconds, 2)}
+
+
+def _interpolate_rows(side: int) -> list[dict]:
+    from storyd.animate.interpolate import InterpolateBackend
+    from storyd.animate.video import write_mp4
+
+    a, b = _keyframes(side)
+    backend = InterpolateBackend()
+    backend.render(a, b, 3)  # warm-up (OpenCV init)
+    started = time.perf_counter()
+    frames = backend.render(a, b, FRAMES)
+    render = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        write_mp4(Path(tmp) / "clip.mp4", frames, fps=12)
+        encode = time.perf_counter() - started
+    return [
+        _row(f"interpolate {side}px render", FRAMES, render),
+        _row(f"interpolate {side}px render+mp4", FRAMES, render + encode),
+    ]
+
+
+def _diffusion_row(side: int = 32, steps: int = 4) -> dict:
+    import torch
+
+    from storyd.animate.diffusion import DiffusionBackend, SamplerConfig
+    from storyd.animate.tiny import tiny_clip_encoder, tiny_video_models
+
+    backend = DiffusionBackend(tiny_video_models(), tiny_clip_encoder(), config=SamplerConfig(steps=steps))
+    a, b = _keyframes(side)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: threading only adds contention on a shared 2-core machine
+    try:
+        with torch.inference_mode():
+            backend.render(a, b, 4)  # warm-up
+            started = time.perf_counter()
+            backend.render(a, b, FRAMES)
+    finally:
+        torch.set_num_threads(threads)
+    return _row(f"diffusion tiny {side}px {steps} steps (1 thread)", FRAMES, time.perf_counter() - started)
+
+
+def run() -> list[dict]:
+    return [*_interpolate_rows(256), *_interpolate_rows(512), _diffusion_row()]
+
+
+def _print_table(rows: list[dict]) -> None:
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
+
+
+if __name__ == "__main__":
+    _print_table(run())

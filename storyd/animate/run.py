@@ -1,0 +1,193 @@
+"""``animate``: keyframes in, one MP4 per consecutive pair plus one joined MP4 out."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from storyd.animate.frames import fit_image, load_keyframes, output_size
+from storyd.animate.video import write_gif, write_mp4
+from storyd.errors import InputError
+from storyd.fsutil import atomic_write_text
+
+BACKENDS = ("auto", "interpolate", "diffusion")
+ProgressFn = Callable[[int, int, str], None]  # (done, total, what)
+NoteFn = Callable[[str], None]
+
+
+class Backend(Protocol):
+    """Anything that renders one transition: ``frames`` uint8 arrays from ``start`` to ``end``."""
+
+    name: str
+
+    def render(self, start: Image.Image, end: Image.Image, frames: int, prompt: str | None = None) -> list[np.ndarray]:
+        ...
+
+
+class Scorer(Protocol):
+    """Computes the transition metrics of one clip (see :mod:`storyd.animate.metrics`)."""
+
+    def score(self, frames: Sequence[np.ndarray]) -> dict[str, float]:
+        ...
+
+
+@dataclass
+class AnimationResult:
+    out_dir: Path
+    backend: str
+    fps: float
+    frames_per_transition: int
+    size: tuple[int, int]  # (width, height)
+    keyframes: list[Path]
+    transitions: list[Path]  # one MP4 per consecutive pair
+    story: Path  # all transitions joined
+    gifs: list[Path] = field(default_factory=list)
+    total_frames: int = 0  # frames in the joined video
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    metrics: list[dict[str, float]] | None = None  # one dict per transition when asked for
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for key in ("out_dir", "story"):
+            data[key] = str(data[key])
+        for key in ("keyframes", "transitions", "gifs"):
+            data[key] = [str(p) for p in data[key]]
+        data["size"] = list(self.size)
+        return data
+
+
+def animate(
+    frames_dir: Path,
+    out_dir: Path,
+    *,
+    backend: str | Backend = "auto",
+    fps: float = 12.0,
+    frames: int = 16,
+    size: tuple[int, int] | int | None = None,
+    gif: bool = False,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    notify: NoteFn | None = None,
+    motion_weights: Path | None = None,
+    metrics: bool | Scorer = False,
+    seed: int = 0,
+) -> AnimationResult:
+    """Render a transition video for each consecutive pair of keyframes in ``frames_dir``.
+
+    ``size`` is (width, height), an int for the longer side, or None for the keyframes' own
+    size rounded down to a multiple of 8. ``frames`` counts both keyframes; in the joined
+    ``story.mp4`` the keyframe shared by two transitions appears once. ``backend="auto"``
+    picks ``diffusion`` where a CUDA GPU and the pinned video weights are present and
+    ``interpolate`` elsewhere. ``metrics`` is True (the pinned CLIP scorer) or a Scorer.
+    Everything is checked before a model is loaded or a file written.
+    """
+    started = time.perf_counter()
+    notes: list[str] = []
+
+    def note(message: str) -> None:
+        notes.append(message)
+        if notify is not None:
+            notify(message)
+
+    if frames < 2:
+        raise InputError(f"--frames {frames} is too few", "a transition needs at least 2 frames (both keyframes)")
+    if fps <= 0:
+        raise InputError(f"--fps {fps} must be positive", "pass e.g. --fps 12")
+    keyframes = load_keyframes(Path(frames_dir))
+    video_size = output_size(keyframes[0].image.size, size)
+    out_dir = Path(out_dir)
+    names = [f"{i + 1:03d}-{i + 2:03d}" for i in range(len(keyframes) - 1)]
+    transition_paths = [out_dir / "transitions" / f"{name}.mp4" for name in names]
+    story_path = out_dir / "story.mp4"
+    targets = [*transition_paths, story_path]
+    if gif:
+        targets += [p.with_suffix(".gif") for p in targets]
+    _check_free(targets, force)
+
+    renderer = _choose_backend(backend, motion_weights=motion_weights, seed=seed, note=note)
+    scorer = _choose_scorer(metrics)
+    images = [fit_image(k.image, video_size) for k in keyframes]
+    story: list[np.ndarray] = []
+    scores: list[dict[str, float]] = []
+    total = len(names)
+    for i, path in enumerate(transition_paths):
+        if progress is not None:
+            progress(i, total, f"transition {names[i]}")
+        clip = renderer.render(images[i], images[i + 1], frames, keyframes[i + 1].prompt)
+        write_mp4(path, clip, fps)
+        if gif:
+            write_gif(path.with_suffix(".gif"), clip, fps)
+        if scorer is not None:
+            scores.append(scorer.score(clip))
+        story.extend(clip if i == 0 else clip[1:])
+    if progress is not None:
+        progress(total, total, "joining")
+    write_mp4(story_path, story, fps)
+    if gif:
+        write_gif(story_path.with_suffix(".gif"), story, fps)
+    result = AnimationResult(
+        out_dir=out_dir,
+        backend=renderer.name,
+        fps=fps,
+        frames_per_transition=frames,
+        size=video_size,
+        keyframes=[k.path for k in keyframes],
+        transitions=transition_paths,
+        story=story_path,
+        gifs=[p.with_suffix(".gif") for p in [*transition_paths, story_path]] if gif else [],
+        total_frames=len(story),
+        notes=notes,
+        metrics=scores if scorer is not None else None,
+    )
+    result.seconds = round(time.perf_counter() - started, 3)
+    atomic_write_text(out_dir / "animation.json", json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+    return result
+
+
+def _check_free(targets: list[Path], force: bool) -> None:
+    if force:
+        return
+    for path in targets:
+        if path.exists():
+            raise InputError("already exists", "pass --force to overwrite, or choose another -o folder", path=path)
+
+
+def _choose_backend(backend: str | Backend, *, motion_weights: Path | None, seed: int, note: NoteFn) -> Backend:
+    if not isinstance(backend, str):
+        return backend
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}", f"choose one of: {', '.join(BACKENDS)}")
+    if backend == "interpolate":
+        from storyd.animate.interpolate import InterpolateBackend
+
+        if motion_weights is not None:
+            note("--motion-weights is used by the diffusion backend only; ignored")
+        return InterpolateBackend()
+    from storyd.animate import diffusion
+
+    if backend == "auto":
+        missing = diffusion.why_unavailable()
+        if missing is not None:
+            from storyd.animate.interpolate import InterpolateBackend
+
+            note(f"using the interpolate backend: {missing}")
+            return InterpolateBackend()
+    return diffusion.load_diffusion_backend(motion_weights=motion_weights, seed=seed, note=note)
+
+
+def _choose_scorer(metrics: bool | Scorer) -> Scorer | None:
+    if metrics is False:
+        return None
+    if metrics is True:
+        from storyd.animate.metrics import load_scorer
+
+        return load_scorer()
+    return metrics

@@ -1,0 +1,151 @@
+"""``storyd animate`` and ``storyd train-motion``: option parsing and rendering only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from storyd.cli.common import ForceOpt, JsonOpt, Output, QuietOpt, handle_errors
+
+FramesDirArg = Annotated[
+    Path, typer.Argument(help="Folder of PNG/JPEG keyframes (natural name order) or a `storyd comic` output folder.")
+]
+TransitionFramesOpt = Annotated[int, typer.Option("--frames", help="Frames per transition, both keyframes included.")]
+
+
+def _progress(output: Output) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=output.err,
+        disable=not output.show_progress or not output.err.is_terminal,
+        transient=True,
+    )
+
+
+@handle_errors
+def animate(
+    frames_dir: FramesDirArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="auto | interpolate | diffusion. auto: diffusion where a CUDA GPU and the pinned video weights "
+            "are present, else interpolate (optical-flow warp with cross-fade; no model, runs anywhere offline)."
+        ),
+    ] = "auto",
+    fps: Annotated[float, typer.Option(help="Frames per second of the videos.")] = 12.0,
+    frames: TransitionFramesOpt = 16,
+    size: Annotated[
+        str | None, typer.Option(help="Video size WxH (multiples of 8), or N for the longer side. Default: keyframes'.")
+    ] = None,
+    gif: Annotated[bool, typer.Option("--gif", help="Also write a GIF beside every MP4.")] = False,
+    motion_weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="Trained motion predictor (.safetensors from train-motion); without it, spherical interpolation."
+        ),
+    ] = None,
+    metrics: Annotated[
+        bool, typer.Option("--metrics", help="Print LPIPS-first/-frames and CLIPSIM-first/-frames per transition.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed for the diffusion backend.")] = 0,
+    force: ForceOpt = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Turn keyframes into one transition MP4 per consecutive pair, plus story.mp4 joining them all."""
+    from storyd.animate import animate as run_animate
+    from storyd.animate.frames import parse_size
+
+    output = Output(json_mode=json_, quiet=quiet)
+    requested = parse_size(size) if size else None
+    with _progress(output) as bar:
+        task = bar.add_task("animating", total=None)
+        result = run_animate(
+            frames_dir,
+            out,
+            backend=backend,
+            fps=fps,
+            frames=frames,
+            size=requested,
+            gif=gif,
+            force=force,
+            progress=lambda done, total, what: bar.update(task, completed=done, total=total, description=what),
+            notify=output.info,
+            motion_weights=motion_weights,
+            metrics=metrics,
+            seed=seed,
+        )
+
+    def human(console) -> None:
+        width, height = result.size
+        console.print(
+            f"{len(result.transitions)} transitions ({result.backend}, {width}x{height}, "
+            f"{result.frames_per_transition} frames at {result.fps:g} fps) in {result.seconds:.1f}s"
+        )
+        for i, path in enumerate(result.transitions):
+            line = f"  {path}"
+            if result.metrics is not None:
+                line += "  " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(result.metrics[i].items()))
+            console.print(line)
+        console.print(f"  {result.story} ({result.total_frames} frames)")
+
+    output.result(result.to_dict(), human)
+
+
+@handle_errors
+def train_motion(
+    videos_dir: Annotated[Path, typer.Argument(help="Folder of video clips (MP4/WebM/MOV/GIF) to learn motion from.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for checkpoints, the loss log and cached embeddings.")
+    ],
+    steps: Annotated[int, typer.Option(help="Total optimiser steps (a resumed run continues up to this).")] = 1000,
+    frames: TransitionFramesOpt = 16,
+    batch_size: Annotated[int, typer.Option(help="Clips per step.")] = 4,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
+    layers: Annotated[int, typer.Option(help="Transformer layers (paper: 8).")] = 8,
+    hidden: Annotated[int, typer.Option(help="Transformer width (paper: 1024).")] = 1024,
+    heads: Annotated[
+        int, typer.Option(help="Attention heads; must divide --hidden (the paper's 12 does not; 16 does).")
+    ] = 16,
+    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed for clip sampling and initial weights.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the Semantic Motion Predictor on real clips: predict middle-frame CLIP embeddings from the ends.
+
+    Runs in embedding space; the clips are encoded once with the pinned CLIP ViT-H/14
+    (cached in OUT). Re-running with the same OUT resumes from the last checkpoint.
+    """
+    from storyd.animate.train_motion import TrainConfig, train_motion_from_videos
+
+    output = Output(json_mode=json_, quiet=quiet)
+    config = TrainConfig(
+        steps=steps, frames=frames, batch_size=batch_size, lr=lr, num_layers=layers, hidden_dim=hidden,
+        num_heads=heads, save_every=save_every, seed=seed, device=device,
+    )
+    with _progress(output) as bar:
+        task = bar.add_task("training", total=None)
+        result = train_motion_from_videos(
+            videos_dir,
+            out,
+            config,
+            progress=lambda done, total, what: bar.update(task, completed=done, total=total, description=what),
+            notify=output.info,
+        )
+
+    def human(console) -> None:
+        console.print(
+            f"trained to step {result.step} (loss {result.first_loss:.5f} -> {result.last_loss:.5f}) "
+            f"on {result.clips} clips; weights: {result.checkpoint}"
+        )
+
+    output.result(result.to_dict(), human)

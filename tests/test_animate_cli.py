@@ -1,0 +1,141 @@
+"""`storyd animate` end to end on the interpolate backend, and its errors through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from storyd.animate import animate
+from storyd.animate.video import read_video
+from storyd.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def keyframes(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, color in enumerate([(250, 0, 0), (0, 250, 0), (0, 0, 250)]):
+        image = np.zeros((40, 56, 3), np.uint8)
+        image[5 + 5 * i : 20 + 5 * i, 10 + 8 * i : 25 + 8 * i] = color
+        Image.fromarray(image).save(folder / f"{i + 1}.png")
+    return folder
+
+
+def test_animate_writes_transitions_and_joined_story(keyframes, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        ["animate", str(keyframes), "-o", str(out), "--backend", "interpolate", "--frames", "5", "--fps", "10",
+         "--gif", "--json"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["backend"] == "interpolate" and data["size"] == [56, 40]
+    assert [p.rsplit("/", 1)[1] for p in data["transitions"]] == ["001-002.mp4", "002-003.mp4"]
+    for path in data["transitions"]:
+        clip = read_video(path)
+        assert len(clip) == 5 and clip[0].shape == (40, 56, 3)
+    story = read_video(out / "story.mp4")
+    assert len(story) == data["total_frames"] == 2 * 4 + 1  # the shared keyframe appears once
+    assert len(data["gifs"]) == 3 and all((out / "transitions").glob("*.gif"))
+    assert json.loads((out / "animation.json").read_text())["total_frames"] == 9
+
+
+def test_existing_output_needs_force(keyframes, tmp_path):
+    args = ["animate", str(keyframes), "-o", str(tmp_path / "o"), "--backend", "interpolate", "--frames", "3", "-q"]
+    assert runner.invoke(app, args).exit_code == 0
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2
+    assert "already exists; pass --force to overwrite" in again.stderr
+    assert runner.invoke(app, [*args, "--force"]).exit_code == 0
+
+
+def test_size_option_resizes(keyframes, tmp_path):
+    result = animate(keyframes, tmp_path / "o", backend="interpolate", frames=3, size=(32, 24))
+    assert result.size == (32, 24)
+    assert read_video(result.story)[0].shape == (24, 32, 3)
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "expected"),
+    [
+        (lambda d: None, [], "no PNG or JPEG keyframes found"),
+        (lambda d: Image.new("RGB", (8, 8)).save(d / "a.png"), [], "only one keyframe found"),
+        (
+            lambda d: (Image.new("RGB", (8, 8)).save(d / "a.png"), Image.new("RGB", (16, 8)).save(d / "b.png")),
+            [],
+            "b.png: is 16x8 but a.png is 8x8",
+        ),
+        (
+            lambda d: (Image.new("RGB", (8, 8)).save(d / "a.png"), (d / "b.jpg").write_text("hello")),
+            [],
+            "b.jpg: not a readable image",
+        ),
+        (
+            lambda d: (Image.new("RGB", (8, 8)).save(d / "a.png"), Image.new("RGB", (8, 8)).save(d / "b.png")),
+            ["--size", "30x30"],
+            "not a positive multiple of 8",
+        ),
+        (
+            lambda d: (Image.new("RGB", (8, 8)).save(d / "a.png"), Image.new("RGB", (8, 8)).save(d / "b.png")),
+            ["--backend", "magic"],
+            "unknown backend 'magic'",
+        ),
+    ],
+    ids=["empty", "one-frame", "mixed-sizes", "not-an-image", "bad-size", "bad-backend"],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, make, args, expected):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make(folder)
+    result = runner.invoke(app, ["animate", str(folder), "-o", str(tmp_path / "out"), *args])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()  # nothing written before validation passed
+
+
+def test_help_names_the_backend_default():
+    result = runner.invoke(app, ["animate", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "auto: diffusion where a CUDA GPU and the pinned video weights are present, else interpolate" in text
+    assert runner.invoke(app, ["train-motion", "--help"]).exit_code == 0
+
+
+def test_auto_backend_says_why_it_fell_back(keyframes, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = runner.invoke(app, ["animate", str(keyframes), "-o", str(tmp_path / "o"), "--frames", "3"])
+    assert result.exit_code == 0, result.output
+    assert "using the interpolate backend: no CUDA GPU on this machine" in result.stderr
+    assert "3 transitions" not in result.stdout and "2 transitions (interpolate, 56x40" in result.stdout
+
+
+@pytest.mark.parametrize("args", [["--backend", "diffusion"], ["--backend", "interpolate", "--metrics"]])
+def test_missing_weights_exit_2_and_say_what_to_pull(keyframes, tmp_path, args):
+    result = runner.invoke(app, ["animate", str(keyframes), "-o", str(tmp_path / "o"), "--frames", "3", *args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("Error: ") and "storyd weights pull" in result.stderr, result.stderr
+    assert not (tmp_path / "o" / "story.mp4").exists()
+
+
+def test_metrics_come_back_per_transition(keyframes, tmp_path):
+    from storyd.animate.metrics import TransitionScorer, conv_features
+
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    scorer = TransitionScorer(conv_features(net, taps=(0,)), lambda frames: torch.ones(len(frames), 3))
+    result = animate(keyframes, tmp_path / "o", backend="interpolate", frames=4, metrics=scorer)
+    assert len(result.metrics) == 2
+    assert set(result.metrics[0]) == {"lpips_first", "lpips_frames", "clipsim_first", "clipsim_frames"}
+    assert result.metrics[0]["clipsim_frames"] == pytest.approx(1.0) and result.metrics[0]["lpips_first"] > 0
