@@ -8,14 +8,18 @@ from pathlib import Path
 
 from storyd.bank import CharacterBank
 from storyd.errors import InputError
+from storyd.estimate import weights_bytes
 from storyd.generator import DrawnPanel, PanelGenerator
-from storyd.models import load_pipeline, model_revision, pick_device, pick_dtype, scheduler_name, storyd_home
-from storyd.output import OutputFolder, input_hashes
+from storyd.memory import MemoryPlan, MemorySettings, choose_memory, free_memory
+from storyd.models import load_pipeline, model_revision, pick_device
+from storyd.output import OutputFolder, apply_seed_overrides, input_hashes, read_seed_overrides
 from storyd.plan import RenderPlan, plan_story
 from storyd.progress import NullProgress, Progress
+from storyd.seeds import derive_seed, panel_seed
 from storyd.story import ConsistencySettings, Story
 from storyd.story_loader import load_story
 from storyd.tokenizer import load_clip_tokenizer
+from storyd.weights.paths import storyd_home
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,10 @@ class ComicOptions:
     device: str = "auto"
     force: bool = False  # regenerate every panel and write into a non-storyd folder
     consistency: ConsistencySettings | None = None  # default: the story's
+    scheduler: str | None = None  # a storyd scheduler name; default: the story's, else the model's
+    memory: MemorySettings = field(default_factory=MemorySettings)
+    redo: int | None = None  # 1-based: redraw only this panel, with a new seed
+    redo_seed: int | None = None  # the new seed for --redo (default: derived from the old one)
     save_characters: Path | None = None
     load_characters: Path | None = None
     weights_dir: Path | None = None
@@ -71,13 +79,19 @@ def plan_warnings(plan: RenderPlan) -> list[str]:
 
 
 def render_comic(
-    story: Story | Path | str, options: ComicOptions = ComicOptions(), progress: Progress | None = None
+    story: Story | Path | str, options: ComicOptions | None = None, progress: Progress | None = None
 ) -> ComicResult:
     started = time.perf_counter()
+    options = options or ComicOptions()
     progress = progress or NullProgress()
     if not isinstance(story, Story):
         story = load_story(story)
+    out_dir = options.out_dir or Path("out") / story.name
     device = pick_device(options.device)
+    overrides = {} if options.force else read_seed_overrides(out_dir)
+    if options.redo is not None:
+        overrides[options.redo - 1] = _redo_seed(story, options, overrides)
+    story = apply_seed_overrides(story, overrides)
     bank = CharacterBank()
     loaded = _load_banks(options.load_characters, bank) if options.load_characters else ()
     plan = plan_story(
@@ -87,29 +101,37 @@ def render_comic(
         loaded_banks=loaded,
         tokenizer=load_clip_tokenizer(storyd_home()),
         device=device,
+        scheduler=options.scheduler,
     )
-    out_dir = options.out_dir or Path("out") / story.name
+    memory = choose_memory(options.memory, device, weights_bytes(plan.preset, 2), free_memory(device))
     folder = OutputFolder(out_dir, plan, force=options.force)
     result = ComicResult(out_dir, plan.preset.name, plan.preset.art, warnings=plan_warnings(plan))
-    scheduler = scheduler_name(plan.preset)
     revision = model_revision(plan.preset)
-    hashes = input_hashes(plan, revision, scheduler)
-    validity = _bank_validity(plan, revision, scheduler)
+    hashes = input_hashes(plan, revision)
+    validity = _bank_validity(plan, revision)
     for name in loaded:
         bank.require_valid(name, validity, options.load_characters / f"{name}.safetensors")
-    done = set() if options.force else folder.done_panels(hashes)
+    if options.redo is not None:
+        done = {j.index for j in plan.jobs} - {options.redo - 1}
+    else:
+        done = set() if options.force else folder.done_panels(hashes)
     todo = {j.index for j in plan.jobs} - done
     wanted = todo | ({i for refs in plan.references.values() for i in refs} if options.save_characters else set())
     result.skipped = sorted(done)
+    records = dict(
+        model=_model_record(plan, revision),
+        settings=_settings_record(plan, device, memory),
+        seed_overrides={str(i): seed for i, seed in sorted(overrides.items())},
+    )
 
     def save(drawn: list[DrawnPanel]) -> None:
         for panel in drawn:
             folder.save_panel(panel.job, panel.image, input_hash=hashes[panel.job.index], seconds=panel.seconds)
             result.rendered.append(panel.job.index)
-        folder.write_manifest(model=_model_record(plan, revision), settings=_settings_record(plan, device, scheduler))
+        folder.write_manifest(**records)
 
     if wanted:  # with nothing to draw (a caption or layout edit) no model is loaded
-        pipe = load_pipeline(plan.preset, device=device, dtype=pick_dtype(device), weights_dir=options.weights_dir)
+        pipe = load_pipeline(plan.preset, device=device, memory=memory, weights_dir=options.weights_dir)
         generator = PanelGenerator(pipe, plan, device=device, bank=bank)
         progress.start(len(todo))
         try:
@@ -123,11 +145,22 @@ def render_comic(
             path = options.save_characters / f"{name}.safetensors"
             bank.save(name, path)
             result.saved_banks.append(path)
-    folder.write_manifest(model=_model_record(plan, revision), settings=_settings_record(plan, device, scheduler))
+    folder.write_manifest(**records)
     result.pages = write_comic_pages(plan.story, out_dir, force=True)
     folder.write_manifest(pages=[str(p.relative_to(out_dir)) for p in result.pages])
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _redo_seed(story: Story, options: ComicOptions, overrides: dict[int, int]) -> int:
+    index = options.redo - 1
+    if not 0 <= index < len(story.panels):
+        raise InputError(f"--redo {options.redo}: the story has panels 1 to {len(story.panels)}", "name one of them")
+    if options.redo_seed is not None:
+        return options.redo_seed
+    panel = story.panels[index]
+    current = overrides.get(index, panel.seed if panel.seed is not None else panel_seed(story.seed, index))
+    return derive_seed("redo", current) % 2**32
 
 
 def write_comic_pages(story: Story, out_dir: Path, *, force: bool) -> list[Path]:
@@ -144,14 +177,14 @@ def write_comic_pages(story: Story, out_dir: Path, *, force: bool) -> list[Path]
     return write_pages(render_pages(story, images), out_dir, settings=story.layout, force=force, title=story.title)
 
 
-def _bank_validity(plan: RenderPlan, revision: str | None, scheduler: str) -> dict:
+def _bank_validity(plan: RenderPlan, revision: str | None) -> dict:
     return {
         "model": plan.preset.name,
         "revision": revision,
         "width": plan.width,
         "height": plan.height,
         "steps": plan.steps,
-        "scheduler": scheduler,
+        "scheduler": plan.scheduler,
         "cfg": plan.guidance > 1,
         "layers": plan.consistency.layers,
     }
@@ -168,7 +201,7 @@ def _model_record(plan: RenderPlan, revision: str | None) -> dict:
     return {"name": plan.preset.name, "family": plan.preset.family, "revision": revision, "art": plan.preset.art}
 
 
-def _settings_record(plan: RenderPlan, device: str, scheduler: str) -> dict:
+def _settings_record(plan: RenderPlan, device: str, memory: MemoryPlan) -> dict:
     from dataclasses import asdict
 
     return {
@@ -176,8 +209,9 @@ def _settings_record(plan: RenderPlan, device: str, scheduler: str) -> dict:
         "height": plan.height,
         "steps": plan.steps,
         "guidance": plan.guidance,
-        "scheduler": scheduler,
+        "scheduler": plan.scheduler,
         "device": device,
+        "memory": memory.as_dict(),
         "seed": plan.story.seed,
         "consistency": asdict(plan.consistency),
     }

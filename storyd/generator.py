@@ -28,6 +28,10 @@ class DrawnPanel:
 
 class PanelGenerator:
     def __init__(self, pipe, plan: RenderPlan, *, device: str, bank: CharacterBank | None = None) -> None:
+        from storyd.schedulers import SCHEDULERS, make_scheduler
+
+        if plan.scheduler in SCHEDULERS:  # a scheduler chosen by name replaces the model's own
+            pipe.scheduler = make_scheduler(plan.scheduler, pipe.scheduler.config)
         self.pipe = pipe
         self.plan = plan
         self.device = device
@@ -66,6 +70,18 @@ class PanelGenerator:
                 drawn = [DrawnPanel(j, im, seconds) for j, im in zip(batch_jobs, images) if j.index in keep]
                 on_batch(drawn)
                 progress.panels_done(len(drawn))
+
+    def draw(self, todo: set[int] | None = None, progress: Progress | None = None) -> dict:
+        """Draw the panels in `todo` (default: all) and return their images by panel index."""
+        todo = {j.index for j in self.plan.jobs} if todo is None else todo
+        images: dict = {}
+        self.render(
+            self.plan.batches(todo),
+            keep=todo,
+            on_batch=lambda drawn: images.update({d.job.index: d.image for d in drawn}),
+            progress=progress,
+        )
+        return images
 
     def _draw(self, batch: Batch, jobs: list[PanelJob], progress: Progress) -> list:
         plan = self.plan

@@ -7,11 +7,11 @@ only the weights differ.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from storyd.errors import InputError
+from storyd.weights.paths import storyd_home
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -66,10 +66,6 @@ def get_preset(name: str | None) -> Preset:
     return preset
 
 
-def storyd_home() -> Path:
-    return Path(os.environ.get("STORYD_HOME", Path.home() / ".cache" / "storyd"))
-
-
 def pick_device(requested: str = "auto") -> str:
     import torch
 
@@ -88,29 +84,16 @@ def pick_device(requested: str = "auto") -> str:
     return "cpu"
 
 
-def pick_dtype(device: str):
-    """fp16 on accelerators (bf16 where the GPU has it), fp32 on the CPU."""
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device == "mps":
-        return torch.float16
-    return torch.float32
-
-
 def scheduler_name(preset: Preset) -> str:
-    """The class name of the scheduler `load_pipeline` gives this preset, known without loading it."""
+    """What scheduler `load_pipeline` gives this preset (a storyd name, or the config's class), without loading it."""
     import json
-
-    from storyd.schedulers import SCHEDULERS
 
     if preset.source == "tiny":
         return "DDIMScheduler"
     folder = preset.local_dir if preset.source == "local" else Path(__file__).parent / "configs" / preset.name
     override = _local_info(preset).get("scheduler") if preset.source == "local" else None
     if override:
-        return SCHEDULERS[override.lower()]
+        return override.lower()
     return json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["_class_name"]
 
 
@@ -137,8 +120,18 @@ def model_revision(preset: Preset) -> str:
     return load_lock().get(preset.name).revision or "unpinned"
 
 
-def load_pipeline(preset: Preset, *, device: str, dtype, weights_dir: Path | None = None):
-    """The preset's diffusers pipeline on `device`, with no network access."""
+def load_pipeline(preset: Preset, *, device: str = "cpu", memory=None, weights_dir: Path | None = None):
+    """The preset's diffusers pipeline on `device`, with no network access.
+
+    `memory` (a storyd.memory.MemoryPlan) sets dtype, offload and VAE options; by default
+    they are chosen from the device's free memory.
+    """
+    from storyd.memory import MemorySettings, apply_memory, choose_memory, free_memory, torch_dtype
+
+    if memory is None:
+        from storyd.estimate import weights_bytes
+
+        memory = choose_memory(MemorySettings(), device, weights_bytes(preset, 2), free_memory(device))
     home = storyd_home()
     if preset.source == "tiny":
         from storyd.tiny_models import build_tiny_pipeline
@@ -147,12 +140,8 @@ def load_pipeline(preset: Preset, *, device: str, dtype, weights_dir: Path | Non
     elif preset.source == "local":
         pipe = _load_local(preset, home)
     else:
-        pipe = _load_locked(preset, home, weights_dir, dtype)
-    import torch
-
-    if dtype != torch.float32:  # everything is built or loaded in fp32; cast only when asked
-        pipe = pipe.to(dtype=dtype)
-    pipe = pipe.to(device)
+        pipe = _load_locked(preset, home, weights_dir, torch_dtype(memory.dtype))
+    pipe = apply_memory(pipe, memory, device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

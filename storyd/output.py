@@ -8,6 +8,7 @@ rewritten after every batch, so an interrupted run loses no finished panel.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -19,6 +20,7 @@ from storyd import __version__
 from storyd.errors import InputError
 from storyd.fsutil import atomic_save_image, atomic_write_text
 from storyd.plan import PLAIN, PanelJob, RenderPlan
+from storyd.story import Story
 
 MANIFEST = "manifest.json"
 GENERATION_VERSION = 1  # bump when a change to storyd changes the pixels of unchanged inputs
@@ -40,7 +42,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def input_hashes(plan: RenderPlan, model_revision: str | None, scheduler: str) -> dict[int, str]:
+def input_hashes(plan: RenderPlan, model_revision: str | None) -> dict[int, str]:
     """A hash of everything that decides each panel's pixels, bank inputs included."""
     common = {
         "model": plan.preset.name,
@@ -49,7 +51,7 @@ def input_hashes(plan: RenderPlan, model_revision: str | None, scheduler: str) -
         "height": plan.height,
         "steps": plan.steps,
         "guidance": plan.guidance,
-        "scheduler": scheduler,
+        "scheduler": plan.scheduler,
         "version": GENERATION_VERSION,
         "story_seed": plan.story.seed,
     }
@@ -69,6 +71,20 @@ def input_hashes(plan: RenderPlan, model_revision: str | None, scheduler: str) -
         banks = [] if job.role == PLAIN else [groups.get(c) for c in job.prompt.characters]
         hashes[job.index] = _digest([own(job), common, consistency if job.role != PLAIN else None, banks])
     return hashes
+
+
+def read_seed_overrides(root: Path) -> dict[int, int]:
+    """Panel seeds set by `--redo` in an earlier run, kept in the manifest so they stick."""
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return {int(i): int(seed) for i, seed in manifest.get("seed_overrides", {}).items()}
+
+
+def apply_seed_overrides(story: Story, overrides: dict[int, int]) -> Story:
+    panels = tuple(dataclasses.replace(p, seed=overrides[p.index]) if p.index in overrides else p for p in story.panels)
+    return dataclasses.replace(story, panels=panels)
 
 
 class OutputFolder:

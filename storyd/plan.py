@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from storyd.errors import InputError
 from storyd.estimate import Estimate, estimate_run
-from storyd.models import Preset, get_preset
+from storyd.models import Preset, get_preset, scheduler_name
 from storyd.prompts import PanelPrompt, build_prompts
 from storyd.seeds import panel_seed
 from storyd.story import ConsistencySettings, Story
@@ -42,6 +42,7 @@ class RenderPlan:
     height: int
     steps: int
     guidance: float
+    scheduler: str  # a storyd scheduler name, or the model's own scheduler class
     consistency: ConsistencySettings
     jobs: tuple[PanelJob, ...]
     references: dict[str, tuple[int, ...]]  # character -> reference panel indices (empty where a bank is loaded)
@@ -71,11 +72,13 @@ def plan_story(
     loaded_banks: tuple[str, ...] = (),
     tokenizer=None,
     device: str = "cpu",
+    scheduler: str | None = None,
 ) -> RenderPlan:
     preset = get_preset(model or story.model)
     width, height = story.width or preset.width, story.height or preset.height
     steps = story.steps or preset.steps
     guidance = story.guidance if story.guidance is not None else preset.guidance
+    scheduler = scheduler or story.scheduler or scheduler_name(preset)
     consistency = consistency or story.consistency
     prompts = build_prompts(story, tokenizer)
     references = _reference_panels(story, consistency, loaded_banks) if consistency.enabled else {}
@@ -102,7 +105,18 @@ def plan_story(
         device=device,
     )
     return RenderPlan(
-        story, preset, width, height, steps, guidance, consistency, tuple(jobs), references, loaded_banks, estimate
+        story,
+        preset,
+        width,
+        height,
+        steps,
+        guidance,
+        scheduler,
+        consistency,
+        tuple(jobs),
+        references,
+        loaded_banks,
+        estimate,
     )
 
 

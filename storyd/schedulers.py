@@ -6,23 +6,30 @@ from pathlib import Path
 
 from storyd.errors import InputError
 
-SCHEDULERS = {
-    "ddim": "DDIMScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "euler-a": "EulerAncestralDiscreteScheduler",
-    "heun": "HeunDiscreteScheduler",
-    "dpm++2m": "DPMSolverMultistepScheduler",
-    "unipc": "UniPCMultistepScheduler",
+# storyd name -> (diffusers class, config changes)
+SCHEDULERS: dict[str, tuple[str, dict]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler-a": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpm++2m": ("DPMSolverMultistepScheduler", {}),
+    "dpm++2m-karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "unipc": ("UniPCMultistepScheduler", {}),
 }
+
+
+def check_scheduler(name: str) -> str:
+    if name not in SCHEDULERS:
+        raise InputError(f"unknown scheduler '{name}'", f"use one of: {', '.join(SCHEDULERS)}")
+    return name
 
 
 def make_scheduler(name: str, config):
     """A scheduler of kind `name` built from another scheduler's config."""
     import diffusers
 
-    if name not in SCHEDULERS:
-        raise InputError(f"unknown scheduler '{name}'", f"use one of: {', '.join(SCHEDULERS)}")
-    return getattr(diffusers, SCHEDULERS[name]).from_config(config)
+    cls, changes = SCHEDULERS[check_scheduler(name)]
+    return getattr(diffusers, cls).from_config({**dict(config), **changes})
 
 
 def scheduler_from_folder(folder: Path, name: str | None = None):

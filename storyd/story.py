@@ -100,6 +100,7 @@ class Story:
     height: int | None = None
     steps: int | None = None
     guidance: float | None = None
+    scheduler: str | None = None  # a storyd scheduler name; None: the model's own
     negative: str = ""
     consistency: ConsistencySettings = field(default_factory=ConsistencySettings)
     layout: LayoutSettings = field(default_factory=LayoutSettings)

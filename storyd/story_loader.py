@@ -13,6 +13,7 @@ from pathlib import Path
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from storyd.errors import InputError
+from storyd.schedulers import SCHEDULERS
 from storyd.story import (
     CAPTION_POSITIONS,
     DIALOGUE_KINDS,
@@ -41,6 +42,7 @@ TOP_KEYS = (
     "size",
     "steps",
     "guidance",
+    "scheduler",
     "negative",
     "consistency",
     "characters",
@@ -96,6 +98,8 @@ def _parse_yaml_story(path: Path, text: str) -> Story:
         fields["steps"] = doc.integer(top["steps"][1], "steps", minimum=1, maximum=1000)
     if "guidance" in top:
         fields["guidance"] = doc.number(top["guidance"][1], "guidance", minimum=0, maximum=50)
+    if "scheduler" in top:
+        fields["scheduler"] = doc.string(top["scheduler"][1], "scheduler", choices=SCHEDULERS)
     if "negative" in top:
         fields["negative"] = doc.string(top["negative"][1], "negative", empty_ok=True)
     if "consistency" in top:

@@ -16,7 +16,7 @@ from storyd.story_loader import load_story
 
 @pytest.fixture(scope="module")
 def pipe():
-    return load_pipeline(PRESETS["tiny"], device="cpu", dtype=__import__("torch").float32)
+    return load_pipeline(PRESETS["tiny"], device="cpu")
 
 
 def story_text(read_panels: int) -> str:
@@ -25,13 +25,8 @@ def story_text(read_panels: int) -> str:
 
 
 def draw(pipe, plan, todo=None):
-    images = {}
     gen = PanelGenerator(pipe, plan, device="cpu")
-    todo = todo if todo is not None else {j.index for j in plan.jobs}
-    gen.render(
-        plan.batches(todo), keep=todo, on_batch=lambda drawn: images.update({d.job.index: d.image for d in drawn})
-    )
-    return gen, images
+    return gen, gen.draw(todo)
 
 
 def test_a_heun_scheduler_steps_once_per_scheduler_step(pipe, write_story):

@@ -37,6 +37,12 @@ SkipOpt = Annotated[
     typer.Option("--random-skip/--no-random-skip", help="Skip CSA at random per layer call (published behaviour)."),
 ]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Read-mode panels per batch.")]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler", help="ddim, euler, euler-a, heun, dpm++2m, dpm++2m-karras or unipc (default: the model's)."
+    ),
+]
 
 
 def consistency_overrides(story, csa, id_panels, sampling_rate, warmup_steps, layers, random_skip, batch_size):
@@ -84,6 +90,23 @@ def comic(
     layers: LayersOpt = None,
     random_skip: SkipOpt = None,
     batch_size: BatchOpt = None,
+    scheduler: SchedulerOpt = None,
+    redo: Annotated[
+        int | None, typer.Option("--redo", min=1, help="Redraw only this panel (1-based), with a new seed.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", min=0, help="With --redo: the panel's new seed.")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="auto, fp32, fp16 or bf16.")] = "auto",
+    offload: Annotated[
+        str, typer.Option("--offload", help="auto, none, model or sequential (CPU offload on a GPU).")
+    ] = "auto",
+    vae_tiling: Annotated[
+        bool | None, typer.Option("--vae-tiling/--no-vae-tiling", help="Decode in tiles (default: with offload).")
+    ] = None,
+    vae_slicing: Annotated[
+        bool | None,
+        typer.Option("--vae-slicing/--no-vae-slicing", help="Decode one image at a time (default: with offload)."),
+    ] = None,
+    compile_unet: Annotated[bool, typer.Option("--compile", help="torch.compile the UNet.")] = False,
     save_characters: Annotated[
         Path | None, typer.Option("--save-characters", help="Save each character's bank here (safetensors).")
     ] = None,
@@ -99,11 +122,21 @@ def comic(
     """Render a story into panels, comic pages and a manifest. Re-running resumes."""
     from storyd.cli.progress_view import RichProgress
     from storyd.comic import ComicOptions, render_comic
+    from storyd.memory import MemorySettings
+    from storyd.schedulers import check_scheduler
     from storyd.story_loader import load_story
 
     output = Output(json_mode=json_, quiet=quiet)
+    if seed is not None and redo is None:
+        raise InputError(
+            "--seed goes with --redo", "set a story's seed in its file, or redo a panel: --redo N --seed S"
+        )
     loaded = load_story(story)
     options = ComicOptions(
+        scheduler=check_scheduler(scheduler) if scheduler else None,
+        memory=MemorySettings(dtype, offload, vae_tiling, vae_slicing, compile_unet),
+        redo=redo,
+        redo_seed=seed,
         out_dir=out,
         model=model,
         device=device,
@@ -145,10 +178,11 @@ def validate(
 ) -> None:
     """Check a story and print its plan: prompts, characters, seeds, reference panels, estimates."""
     from storyd.comic import plan_warnings
-    from storyd.models import pick_device, storyd_home
+    from storyd.models import pick_device
     from storyd.plan import plan_story
     from storyd.story_loader import load_story
     from storyd.tokenizer import load_clip_tokenizer
+    from storyd.weights.paths import storyd_home
 
     output = Output(json_mode=json_)
     loaded = load_story(story)

@@ -1,0 +1,43 @@
+"""`storyd doctor`: the device, its memory, what storyd would choose, and which weights are present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from storyd.cli.common import JsonOpt, Output, handle_errors
+
+
+@handle_errors
+def doctor(
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    model: Annotated[str, typer.Option("--model", "-m", help="The preset to size memory options for.")] = "sdxl",
+    weights_dir: Annotated[Path | None, typer.Option("--weights-dir", help="Where pulled weights live.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Print the device, its free memory, the dtype and offload storyd would pick, and the weights' state."""
+    from storyd.doctor import diagnose
+    from storyd.models import get_preset
+
+    get_preset(model)
+    info = diagnose(device, model, weights_dir)
+
+    def human(console) -> None:
+        free = f"{info['free_bytes'] / 1e9:.1f} GB free" if info["free_bytes"] is not None else "free memory unknown"
+        mem = info["memory"]
+        console.print(f"storyd on {info['device']} ({escape(info['device_name'])}), {free}; torch {info['torch']}")
+        console.print(
+            f"For {model}: dtype {mem['dtype']}, offload {mem['offload']} ({escape(mem['reason'])}), "
+            f"VAE tiling {'on' if mem['vae_tiling'] else 'off'}, slicing {'on' if mem['vae_slicing'] else 'off'}"
+        )
+        console.print(f"Embedded default model: {info['embedded_default']}")
+        table = Table("model", "status", "where / what to do")
+        for w in info["weights"]:
+            table.add_row(w["name"], w["status"], escape(w["path"] or w["hint"] or ""))
+        console.print(table)
+
+    Output(json_mode=json_).result(info, human)

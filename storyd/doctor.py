@@ -1,0 +1,36 @@
+"""`storyd doctor`: what this machine has, what storyd would choose on it, which weights are here."""
+
+from __future__ import annotations
+
+import platform
+
+from storyd.estimate import weights_bytes
+from storyd.memory import MemorySettings, choose_memory, free_memory
+from storyd.models import PRESETS, default_preset_name, pick_device
+
+
+def diagnose(device: str = "auto", model: str = "sdxl", weights_dir=None) -> dict:
+    """Device and memory, the dtype and offload storyd would pick for `model`, and every locked model's state."""
+    import torch
+
+    from storyd.weights import load_lock, verify
+
+    chosen = pick_device(device)
+    free = free_memory(chosen)
+    memory = choose_memory(MemorySettings(), chosen, weights_bytes(PRESETS[model], 2), free)
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": chosen,
+        "device_name": torch.cuda.get_device_name(chosen) if chosen.startswith("cuda") else platform.processor() or "cpu",
+        "free_bytes": free,
+        "model": model,
+        "memory": memory.as_dict(),
+        "embedded_default": default_preset_name(),
+    }
+    lock = load_lock()
+    info["weights"] = [
+        {"name": r.name, "status": r.status, "path": str(r.path) if r.path else None, "hint": r.hint}
+        for r in verify(list(lock.entries.values()), weights_dir)
+    ]
+    return info

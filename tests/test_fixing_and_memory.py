@@ -1,0 +1,118 @@
+"""Redoing one panel, schedulers by name, memory options on the CPU path, and `storyd doctor`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from storyd.cli import app
+from storyd.comic import ComicOptions, render_comic
+from storyd.errors import InputError
+from storyd.memory import GB, MemorySettings, choose_memory
+from storyd.story_loader import load_story
+
+STORY = """
+model: tiny
+seed: 4
+characters:
+  Mia: a kid
+panels:
+  - Mia waving
+  - Mia running
+  - Mia sitting
+  - Mia jumping
+"""
+runner = CliRunner()
+
+
+def panel_bytes(out):
+    return {p.name: p.read_bytes() for p in sorted((out / "panels").glob("*.png"))}
+
+
+def test_redo_changes_exactly_one_panel_and_keeps_the_old_one(write_story, tmp_path):
+    story = write_story(STORY)
+    out = tmp_path / "out"
+    render_comic(load_story(story), ComicOptions(out_dir=out))
+    before = panel_bytes(out)
+    result = runner.invoke(app, ["comic", str(story), "-o", str(out), "--redo", "3", "--seed", "1234", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["rendered"] == [2]
+    after = panel_bytes(out)
+    assert [n for n in before if before[n] != after[n]] == ["003.png"]
+    old = list((out / "panels" / "history").glob("003-*.png"))
+    assert len(old) == 1 and old[0].read_bytes() == before["003.png"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["panels"][2]["seed"] == 1234 and manifest["seed_overrides"] == {"2": 1234}
+    again = runner.invoke(app, ["comic", str(story), "-o", str(out), "--json"])  # the redo sticks
+    assert json.loads(again.stdout)["rendered"] == []
+
+
+def test_redo_without_a_seed_picks_a_new_one_and_bad_numbers_are_refused(write_story, tmp_path):
+    story = write_story(STORY)
+    out = tmp_path / "out"
+    render_comic(load_story(story), ComicOptions(out_dir=out))
+    seed_before = json.loads((out / "manifest.json").read_text())["panels"][0]["seed"]
+    render_comic(load_story(story), ComicOptions(out_dir=out, redo=1))
+    assert json.loads((out / "manifest.json").read_text())["panels"][0]["seed"] != seed_before
+    with pytest.raises(InputError, match="panels 1 to 4"):
+        render_comic(load_story(story), ComicOptions(out_dir=out, redo=9))
+    bad = runner.invoke(app, ["comic", str(story), "-o", str(out), "--seed", "3"])
+    assert bad.exit_code == 2 and "--seed goes with --redo" in bad.stderr
+
+
+@pytest.mark.parametrize("scheduler", ["euler-a", "dpm++2m-karras", "unipc"])
+def test_schedulers_by_name_run_and_change_the_panel(write_story, tmp_path, scheduler):
+    story = load_story(write_story(STORY.replace("  - Mia jumping\n", "")))
+    base = render_comic(story, ComicOptions(out_dir=tmp_path / "ddim"))
+    other = render_comic(story, ComicOptions(out_dir=tmp_path / scheduler, scheduler=scheduler))
+    assert len(base.rendered) == len(other.rendered) == 3
+    manifest = json.loads((tmp_path / scheduler / "manifest.json").read_text())
+    assert manifest["settings"]["scheduler"] == scheduler
+    a, b = (np.asarray(Image.open(tmp_path / d / "panels" / "003.png")) for d in ("ddim", scheduler))
+    assert not np.array_equal(a, b)
+
+
+def test_unknown_scheduler_in_a_story_names_the_line(write_story):
+    with pytest.raises(InputError) as info:
+        load_story(write_story("scheduler: eular\npanels: [a]\n"))
+    assert info.value.line == 1 and "did you mean 'euler'" in info.value.format()
+
+
+def test_vae_tiling_and_slicing_run_on_the_cpu_and_keep_the_picture(write_story, tmp_path):
+    story = load_story(write_story(STORY))
+    plain = render_comic(story, ComicOptions(out_dir=tmp_path / "a", memory=MemorySettings(vae_tiling=False)))
+    tiled = render_comic(
+        story, ComicOptions(out_dir=tmp_path / "b", memory=MemorySettings(vae_tiling=True, vae_slicing=True))
+    )
+    assert plain.rendered == tiled.rendered == [0, 1, 2, 3]
+    a, b = (np.asarray(Image.open(tmp_path / d / "panels" / "002.png"), dtype=float) for d in ("a", "b"))
+    assert np.abs(a - b).mean() < 2.0  # 64 px is a single tile: the same picture, up to rounding
+
+
+def test_memory_choices_follow_free_memory():
+    weights = 7 * GB
+    big = choose_memory(MemorySettings(), "cuda", weights, 40 * GB)
+    mid = choose_memory(MemorySettings(), "cuda", weights, 8 * GB)
+    small = choose_memory(MemorySettings(), "cuda", weights, 3 * GB)
+    assert (big.offload, mid.offload, small.offload) == ("none", "model", "sequential")
+    assert not big.vae_tiling and mid.vae_tiling and small.vae_slicing
+    assert choose_memory(MemorySettings(), "cpu", weights, 20 * GB).dtype == "fp32"
+    assert choose_memory(MemorySettings(offload="none", vae_tiling=True), "cuda", weights, 3 * GB).vae_tiling
+    with pytest.raises(InputError, match="no GPU"):
+        choose_memory(MemorySettings(offload="model"), "cpu", weights, 20 * GB)
+    with pytest.raises(InputError, match="fp16 is not supported on the CPU"):
+        choose_memory(MemorySettings(dtype="fp16"), "cpu", weights, 20 * GB)
+
+
+def test_doctor_reports_device_choices_and_weights():
+    result = runner.invoke(app, ["doctor", "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["device"] == "cpu" and info["memory"]["offload"] == "none" and info["free_bytes"] > 0
+    statuses = {w["name"]: w["status"] for w in info["weights"]}
+    assert statuses["sdxl"] == "missing"
+    assert {"sdxl", "sd15", "toy"} <= set(statuses)
