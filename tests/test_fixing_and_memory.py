@@ -64,16 +64,16 @@ def test_redo_without_a_seed_picks_a_new_one_and_bad_numbers_are_refused(write_s
     assert bad.exit_code == 2 and "--seed goes with --redo" in bad.stderr
 
 
-@pytest.mark.parametrize("scheduler", ["euler-a", "dpm++2m-karras", "unipc"])
-def test_schedulers_by_name_run_and_change_the_panel(write_story, tmp_path, scheduler):
-    story = load_story(write_story(STORY.replace("  - Mia jumping\n", "")))
-    base = render_comic(story, ComicOptions(out_dir=tmp_path / "ddim"))
-    other = render_comic(story, ComicOptions(out_dir=tmp_path / scheduler, scheduler=scheduler))
-    assert len(base.rendered) == len(other.rendered) == 3
-    manifest = json.loads((tmp_path / scheduler / "manifest.json").read_text())
-    assert manifest["settings"]["scheduler"] == scheduler
-    a, b = (np.asarray(Image.open(tmp_path / d / "panels" / "003.png")) for d in ("ddim", scheduler))
-    assert not np.array_equal(a, b)
+def test_schedulers_by_name_run_and_change_the_panel(write_story, tmp_path):
+    story = load_story(write_story(STORY.replace("  - Mia sitting\n  - Mia jumping\n", "")))
+    render_comic(story, ComicOptions(out_dir=tmp_path / "ddim"))
+    base = np.asarray(Image.open(tmp_path / "ddim" / "panels" / "002.png"))
+    for scheduler in ("euler-a", "dpm++2m-karras"):
+        other = render_comic(story, ComicOptions(out_dir=tmp_path / scheduler, scheduler=scheduler))
+        assert other.rendered == [0, 1]
+        manifest = json.loads((tmp_path / scheduler / "manifest.json").read_text())
+        assert manifest["settings"]["scheduler"] == scheduler
+        assert not np.array_equal(base, np.asarray(Image.open(tmp_path / scheduler / "panels" / "002.png")))
 
 
 def test_unknown_scheduler_in_a_story_names_the_line(write_story):
@@ -83,12 +83,12 @@ def test_unknown_scheduler_in_a_story_names_the_line(write_story):
 
 
 def test_vae_tiling_and_slicing_run_on_the_cpu_and_keep_the_picture(write_story, tmp_path):
-    story = load_story(write_story(STORY))
+    story = load_story(write_story(STORY.replace("  - Mia sitting\n  - Mia jumping\n", "")))
     plain = render_comic(story, ComicOptions(out_dir=tmp_path / "a", memory=MemorySettings(vae_tiling=False)))
     tiled = render_comic(
         story, ComicOptions(out_dir=tmp_path / "b", memory=MemorySettings(vae_tiling=True, vae_slicing=True))
     )
-    assert plain.rendered == tiled.rendered == [0, 1, 2, 3]
+    assert plain.rendered == tiled.rendered == [0, 1]
     a, b = (np.asarray(Image.open(tmp_path / d / "panels" / "002.png"), dtype=float) for d in ("a", "b"))
     assert np.abs(a - b).mean() < 2.0  # 64 px is a single tile: the same picture, up to rounding
 
