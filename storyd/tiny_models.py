@@ -13,50 +13,35 @@ import torch
 
 # UNet configs keep the real models' block layout (attention levels, SDXL's text-time
 # embedding, SD2.1's linear projections) at a width that runs in milliseconds.
+_SD15_UNET = dict(
+    sample_size=16,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=1,
+    block_out_channels=(32, 32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=32,
+    attention_head_dim=8,
+    norm_num_groups=8,
+)
 UNET_CONFIGS: dict[str, dict] = {
-    "sd15": dict(
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=8,
-    ),
-    "sd21": dict(
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=(2, 4, 8),
-        use_linear_projection=True,
-        upcast_attention=True,
-        norm_num_groups=8,
-    ),
-    "sdxl": dict(
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 32, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 1, 2),
-        cross_attention_dim=64,
-        attention_head_dim=(2, 4, 8),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=8 * 6 + 32,
-        norm_num_groups=8,
-    ),
+    "sd15": _SD15_UNET,
+    # SD2.1: SD1.5's layout with per-level head widths, linear projections and upcast attention
+    "sd21": {**_SD15_UNET, "attention_head_dim": (2, 4, 8), "use_linear_projection": True, "upcast_attention": True},
+    # SDXL: no attention at the finest level, deeper transformers at the coarsest, text-time embedding
+    "sdxl": {
+        **_SD15_UNET,
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        "transformer_layers_per_block": (1, 1, 2),
+        "cross_attention_dim": 64,
+        "attention_head_dim": (2, 4, 8),
+        "use_linear_projection": True,
+        "addition_embed_type": "text_time",
+        "addition_time_embed_dim": 8,
+        "projection_class_embeddings_input_dim": 8 * 6 + 32,
+    },
 }
 
 VAE_CONFIG = dict(
