@@ -15,6 +15,7 @@ from storyd.models import load_pipeline, model_revision, pick_device
 from storyd.output import OutputFolder, apply_seed_overrides, input_hashes, read_seed_overrides
 from storyd.plan import RenderPlan, plan_story
 from storyd.progress import NullProgress, Progress
+from storyd.scale import Launch, Shard, owned_characters, owned_panels
 from storyd.seeds import derive_seed, panel_seed
 from storyd.story import ConsistencySettings, Story
 from storyd.story_loader import load_story
@@ -36,6 +37,8 @@ class ComicOptions:
     save_characters: Path | None = None
     load_characters: Path | None = None
     weights_dir: Path | None = None
+    shard: Shard | None = None  # draw only this shard's panels (default: the launcher's rank, else all)
+    merge: bool = False  # draw nothing: fold the shards' manifests together and lay out the pages
 
 
 @dataclass
@@ -79,14 +82,25 @@ def plan_warnings(plan: RenderPlan) -> list[str]:
 
 
 def render_comic(
-    story: Story | Path | str, options: ComicOptions | None = None, progress: Progress | None = None
+    story: Story | Path | str,
+    options: ComicOptions | None = None,
+    progress: Progress | None = None,
+    pipes: dict | None = None,
 ) -> ComicResult:
+    """Draw a story's panels (those not drawn yet), then its pages and manifest.
+
+    `pipes` is a cache of loaded pipelines shared by several calls (one model load for
+    many stories). Under `accelerate launch` or `torchrun` every rank calls this with the
+    same arguments and draws its share; rank 0 lays out the pages.
+    """
     started = time.perf_counter()
     options = options or ComicOptions()
     progress = progress or NullProgress()
     if not isinstance(story, Story):
         story = load_story(story)
     out_dir = options.out_dir or Path("out") / story.name
+    launch = Launch.from_environment()
+    shard = options.shard or launch.shard
     device = pick_device(options.device)
     overrides = {} if options.force else read_seed_overrides(out_dir)
     if options.redo is not None:
@@ -104,19 +118,24 @@ def render_comic(
         scheduler=options.scheduler,
     )
     memory = choose_memory(options.memory, device, weights_bytes(plan.preset, 2), free_memory(device))
-    folder = OutputFolder(out_dir, plan, force=options.force)
+    folder = OutputFolder(out_dir, plan, force=options.force, shard=None if options.merge else shard)
     result = ComicResult(out_dir, plan.preset.name, plan.preset.art, warnings=plan_warnings(plan))
     revision = model_revision(plan.preset)
     hashes = input_hashes(plan, revision)
     validity = _bank_validity(plan, revision)
     for name in loaded:
         bank.require_valid(name, validity, options.load_characters / f"{name}.safetensors")
+    everything = {j.index for j in plan.jobs}
     if options.redo is not None:
-        done = {j.index for j in plan.jobs} - {options.redo - 1}
+        done = everything - {options.redo - 1}
     else:
         done = set() if options.force else folder.done_panels(hashes)
-    todo = {j.index for j in plan.jobs} - done
-    wanted = todo | ({i for refs in plan.references.values() for i in refs} if options.save_characters else set())
+    if options.merge and everything - done:
+        missing = ", ".join(str(i + 1) for i in sorted(everything - done))
+        raise InputError(f"panels {missing} are not drawn yet", "run the shards that draw them, or drop --merge")
+    todo = pending = set() if options.merge else everything - done
+    if shard is not None and not options.merge:
+        todo &= owned_panels(plan, shard)
     result.skipped = sorted(done)
     records = dict(
         model=_model_record(plan, revision),
@@ -130,14 +149,25 @@ def render_comic(
             result.rendered.append(panel.job.index)
         folder.write_manifest(**records)
 
-    if wanted:  # with nothing to draw (a caption or layout edit) no model is loaded
-        pipe = load_pipeline(plan.preset, device=device, memory=memory, weights_dir=options.weights_dir)
-        generator = PanelGenerator(pipe, plan, device=device, bank=bank)
-        progress.start(len(todo))
-        try:
-            generator.render(plan.batches(wanted), keep=todo, on_batch=save, progress=progress)
-        finally:
-            progress.finish()
+    def generator() -> PanelGenerator:
+        key = (plan.preset.name, device, memory.options)
+        if pipes is None or key not in pipes:
+            pipe = load_pipeline(plan.preset, device=device, memory=memory, weights_dir=options.weights_dir)
+            if pipes is None:
+                return PanelGenerator(pipe, plan, device=device, bank=bank)
+            pipes[key] = pipe
+        return PanelGenerator(pipes[key], plan, device=device, bank=bank)
+
+    progress.start(len(todo))
+    try:
+        if launch.world > 1:
+            _draw_as_rank(plan, launch, todo, pending, generator, save, progress, out_dir / "characters", validity)
+        else:
+            wanted = todo | ({i for r in plan.references.values() for i in r} if options.save_characters else set())
+            if wanted:  # with nothing to draw (a caption or layout edit) no model is loaded
+                generator().render(plan.batches(wanted), keep=todo, on_batch=save, progress=progress)
+    finally:
+        progress.finish()
     for name in plan.references:
         bank.meta[name] = dict(validity)
     if options.save_characters:
@@ -146,10 +176,64 @@ def render_comic(
             bank.save(name, path)
             result.saved_banks.append(path)
     folder.write_manifest(**records)
+    launch.barrier()
+    if shard is not None and not options.merge:
+        if launch.rank != 0 or launch.world == 1:
+            result.seconds = time.perf_counter() - started
+            return result  # a shard's part is done; the merge lays out the pages
+        folder = OutputFolder(out_dir, plan, force=False)  # rank 0 folds every rank's manifest in
+        folder.write_manifest(**records)
     result.pages = write_comic_pages(plan.story, out_dir, force=True)
     folder.write_manifest(pages=[str(p.relative_to(out_dir)) for p in result.pages])
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _draw_as_rank(
+    plan, launch: Launch, todo, pending, generator, save, progress, bank_dir: Path, validity: dict
+) -> None:
+    """Each rank draws the banks of its own characters that any pending panel needs, and saves
+    them; after a barrier every rank loads the others' banks and draws its own read panels."""
+    needed_anywhere = {c for j in plan.jobs if j.index in pending for c in j.prompt.characters}
+    mine = [name for name in owned_characters(plan, launch.shard) if name in needed_anywhere]
+    drawn = None
+    own_refs = {i for name in mine for i in plan.references[name]}
+    if mine:
+        drawn = generator()
+        writes = [b for b in plan.batches(todo | own_refs) if b.mode == "write" and b.character in mine]
+        drawn.render(writes, keep=todo, on_batch=save, progress=progress)
+        for name in mine:
+            drawn.bank.meta[name] = dict(validity)
+            drawn.bank.save(name, bank_dir / f"{name}.safetensors")
+    launch.barrier()
+    reads = todo - own_refs
+    if not reads:
+        return
+    drawn = drawn or generator()
+    needed = {c for j in plan.jobs if j.index in reads for c in j.prompt.characters}
+    for name in sorted(needed - set(mine)):
+        drawn.bank.load(bank_dir / f"{name}.safetensors")
+        drawn.bank.require_valid(name, validity, bank_dir / f"{name}.safetensors")
+    batches = plan.batches(reads, have_banks=frozenset(drawn.bank.characters()))
+    drawn.render(batches, keep=reads, on_batch=save, progress=progress)
+
+
+def find_stories(paths: list[Path]) -> list[Path]:
+    """Story files from paths and folders (a folder's .yaml, .yml and .txt files, by name)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir() if p.suffix.lower() in (".yaml", ".yml", ".txt"))
+            if not inside:
+                raise InputError(f"no stories in {path}", "put .yaml or .txt stories there, or name the files")
+            found += inside
+        else:
+            found.append(path)
+    names = [p.stem for p in found]
+    twins = sorted({n for n in names if names.count(n) > 1})
+    if twins:
+        raise InputError(f"two stories are named {twins[0]}, and would share an output folder", "rename one of them")
+    return found
 
 
 def _redo_seed(story: Story, options: ComicOptions, overrides: dict[int, int]) -> int:

@@ -28,10 +28,6 @@ class DrawnPanel:
 
 class PanelGenerator:
     def __init__(self, pipe, plan: RenderPlan, *, device: str, bank: CharacterBank | None = None) -> None:
-        from storyd.schedulers import SCHEDULERS, make_scheduler
-
-        if plan.scheduler in SCHEDULERS:  # a scheduler chosen by name replaces the model's own
-            pipe.scheduler = make_scheduler(plan.scheduler, pipe.scheduler.config)
         self.pipe = pipe
         self.plan = plan
         self.device = device
@@ -53,8 +49,19 @@ class PanelGenerator:
         progress: Progress | None = None,
     ) -> None:
         """Draw every batch in order; `on_batch` receives the drawn panels whose index is in `keep`."""
+        from storyd.schedulers import SCHEDULERS, make_scheduler
+
         progress = progress or NullProgress()
         jobs = {j.index: j for j in self.plan.jobs}
+        own_scheduler = self.pipe.scheduler
+        if self.plan.scheduler in SCHEDULERS:  # a scheduler chosen by name stands in for the model's own
+            self.pipe.scheduler = make_scheduler(self.plan.scheduler, own_scheduler.config)
+        try:
+            self._render(batches, jobs, keep, on_batch, progress)
+        finally:
+            self.pipe.scheduler = own_scheduler
+
+    def _render(self, batches, jobs, keep, on_batch, progress) -> None:
         with consistent_attention(self.pipe.unet, self.state, self.plan.consistency.layers):
             for batch in batches:
                 batch_jobs = [jobs[i] for i in batch.panels]

@@ -39,6 +39,11 @@ class MemoryPlan:
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
+    @property
+    def options(self) -> tuple:
+        """What changes the loaded pipeline (not the free memory it was chosen from)."""
+        return (self.dtype, self.offload, self.vae_tiling, self.vae_slicing, self.compile)
+
 
 def free_memory(device: str) -> int | None:
     """Free bytes on the device: the GPU's own memory, or the host's for the CPU; None if unknown."""

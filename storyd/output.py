@@ -20,6 +20,7 @@ from storyd import __version__
 from storyd.errors import InputError
 from storyd.fsutil import atomic_save_image, atomic_write_text
 from storyd.plan import PLAIN, PanelJob, RenderPlan
+from storyd.scale import Shard
 from storyd.story import Story
 
 MANIFEST = "manifest.json"
@@ -88,30 +89,44 @@ def apply_seed_overrides(story: Story, overrides: dict[int, int]) -> Story:
 
 
 class OutputFolder:
-    """One comic's output folder and its manifest."""
+    """One comic's output folder and its manifest (or, for a shard, its shard manifest)."""
 
-    def __init__(self, root: Path, plan: RenderPlan, *, force: bool) -> None:
+    def __init__(self, root: Path, plan: RenderPlan, *, force: bool, shard: Shard | None = None) -> None:
         self.root = root
         self.plan = plan
-        self.manifest = self._open(force)
+        self.shard = shard
+        self.path = root / (shard.manifest_name if shard else MANIFEST)
+        self._inherited: list[dict] = []  # a shard's view of panels the main manifest already has
+        self._merged: list[Path] = []  # shard manifests folded into the main one, removed once it is written
+        main = self._open_main(force)
+        if shard is None:
+            self.manifest = main
+            self._fold(self.shard_manifests())
+        else:
+            own = self._read(self.path) if self.path.exists() and not force else None
+            self.manifest = own or self._fresh(main)
+            self._inherited = [] if force else main.get("panels", [])
 
-    def _open(self, force: bool) -> dict:
+    def _read(self, path: Path) -> dict:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            raise InputError(
+                "the manifest is not valid JSON", "delete it, or pass --force to start over", path=path
+            ) from None
+
+    def _open_main(self, force: bool) -> dict:
         path = self.root / MANIFEST
         story_path = str(self.plan.story.path.resolve())
         if path.exists():
-            try:
-                manifest = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                raise InputError(
-                    "the manifest is not valid JSON", "delete it, or pass --force to start over", path=path
-                ) from None
+            manifest = self._read(path)
             if manifest.get("story", {}).get("path") != story_path and not force:
                 raise InputError(
                     f"{self.root} holds the output of another story ({manifest.get('story', {}).get('path')})",
                     "choose another folder with -o, or pass --force to replace it",
                 )
             return manifest if not force else self._fresh(manifest)
-        if self.root.exists() and any(self.root.iterdir()) and not force:
+        if self.root.exists() and any(self.root.iterdir()) and not force and not self.shard_manifests():
             raise InputError(
                 f"{self.root} already exists and is not a storyd output folder",
                 "choose another folder with -o, or pass --force to write into it",
@@ -121,9 +136,26 @@ class OutputFolder:
     def _fresh(self, old: dict) -> dict:
         return {"created": old.get("created", _now()), "panels": []}
 
+    def shard_manifests(self) -> list[Path]:
+        return sorted(self.root.glob("manifest.shard-*-of-*.json")) if self.root.exists() else []
+
+    def _fold(self, paths: list[Path]) -> None:
+        """Take the panels the shards drew into this (the main) manifest; theirs are newer."""
+        panels = {p["index"]: p for p in self.manifest.get("panels", [])}
+        for path in paths:
+            for entry in self._read(path).get("panels", []):
+                panels[entry["index"]] = entry
+        self.manifest["panels"] = [panels[i] for i in sorted(panels)]
+        self._merged = paths
+
+    def known_panels(self) -> dict[int, dict]:
+        entries = {p["index"]: p for p in self._inherited}
+        entries.update({p["index"]: p for p in self.manifest.get("panels", [])})
+        return entries
+
     def done_panels(self, hashes: dict[int, str]) -> set[int]:
         """Panels whose file is there and whose inputs are unchanged since it was drawn."""
-        recorded = {p["index"]: p for p in self.manifest.get("panels", [])}
+        recorded = self.known_panels()
         done = set()
         for index, digest in hashes.items():
             entry = recorded.get(index)
@@ -133,7 +165,7 @@ class OutputFolder:
 
     def save_panel(self, job: PanelJob, image, *, input_hash: str, seconds: float) -> Path:
         path = self.root / panel_file(job.index)
-        previous = next((p for p in self.manifest.get("panels", []) if p["index"] == job.index), None)
+        previous = self.known_panels().get(job.index)
         if path.exists() and previous and previous.get("input_hash") != input_hash:
             history = self.root / "panels" / "history" / f"{job.index + 1:03d}-{previous['input_hash'][:8]}.png"
             history.parent.mkdir(parents=True, exist_ok=True)
@@ -174,7 +206,12 @@ class OutputFolder:
         )
         known = {j.index for j in plan.jobs}
         self.manifest["panels"] = [p for p in self.manifest.get("panels", []) if p["index"] in known]
-        atomic_write_text(self.root / MANIFEST, json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
+        if self.shard:
+            self.manifest["shard"] = self.shard.label
+        atomic_write_text(self.path, json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
+        for merged in self._merged:
+            merged.unlink(missing_ok=True)
+        self._merged = []
 
 
 def _now() -> str:

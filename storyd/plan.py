@@ -49,16 +49,21 @@ class RenderPlan:
     loaded_banks: tuple[str, ...]
     estimate: Estimate
 
-    def batches(self, todo: set[int]) -> list[Batch]:
+    def batches(self, todo: set[int], have_banks: frozenset[str] = frozenset()) -> list[Batch]:
         """The batches that render `todo`: write batches for every character a read panel in
-        `todo` needs (their images are re-saved only if in `todo`), then read batches."""
+        `todo` needs (unless its bank is in `have_banks` and none of its reference panels is
+        in `todo`), then read batches."""
         c = self.consistency
         if not c.enabled:
             pending = [j.index for j in self.jobs if j.index in todo]
             return [Batch("off", tuple(pending[i : i + c.batch_size])) for i in range(0, len(pending), c.batch_size)]
         needed = {ch for j in self.jobs if j.index in todo for ch in j.prompt.characters}
         needed |= {ch for ch, refs in self.references.items() if todo & set(refs)}
-        batches = [Batch("write", refs, ch) for ch, refs in self.references.items() if ch in needed and refs]
+        batches = [
+            Batch("write", refs, ch)
+            for ch, refs in self.references.items()
+            if refs and ch in needed and (ch not in have_banks or todo & set(refs))
+        ]
         reading = [j.index for j in self.jobs if j.index in todo and j.role != REFERENCE]
         batches += [Batch("read", tuple(reading[i : i + c.batch_size])) for i in range(0, len(reading), c.batch_size)]
         return batches

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -79,8 +81,15 @@ def _levels(text: str) -> bool:
 
 @handle_errors
 def comic(
-    story: StoryArg,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: out/<story name>/).")] = None,
+    stories: Annotated[
+        list[Path], typer.Argument(help="Stories (.yaml, or .txt in the published format), or folders of them.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Output folder (default: out/<story name>/; with several stories: OUT/<name>/)."
+        ),
+    ] = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     csa: CsaOpt = None,
@@ -115,14 +124,22 @@ def comic(
         typer.Option("--load-characters", help="Read saved character banks instead of drawing their reference panels."),
     ] = None,
     weights_dir: Annotated[Path | None, typer.Option("--weights-dir", help="Where pulled weights live.")] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option("--shard", help="Draw only shard I of N (I/N), for job arrays; pages come at the merge."),
+    ] = None,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="Draw nothing: fold finished shards together, lay out pages.")
+    ] = False,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Render a story into panels, comic pages and a manifest. Re-running resumes."""
+    """Render stories into panels, comic pages and a manifest. Re-running resumes; shards split the work."""
     from storyd.cli.progress_view import RichProgress
-    from storyd.comic import ComicOptions, render_comic
+    from storyd.comic import ComicOptions, find_stories, render_comic
     from storyd.memory import MemorySettings
+    from storyd.scale import parse_shard
     from storyd.schedulers import check_scheduler
     from storyd.story_loader import load_story
 
@@ -131,8 +148,10 @@ def comic(
         raise InputError(
             "--seed goes with --redo", "set a story's seed in its file, or redo a panel: --redo N --seed S"
         )
-    loaded = load_story(story)
+    paths = find_stories(stories)
     options = ComicOptions(
+        shard=parse_shard(shard) if shard else None,
+        merge=merge,
         scheduler=check_scheduler(scheduler) if scheduler else None,
         memory=MemorySettings(dtype, offload, vae_tiling, vae_slicing, compile_unet),
         redo=redo,
@@ -142,26 +161,34 @@ def comic(
         device=device,
         force=force,
         weights_dir=weights_dir,
-        consistency=consistency_overrides(
-            loaded, csa, id_panels, sampling_rate, warmup_steps, layers, random_skip, batch_size
-        ),
         save_characters=save_characters,
         load_characters=load_characters,
     )
-    progress = RichProgress(output.err) if output.show_progress else None
-    result = render_comic(loaded, options, progress)
-    for warning in result.warnings:
-        output.warn(warning)
+    results = []
+    with RichProgress(output.err) if output.show_progress else contextlib.nullcontext() as progress:
+        pipes: dict = {}  # one model load for every story that uses it
+        for path in paths:
+            story = load_story(path)
+            changes = consistency_overrides(
+                story, csa, id_panels, sampling_rate, warmup_steps, layers, random_skip, batch_size
+            )
+            out_dir = out / story.name if out and len(paths) > 1 else out
+            results.append(render_comic(story, replace(options, out_dir=out_dir, consistency=changes), progress, pipes))
+    for result in results:
+        for warning in result.warnings:
+            output.warn(warning)
 
     def human(console) -> None:
-        console.print(
-            f"Drew {len(result.rendered)} panel(s), kept {len(result.skipped)} unchanged, "
-            f"{len(result.pages)} page file(s) in {escape(str(result.out_dir))} ({result.seconds:.1f} s)."
-        )
-        if not result.art:
-            console.print(f"Note: model '{result.model}' draws noise; use a trained model for pictures.")
+        for r in results:
+            console.print(
+                f"Drew {len(r.rendered)} panel(s), kept {len(r.skipped)} unchanged, "
+                f"{len(r.pages)} page file(s) in {escape(str(r.out_dir))} ({r.seconds:.1f} s)."
+            )
+            if not r.art:
+                console.print(f"Note: model '{r.model}' draws noise; use a trained model for pictures.")
 
-    output.result(result.as_dict(), human)
+    summary = results[0].as_dict() if len(results) == 1 else {"stories": [r.as_dict() for r in results]}
+    output.result(summary, human)
 
 
 @handle_errors

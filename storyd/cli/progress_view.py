@@ -1,4 +1,4 @@
-"""The rich progress view of `storyd comic`: panels overall, and the steps of the batch at hand."""
+"""The rich progress view of `storyd comic`: panels per story, and the steps of the batch at hand."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class RichProgress:
-    """Implements storyd.progress.Progress on stderr."""
+    """Implements storyd.progress.Progress on stderr; one view for every story of a command."""
 
     def __init__(self, console: Console) -> None:
         self.view = Progress(
@@ -23,8 +23,14 @@ class RichProgress:
         self.panels = None
         self.steps = None
 
-    def start(self, panels: int) -> None:
+    def __enter__(self) -> RichProgress:
         self.view.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.view.stop()
+
+    def start(self, panels: int) -> None:
         self.panels = self.view.add_task("panels", total=panels)
 
     def batch(self, description: str, images: int, steps: int) -> None:
@@ -42,4 +48,3 @@ class RichProgress:
         if self.steps is not None:
             self.view.remove_task(self.steps)
             self.steps = None
-        self.view.stop()

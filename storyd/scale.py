@@ -1,0 +1,78 @@
+"""Sharing the work of a story between processes: `--shard I/N`, and ranks under a launcher.
+
+Ownership is a pure function of the plan, so every process agrees without talking:
+a character's reference panels (and the drawing of its bank) belong to shard
+`character position % N`; every other panel to shard `its position among them % N`.
+Each process writes only the panel files it owns and its own manifest
+(`manifest.shard-I-of-N.json`); an unsharded run, or `--merge`, folds them together.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from storyd.errors import InputError
+from storyd.plan import REFERENCE, RenderPlan
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int  # 0-based
+    count: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.index + 1}/{self.count}"
+
+    @property
+    def manifest_name(self) -> str:
+        return f"manifest.shard-{self.index + 1}-of-{self.count}.json"
+
+
+def parse_shard(text: str) -> Shard:
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise InputError(f"--shard '{text}' is not I/N with 1 <= I <= N", "e.g. --shard 2/4 for the second of four")
+    return Shard(int(match.group(1)) - 1, int(match.group(2)))
+
+
+def owned_characters(plan: RenderPlan, shard: Shard) -> list[str]:
+    return [name for i, name in enumerate(sorted(plan.references)) if i % shard.count == shard.index]
+
+
+def owned_panels(plan: RenderPlan, shard: Shard) -> set[int]:
+    """The panels whose files this shard writes."""
+    mine = {i for name in owned_characters(plan, shard) for i in plan.references[name]}
+    others = [j.index for j in plan.jobs if j.role != REFERENCE]
+    return mine | {index for position, index in enumerate(others) if position % shard.count == shard.index}
+
+
+@dataclass
+class Launch:
+    """Where this process stands under `accelerate launch` or `torchrun` (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    _state: object = None
+
+    @classmethod
+    def from_environment(cls) -> Launch:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch
+        from accelerate import PartialState
+
+        # joins the process group the launcher set up: NCCL on GPUs, gloo on the CPU
+        state = PartialState(cpu=not torch.cuda.is_available())
+        return cls(state.process_index, state.num_processes, state)
+
+    @property
+    def shard(self) -> Shard | None:
+        return Shard(self.rank, self.world) if self.world > 1 else None
+
+    def barrier(self) -> None:
+        if self._state is not None:
+            self._state.wait_for_everyone()
