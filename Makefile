@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.storyd-setup
 
-.PHONY: setup demo test bench lint train-toy clean
+.PHONY: setup demo test bench lint train-toy eval clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,11 @@ lint: setup
 
 train-toy: setup
 	$(BIN)/storyd train-toy
+
+# The embedded model over the toy evaluation stories, CSA off and on, then the table.
+eval: setup
+	$(BIN)/python -m storyd.eval.suite --stories stories/eval/toy --out out/eval
+	$(BIN)/storyd eval out/eval/off out/eval/on --label csa-off --label csa-on
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

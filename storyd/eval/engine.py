@@ -1,0 +1,187 @@
+"""`evaluate`: output folders in, an EvalReport out. The Python API of `storyd eval`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from storyd.errors import InputError, StorydError, WeightsError
+from storyd.eval import protocol
+from storyd.eval.images import mask_background as mask_image
+from storyd.eval.images import pairwise_mean
+from storyd.eval.report import EvalReport, ModelInfo, RunInfo, Skipped
+from storyd.eval.runs import Run, StoryRun, identity_pairs, load_run
+from storyd.eval.stats import bootstrap, paired_difference
+
+TOY_READER = "toy-reader"
+
+
+def select_metrics(spec: str) -> tuple[list[str], bool]:
+    """The metric names ``spec`` asks for, in protocol order, and whether they were named explicitly."""
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return list(protocol.METRICS), False
+    wanted: set[str] = set()
+    for word in filter(None, (w.strip() for w in spec.split(","))):
+        if word in protocol.GROUPS:
+            wanted.update(protocol.GROUPS[word])
+        elif word in protocol.METRICS:
+            wanted.add(word)
+        else:
+            from storyd.weights.lock import did_you_mean
+
+            raise InputError(f"unknown metric '{word}'",
+                             did_you_mean(word, protocol.CHOICES) + f"choose from {', '.join(protocol.CHOICES)}")
+    if not wanted:
+        raise InputError("--metrics is empty", f"choose from {', '.join(protocol.CHOICES)}")
+    return [m for m in protocol.METRICS if m in wanted], True
+
+
+class _Models:
+    """Loads each metric model once; in auto mode a missing one is recorded instead of raised."""
+
+    def __init__(self, lock, weights_dir: Path | None, explicit: bool) -> None:
+        self.lock, self.weights_dir, self.explicit = lock, weights_dir, explicit
+        self.loaded: dict[str, object] = {}
+        self.info: dict[str, ModelInfo] = {}
+        self.missing: dict[str, str] = {}
+
+    def get(self, name: str):
+        if name in self.loaded or name in self.missing:
+            return self.loaded.get(name)
+        try:
+            self.loaded[name] = self._load(name)
+        except StorydError as exc:
+            if self.explicit:
+                raise
+            self.missing[name] = exc.format()
+            return None
+        return self.loaded[name]
+
+    def _load(self, name: str):
+        if name == TOY_READER:
+            from storyd.eval.toy_metrics import load_reader
+
+            self.info[name] = ModelInfo(TOY_READER, None, None)
+            return load_reader()
+        from storyd.weights import load_lock, resolve
+
+        lock = self.lock or load_lock()
+        if name not in lock.entries:
+            raise WeightsError(f"model '{name}' has no entry in {lock.path.name} yet",
+                               "pin it there to compute this metric (docs/eval.md says which model)")
+        entry = lock.get(name)
+        folder = resolve(entry, self.weights_dir)
+        self.info[name] = ModelInfo(name, entry.repo, entry.revision)
+        if name == protocol.CLIP_MODEL:
+            from storyd.eval.clip_metrics import ClipEncoder
+
+            return ClipEncoder.load(folder)
+        if name == protocol.DREAMSIM_MODEL:
+            from storyd.eval.dreamsim import load_dreamsim
+
+            return load_dreamsim(folder)
+        from storyd.eval.dino import ClsEncoder
+
+        return ClsEncoder.load(folder)
+
+
+def _is_toy(run: Run) -> bool:
+    return all(s.model == protocol.TOY_MODEL for s in run.stories)
+
+
+def evaluate(
+    run_dirs: Sequence[Path | str],
+    metrics: str = "auto",
+    *,
+    mask_background: bool = False,
+    weights_dir: Path | None = None,
+    lock=None,
+    labels: Sequence[str] | None = None,
+    on_story: Callable[[str, str], None] | None = None,
+) -> EvalReport:
+    """Score each run (a comic output folder, or a folder of them) with the pinned protocol.
+
+    ``metrics`` is "auto" (everything whose model is on this machine; the rest are
+    listed in ``report.skipped`` with the command that fetches them) or a comma list
+    of names, whose missing models raise WeightsError. ``on_story(run, story)`` is
+    called before each story is scored, for progress.
+    """
+    if not run_dirs:
+        raise InputError("no output folder given", "pass one or more folders written by `storyd comic`")
+    runs = [load_run(d, labels[i] if labels else None) for i, d in enumerate(run_dirs)]
+    if len({r.label for r in runs}) < len(runs):
+        runs = [Run(r.folder, str(r.folder), r.stories) for r in runs]
+    wanted, explicit = select_metrics(metrics)
+    toy_runs = [_is_toy(r) for r in runs]
+    skipped: list[Skipped] = []
+    if not any(toy_runs) and any(protocol.METRICS[m].model == TOY_READER for m in wanted):
+        if explicit:
+            raise InputError(f"the toy metrics read only images of the '{protocol.TOY_MODEL}' model, "
+                             "and no run was drawn by it", "leave toy-identity and toy-adherence out of --metrics")
+        wanted = [m for m in wanted if protocol.METRICS[m].model != TOY_READER]
+    models = _Models(lock, weights_dir, explicit)
+    for name in wanted:
+        if models.get(protocol.METRICS[name].model) is None:
+            skipped.append(Skipped(name, models.missing[protocol.METRICS[name].model]))
+    computed = [m for m in wanted if protocol.METRICS[m].model in models.loaded]
+    if not computed:
+        reasons = sorted({s.reason for s in skipped})
+        raise WeightsError("no metric model is on this machine, so nothing can be scored", "; ".join(reasons))
+    per_story: dict[str, dict[str, dict[str, float]]] = {}
+    for run, is_toy in zip(runs, toy_runs):
+        scores: dict[str, dict[str, float]] = {m: {} for m in computed}
+        for story in run.stories:
+            if on_story:
+                on_story(run.label, story.name)
+            for name, value in _score_story(story, computed, models.loaded, mask_background, is_toy).items():
+                scores[name][story.name] = value
+        per_story[run.label] = scores
+    estimates = {
+        m: [bootstrap(per_story[r.label][m].values()) if is_toy or protocol.METRICS[m].model != TOY_READER else None
+            for r, is_toy in zip(runs, toy_runs)]
+        for m in computed
+    }
+    differences = {}
+    if len(runs) > 1:
+        first = per_story[runs[0].label]
+        differences = {
+            m: [None] + [paired_difference(first[m], per_story[r.label][m])
+                         if estimates[m][0] is not None and estimates[m][k] is not None else None
+                         for k, r in enumerate(runs) if k > 0]
+            for m in computed
+        }
+    return EvalReport(
+        runs=[RunInfo(r.label, str(r.folder), r.models, r.csa, len(r.stories)) for r in runs],
+        metrics=computed,
+        models={m: models.info[protocol.METRICS[m].model] for m in computed},
+        estimates=estimates,
+        per_story=per_story,
+        differences=differences,
+        skipped=skipped,
+        mask_background=mask_background,
+    )
+
+
+def _score_story(story: StoryRun, metrics: list[str], loaded: dict, mask: bool, is_toy: bool) -> dict[str, float]:
+    images = story.load_images()
+    identity_images = [mask_image(im, (protocol.MASK_NOISE_SEED, p.index)) for im, p in zip(images, story.panels)] \
+        if mask else images
+    pairs = identity_pairs(story)
+    out: dict[str, float] = {}
+    if "clip-t" in metrics or "clipscore" in metrics:
+        from storyd.eval.clip_metrics import clipscore
+
+        cosines = loaded[protocol.CLIP_MODEL].text_image_cosines(images, [p.base_prompt for p in story.panels])
+        out["clip-t"] = sum(cosines) / len(cosines)
+        out["clipscore"] = sum(clipscore(c) for c in cosines) / len(cosines)
+    for name in ("clip-i", "dino-i", "dreamsim"):
+        if name in metrics:
+            embeddings = loaded[protocol.METRICS[name].model].embed_images(identity_images)
+            similarity = pairwise_mean(embeddings, pairs)
+            out[name] = 1.0 - similarity if name == "dreamsim" else similarity
+    if is_toy and {"toy-identity", "toy-adherence"} & set(metrics):
+        from storyd.eval.toy_metrics import toy_scores
+
+        out.update(toy_scores(story, images, loaded[TOY_READER]))
+    return {k: v for k, v in out.items() if k in metrics}

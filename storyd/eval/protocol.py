@@ -1,0 +1,71 @@
+"""The pinned evaluation protocol: which metrics exist, the model each uses, and the fixed choices.
+
+Published story-consistency numbers only compare when the model, text prefix, scale
+and background handling are the same (docs/eval.md). Every such choice lives here,
+and any change to one bumps ``PROTOCOL_VERSION`` so old and new tables never mix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROTOCOL_VERSION = 1
+
+CLIP_MODEL = "clip-vit-b-32"  # weights.lock names
+DINO_MODEL = "dino-vitb16"
+DREAMSIM_MODEL = "dreamsim"
+TOY_MODEL = "toy"  # the manifest model name the toy metrics apply to
+
+CLIP_PREFIX = "A photo depicts "  # Hessel et al. 2021, the reference clipscore.py
+CLIPSCORE_WEIGHT = 2.5  # CLIPScore = 2.5 * max(cos, 0)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # DINO and DreamSim's DINO branch
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+MASK_TOLERANCE = 28.0  # RGB distance to a border colour below which a pixel is background
+MASK_BORDER_SHARE = 0.10  # a colour must cover this share of the border to count as background
+MASK_NOISE_SEED = 0
+
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # what --metrics takes and the table's row key
+    label: str  # the row title in the table
+    model: str  # weights.lock name, or "toy-reader" for the shipped attribute reader
+    higher_is_better: bool
+    scale: str  # one line for the table's footnote and docs
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("clip-t", "CLIP-T cosine", CLIP_MODEL, True, "raw cosine in [-1, 1]"),
+        Metric("clipscore", "CLIP-T CLIPScore", CLIP_MODEL, True, "2.5 x max(cos, 0), in [0, 2.5]"),
+        Metric("clip-i", "CLIP-I", CLIP_MODEL, True, "mean pairwise cosine in [-1, 1]"),
+        Metric("dino-i", "DINO-I", DINO_MODEL, True, "mean pairwise cosine in [-1, 1]"),
+        Metric("dreamsim", "DreamSim", DREAMSIM_MODEL, False, "mean pairwise 1 - cos in [0, 2], lower is better"),
+        Metric("toy-identity", "toy identity agreement", "toy-reader", True, "share of panel pairs in [0, 1]"),
+        Metric("toy-adherence", "toy prompt adherence", "toy-reader", True, "share of named attributes in [0, 1]"),
+    )
+}
+# Names --metrics accepts that stand for several rows: clip-t gives the cosine and the CLIPScore.
+GROUPS: dict[str, tuple[str, ...]] = {"clip-t": ("clip-t", "clipscore"), "toy": ("toy-identity", "toy-adherence")}
+CHOICES = ("auto", *METRICS, *(g for g in GROUPS if g not in METRICS))
+
+
+def describe() -> dict:
+    """The protocol as data, for the JSON output and the table's footnote."""
+    return {
+        "version": PROTOCOL_VERSION,
+        "clip_prefix": CLIP_PREFIX,
+        "clipscore_weight": CLIPSCORE_WEIGHT,
+        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "confidence": CONFIDENCE,
+                      "unit": "story"},
+        "mask": {"method": "border-colour key, noise fill", "tolerance": MASK_TOLERANCE,
+                 "border_share": MASK_BORDER_SHARE, "noise_seed": MASK_NOISE_SEED},
+    }
