@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storyd.errors import InputError
+from storyd.schedulers import SCHEDULERS
 from storyd.weights.paths import storyd_home
 
 ASSETS = Path(__file__).parent / "assets"
@@ -92,8 +93,8 @@ def scheduler_name(preset: Preset) -> str:
         return "DDIMScheduler"
     folder = preset.local_dir if preset.source == "local" else Path(__file__).parent / "configs" / preset.name
     override = _local_info(preset).get("scheduler") if preset.source == "local" else None
-    if override:
-        return override.lower()
+    if override in SCHEDULERS:
+        return override
     return json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["_class_name"]
 
 
@@ -147,26 +148,36 @@ def load_pipeline(preset: Preset, *, device: str = "cpu", memory=None, weights_d
 
 
 def _load_local(preset: Preset, home: Path):
+    from storyd.tokenizer import load_clip_tokenizer
+
+    scheduler = _local_info(preset).get("scheduler")
+    return load_folder_pipeline(
+        preset.local_dir, load_clip_tokenizer(home), scheduler if scheduler in SCHEDULERS else None
+    )
+
+
+def load_folder_pipeline(folder: Path, tokenizer, scheduler: str | None = None):
+    """An SD1.5-layout pipeline from a folder of `vae/`, `text_encoder/`, `unet/`, `scheduler/`
+    (the embedded toy model, or a freshly trained one), in fp32."""
     import torch
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     from storyd.schedulers import scheduler_from_folder
-    from storyd.tokenizer import load_clip_tokenizer
 
-    folder = preset.local_dir
-    info = _local_info(preset)
     load = dict(torch_dtype=torch.float32, local_files_only=True)
-    return StableDiffusionPipeline(
+    pipe = StableDiffusionPipeline(
         vae=AutoencoderKL.from_pretrained(folder / "vae", **load),
         text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder", **load),
-        tokenizer=load_clip_tokenizer(home),
+        tokenizer=tokenizer,
         unet=UNet2DConditionModel.from_pretrained(folder / "unet", **load),
-        scheduler=scheduler_from_folder(folder / "scheduler", info.get("scheduler")),
+        scheduler=scheduler_from_folder(folder / "scheduler", scheduler),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def _load_locked(preset: Preset, home: Path, weights_dir: Path | None, dtype):

@@ -1,0 +1,51 @@
+"""`storyd train-toy`: train the small model of the toy world on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from storyd.cli.common import Output, QuietOpt, handle_errors
+from storyd.toy.export import install_model
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "toy"
+
+
+@handle_errors
+def train_toy(
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, loss log, exported model.")] = Path(
+        "out/train-toy"),
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the data, the initial weights and every step.")] = 0,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Text encoder + UNet training steps.")] = 3200,
+    vae_steps: Annotated[int, typer.Option("--vae-steps", min=1, help="VAE training steps (run first).")] = 2000,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
+    install: Annotated[bool, typer.Option("--install", help="Copy the trained model into the shipped assets.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the toy model (VAE, then text encoder + UNet) reproducibly from a seed."""
+    from storyd.tokenizer import load_clip_tokenizer
+    from storyd.toy.train import TrainSettings, train
+    from storyd.weights.paths import storyd_home
+
+    output = Output(quiet=quiet)
+    settings = TrainSettings(seed=seed, steps=steps, vae_steps=vae_steps)
+    tokenizer = load_clip_tokenizer(storyd_home())
+    if output.show_progress:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=output.err) as bar:
+            tasks = {p: bar.add_task(p, total=n, loss=float("nan")) for p, n in (("vae", vae_steps), ("unet", steps))}
+
+            def progress(phase: str, done: int, total: int, loss: float) -> None:
+                bar.update(tasks[phase], completed=done, loss=loss)
+
+            facts = train(out, settings, tokenizer, resume=resume, progress=progress)
+    else:
+        facts = train(out, settings, tokenizer, resume=resume)
+    if install:
+        install_model(out / "model", ASSETS)
+    output.info(f"trained in {facts['wall_time_s'] / 60:.1f} min, final loss {facts['final_loss']}; "
+                f"model in {ASSETS if install else out / 'model'}")

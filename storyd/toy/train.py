@@ -1,0 +1,327 @@
+"""Train the toy model on the CPU, reproducibly from one seed.
+
+Two phases: the VAE first (short, on 32 px crops: it is fully convolutional, so
+crops teach it the same thing for a quarter of the cost), then the text encoder
+and UNet together on latents of pre-rendered scenes, with ~10% empty captions
+for classifier-free guidance. Every random draw of step ``n`` comes from a
+generator seeded with ``(seed, phase, n)``, so a resumed run takes exactly the
+steps an uninterrupted one would have taken.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from storyd.errors import InputError
+from storyd.fsutil import atomic_open
+from storyd.toy.captions import caption
+from storyd.toy.model_config import ToyModelConfig, build_text_encoder, build_unet, build_vae
+from storyd.toy.world import random_scene, render
+
+ProgressFn = Callable[[str, int, int, float], None]  # phase, step done, total steps, loss
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    seed: int = 0
+    vae_steps: int = 2000
+    vae_batch: int = 16
+    vae_crop: int = 32
+    vae_lr: float = 1e-3
+    steps: int = 3200
+    batch: int = 32
+    lr: float = 1e-3
+    warmup: int = 200
+    empty_caption_prob: float = 0.1
+    min_snr_gamma: float = 5.0
+    ema_decay: float = 0.999
+    scenes: int = 24000  # pre-rendered training scenes
+    checkpoint_every: int = 200
+    model: ToyModelConfig = field(default_factory=ToyModelConfig)
+
+
+def noise_scheduler_config() -> dict:
+    """Stable Diffusion's noise schedule: training uses DDPM, sampling DDIM over the same betas."""
+    return {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+            "beta_end": 0.012, "prediction_type": "epsilon", "clip_sample": False, "steps_offset": 1,
+            "set_alpha_to_one": False}
+
+
+def step_generator(seed: int, phase: str, step: int) -> torch.Generator:
+    salt = {"vae": 1, "unet": 2, "data": 3, "init": 4}[phase]
+    return torch.Generator().manual_seed((seed * 1_000_003 + salt) * 10_000_019 + step)
+
+
+def build_models(cfg: ToyModelConfig, seed: int):
+    """The three untrained parts. diffusers and transformers initialise weights from torch's
+    default generator, so it is seeded inside ``fork_rng``, which restores it afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_vae(cfg), build_text_encoder(cfg), build_unet(cfg)
+
+
+def render_dataset(count: int, seed: int, size: int) -> tuple[list, torch.Tensor]:
+    """``count`` random scenes and their renders as a uint8 tensor (N, 3, H, W)."""
+    rng = random.Random(seed)
+    scenes = [random_scene(rng) for _ in range(count)]
+    pixels = np.stack([np.asarray(render(s, size)) for s in scenes])
+    return scenes, torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+
+
+def to_unit(pixels: torch.Tensor) -> torch.Tensor:
+    return pixels.float() / 127.5 - 1.0
+
+
+class Checkpoints:
+    """The run folder: ``last.pt`` (atomic), the JSONL loss log, and the exported parts."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.path = out / "checkpoints" / "last.pt"
+        self.log_path = out / "loss.jsonl"
+
+    def load(self) -> dict | None:
+        return torch.load(self.path, weights_only=False) if self.path.exists() else None
+
+    def save(self, state: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(self.path) as handle:
+            torch.save(state, handle)
+
+    def truncate_log(self, phase: str, step: int) -> None:
+        """Drop log lines a resumed run will write again."""
+        if not self.log_path.exists():
+            return
+        keep = []
+        for line in self.log_path.read_text().splitlines():
+            row = json.loads(line)
+            if row["phase"] == "vae" and phase == "unet" or row["step"] <= step:
+                keep.append(line)
+        self.log_path.write_text("".join(k + "\n" for k in keep))
+
+    def rows(self) -> list[dict]:
+        return [json.loads(line) for line in self.log_path.read_text().splitlines()] if self.log_path.exists() else []
+
+    def log(self, row: dict) -> None:
+        with self.log_path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_vae(vae, pixels: torch.Tensor, s: TrainSettings, ckpt: Checkpoints, state: dict | None,
+              progress: ProgressFn, elapsed: Callable[[], float]) -> float:
+    opt = torch.optim.AdamW(vae.parameters(), lr=s.vae_lr, weight_decay=0.0)
+    start = 0
+    if state is not None and state["phase"] == "vae":
+        vae.load_state_dict(state["vae"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+    loss_value = state.get("loss", float("nan")) if state is not None and state["phase"] == "vae" else float("nan")
+    vae.train()
+    for step in range(start, s.vae_steps):
+        g = step_generator(s.seed, "vae", step)
+        idx = torch.randint(0, len(pixels), (s.vae_batch,), generator=g)
+        top, left = (torch.randint(0, pixels.shape[-1] - s.vae_crop + 1, (2,), generator=g)).tolist()
+        x = to_unit(pixels[idx, :, top : top + s.vae_crop, left : left + s.vae_crop])
+        for group in opt.param_groups:
+            group["lr"] = s.vae_lr * _lr_factor(step, s.vae_steps, min(100, max(1, s.vae_steps // 10)))
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample(generator=g)).sample
+        loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x) + 1e-6 * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        loss_value = loss.item()
+        ckpt.log({"phase": "vae", "step": step + 1, "loss": round(loss_value, 6)})
+        progress("vae", step + 1, s.vae_steps, loss_value)
+        if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.vae_steps:
+            ckpt.save({"phase": "vae", "step": step + 1, "vae": vae.state_dict(), "opt": opt.state_dict(),
+                       "settings": asdict(s), "elapsed": elapsed(), "loss": loss_value})
+    vae.eval()
+    return loss_value
+
+
+@torch.no_grad()
+def encode_latents(vae, pixels: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std of every render, so the UNet phase needs no VAE."""
+    means, stds = [], []
+    for i in range(0, len(pixels), batch):
+        dist = vae.encode(to_unit(pixels[i : i + batch])).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
+    return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids
+
+
+class Ema:
+    """Exponential moving average of parameters, warmed up so early steps are not frozen in."""
+
+    def __init__(self, modules: list[torch.nn.Module], decay: float) -> None:
+        self.decay = decay
+        self.shadow = [p.detach().clone() for m in modules for p in m.parameters()]
+
+    def update(self, modules: list[torch.nn.Module], step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for s, p in zip(self.shadow, (p for m in modules for p in m.parameters())):
+                s.lerp_(p.detach(), 1 - d)
+
+    def copy_to(self, modules: list[torch.nn.Module]) -> None:
+        with torch.no_grad():
+            for s, p in zip(self.shadow, (p for m in modules for p in m.parameters())):
+                p.copy_(s)
+
+
+def train_unet(unet, text_encoder, tokenizer, scenes: list, latents: tuple[torch.Tensor, torch.Tensor],
+               scaling: float, s: TrainSettings, ckpt: Checkpoints, state: dict | None,
+               progress: ProgressFn, extra_state: Callable[[], dict]) -> tuple[float, Ema]:
+    from diffusers import DDPMScheduler
+
+    noise_sched = DDPMScheduler(**{k: v for k, v in noise_scheduler_config().items() if k != "set_alpha_to_one"})
+    modules = [unet, text_encoder]
+    params = [p for m in modules for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.01)
+    ema = Ema(modules, s.ema_decay)
+    start = 0
+    if state is not None and state["phase"] == "unet":
+        unet.load_state_dict(state["unet"])
+        text_encoder.load_state_dict(state["text_encoder"])
+        opt.load_state_dict(state["opt"])
+        ema.shadow = state["ema"]
+        start = state["step"]
+    alphas = noise_sched.alphas_cumprod
+    snr = alphas / (1 - alphas)
+    mean, std = latents
+    unet.train()
+    text_encoder.train()
+    loss_value = float("nan")
+    for step in range(start, s.steps):
+        g = step_generator(s.seed, "unet", step)
+        text_rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=g)))
+        idx = torch.randint(0, len(scenes), (s.batch,), generator=g)
+        texts = ["" if text_rng.random() < s.empty_caption_prob else caption(scenes[i], text_rng) for i in idx.tolist()]
+        z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scaling
+        noise = torch.randn(z0.shape, generator=g)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (s.batch,), generator=g)
+        zt = noise_sched.add_noise(z0, noise, t)
+        for group in opt.param_groups:
+            group["lr"] = s.lr * _lr_factor(step, s.steps, s.warmup)
+        cond = text_encoder(tokenize(tokenizer, texts))[0]
+        pred = unet(zt, t, cond).sample
+        weight = torch.clamp(snr[t], max=s.min_snr_gamma) / snr[t]  # min-SNR weighting, epsilon target
+        loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update(modules, step)
+        loss_value = loss.item()
+        ckpt.log({"phase": "unet", "step": step + 1, "loss": round(loss_value, 6)})
+        progress("unet", step + 1, s.steps, loss_value)
+        if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.steps:
+            ckpt.save({"phase": "unet", "step": step + 1, "unet": unet.state_dict(),
+                       "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict(), "ema": ema.shadow,
+                       "scaling": scaling, "settings": asdict(s), **extra_state()})
+    unet.eval()
+    text_encoder.eval()
+    return loss_value, ema
+
+
+def _latents(vae, pixels: torch.Tensor, cache: Path, *, reuse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode every render once the VAE is final; a resumed run reads them back (minutes saved)."""
+    if reuse and cache.exists():
+        saved = torch.load(cache)
+        return saved["mean"], saved["std"]
+    mean, std = encode_latents(vae, pixels)
+    with atomic_open(cache) as handle:
+        torch.save({"mean": mean, "std": std}, handle)
+    return mean, std
+
+
+_RESUMABLE_CHANGES = ("steps", "vae_steps")  # a resume may lengthen or shorten a phase; the LR schedule follows
+
+
+def _settings_match(saved: dict, s: TrainSettings) -> bool:
+    ours = json.loads(json.dumps(asdict(s)))
+    theirs = json.loads(json.dumps(saved))
+    return {k: v for k, v in ours.items() if k not in _RESUMABLE_CHANGES} == {
+        k: v for k, v in theirs.items() if k not in _RESUMABLE_CHANGES}
+
+
+def train(out: Path, settings: TrainSettings, tokenizer, *, resume: bool = False,
+          progress: ProgressFn | None = None) -> dict:
+    """Run both phases into ``out`` and export the model there; return training facts."""
+    from storyd.toy.export import export_model
+
+    progress = progress or (lambda *_: None)
+    ckpt = Checkpoints(out)
+    state = ckpt.load() if resume else None
+    if resume and state is None:
+        raise InputError(f"nothing to resume in {out}", "run without --resume to start a new training run")
+    if state is not None and not _settings_match(state["settings"], settings):
+        raise InputError(f"the checkpoint in {out} was made with other settings",
+                         "resume with the same --seed, or train into a new --out folder")
+    if not resume and ckpt.path.exists():
+        raise InputError(f"{out} already holds a training run", "pass --resume to continue it, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt.truncate_log(state["phase"] if state else "vae", state["step"] if state else 0)
+    t0 = time.monotonic()
+    elapsed_before = state.get("elapsed", 0.0) if state else 0.0
+    vae, text_encoder, unet = build_models(settings.model, settings.seed)
+    scenes, pixels, unet_state = None, None, None
+    if state is None or state["phase"] == "vae":
+        scenes, pixels = render_dataset(settings.scenes, settings.seed, settings.model.image_size)
+        vae_loss = train_vae(vae, pixels, settings, ckpt, state, progress,
+                             lambda: elapsed_before + time.monotonic() - t0)
+    else:
+        vae.load_state_dict(state["vae"])
+        vae_loss, unet_state = state["vae_loss"], state
+    vae.eval()
+    if unet_state is not None and unet_state["step"] >= settings.steps:  # nothing left: export the checkpoint
+        scenes, latents, scaling = [], (None, None), unet_state["scaling"]
+    else:
+        if scenes is None:
+            scenes, pixels = render_dataset(settings.scenes, settings.seed, settings.model.image_size)
+        latents = _latents(vae, pixels, out / "checkpoints" / "latents.pt", reuse=unet_state is not None)
+        scaling = unet_state["scaling"] if unet_state else float(1.0 / latents[0].std())
+    vae_state = vae.state_dict()
+
+    def extra_state() -> dict:  # UNet checkpoints carry the VAE, so a resume never retrains it
+        return {"vae": vae_state, "vae_loss": vae_loss, "elapsed": elapsed_before + time.monotonic() - t0}
+
+    _, ema = train_unet(unet, text_encoder, tokenizer, scenes, latents, scaling, settings, ckpt, unet_state,
+                        progress, extra_state)
+    unet_losses = [r["loss"] for r in ckpt.rows() if r["phase"] == "unet"]
+    final_loss = sum(unet_losses[-100:]) / max(1, len(unet_losses[-100:]))  # one step's loss is too noisy
+    ema.copy_to([unet, text_encoder])
+    steps_done = max(settings.steps, unet_state["step"]) if unet_state else settings.steps
+    facts = {
+        "seed": settings.seed, "steps": steps_done, "batch": settings.batch, "vae_steps": settings.vae_steps,
+        "scenes": settings.scenes, "final_loss": round(final_loss, 5), "final_loss_is": "mean of the last 100 steps",
+        "vae_final_loss": round(vae_loss, 5),
+        "wall_time_s": round(elapsed_before + time.monotonic() - t0, 1), "latent_scaling": scaling,
+        "model_config": settings.model.to_dict(),
+    }
+    export_model(out / "model", vae, text_encoder, unet, scaling, facts)
+    return facts
