@@ -22,7 +22,7 @@ def diagnose(device: str = "auto", model: str = "sdxl", weights_dir=None) -> dic
         "python": platform.python_version(),
         "torch": torch.__version__,
         "device": chosen,
-        "device_name": torch.cuda.get_device_name(chosen) if chosen.startswith("cuda") else platform.processor() or "cpu",
+        "device_name": torch.cuda.get_device_name(chosen) if chosen.startswith("cuda") else platform.machine(),
         "free_bytes": free,
         "model": model,
         "memory": memory.as_dict(),
