@@ -19,9 +19,21 @@ IMAGE_DIM = 16  # CLIP projection width (ViT-H/14: 1024)
 
 
 def tiny_clip_encoder(seed: int = 0) -> ClipImageEncoder:
+    with torch.random.fork_rng(devices=[]):  # layer init draws from the default generator; restore it after
+        torch.manual_seed(seed)
+        return _tiny_clip_encoder()
+
+
+def tiny_video_models(control: bool = True, seed: int = 0) -> VideoModels:
+    """UNetMotionModel + VAE (+ SparseCtrl) + per-frame image prompt; a fixed two-entry table encodes prompts."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _tiny_video_models(control, seed)
+
+
+def _tiny_clip_encoder() -> ClipImageEncoder:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    torch.manual_seed(seed)
     config = CLIPVisionConfig(
         hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=16,
         patch_size=8, projection_dim=IMAGE_DIM,
@@ -29,8 +41,7 @@ def tiny_clip_encoder(seed: int = 0) -> ClipImageEncoder:
     return ClipImageEncoder(CLIPVisionModelWithProjection(config))
 
 
-def tiny_video_models(control: bool = True, seed: int = 0) -> VideoModels:
-    """UNetMotionModel + VAE (+ SparseCtrl) + per-frame image prompt; a fixed two-entry table encodes prompts."""
+def _tiny_video_models(control: bool, seed: int) -> VideoModels:
     from diffusers import (
         AutoencoderKL,
         DDIMScheduler,
@@ -40,7 +51,6 @@ def tiny_video_models(control: bool = True, seed: int = 0) -> VideoModels:
         UNetMotionModel,
     )
 
-    torch.manual_seed(seed)
     blocks = dict(block_out_channels=(8, 16), attention_head_dim=4)
     unet2d = UNet2DConditionModel(
         **blocks, layers_per_block=1, sample_size=8, in_channels=4, out_channels=4, norm_num_groups=2,
