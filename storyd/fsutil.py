@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -28,6 +29,19 @@ def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def file_sha256(path: Path, on_chunk: Callable[[int], None] | None = None) -> str:
+    """The sha256 of a file, read in 8 MB chunks; `on_chunk(bytes_done)` follows progress."""
+    digest = hashlib.sha256()
+    done = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(8 << 20):
+            digest.update(chunk)
+            done += len(chunk)
+            if on_chunk:
+                on_chunk(done)
+    return digest.hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from storyd import __version__
 from storyd.errors import InputError
-from storyd.fsutil import atomic_save_image, atomic_write_text
+from storyd.fsutil import atomic_save_image, atomic_write_text, file_sha256
 from storyd.plan import PLAIN, PanelJob, RenderPlan
 from storyd.scale import Shard
 from storyd.story import Story
@@ -33,14 +33,6 @@ def panel_file(index: int) -> str:
 
 def _digest(data: object) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def input_hashes(plan: RenderPlan, model_revision: str | None) -> dict[int, str]:

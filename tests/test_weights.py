@@ -140,7 +140,7 @@ def test_hashes_are_cached_by_size_and_mtime(lock_path, tmp_path, monkeypatch):
     def no_hashing(*_):
         raise AssertionError("hashed again")
 
-    monkeypatch.setattr(store.hashlib, "sha256", no_hashing)
+    monkeypatch.setattr(store, "file_sha256", no_hashing)  # where store hashes a file
     weights.resolve(entry)  # served from the cache
     weights.resolve(entry, verify=False)
 

@@ -8,21 +8,19 @@ commit, and in ``<weights dir>/<name>/``. sha256 results are cached by
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from storyd.errors import WeightsError
-from storyd.fsutil import atomic_write_text
+from storyd.fsutil import atomic_write_text, file_sha256
 from storyd.weights import paths
 from storyd.weights.lock import LockedFile, LockEntry
 
 # progress(label, done, total): called while hashing or downloading; bytes, total None if unknown.
 Progress = Callable[[str, int, "int | None"], None]
 
-_CHUNK = 8 << 20
 
 
 def human_size(size: int | None) -> str:
@@ -48,15 +46,8 @@ def sha256_file(path: Path, progress: Progress | None = None) -> str:
     hit = cache.get(key)
     if isinstance(hit, dict) and hit.get("size") == stat.st_size and hit.get("mtime_ns") == stat.st_mtime_ns:
         return hit["sha256"]
-    digest = hashlib.sha256()
-    done = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-            done += len(chunk)
-            if progress:
-                progress(f"sha256 {path.name}", done, stat.st_size)
-    sha = digest.hexdigest()
+    report = (lambda done: progress(f"sha256 {path.name}", done, stat.st_size)) if progress else None
+    sha = file_sha256(path, report)
     cache = _read_json(cache_file)  # re-read: another process may have added entries meanwhile
     cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
     atomic_write_text(cache_file, json.dumps(cache, indent=1, sort_keys=True))
