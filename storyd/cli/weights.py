@@ -45,8 +45,9 @@ def _progress(out: Output) -> Iterator[weights.Progress | None]:
 
 
 def _row(entry: weights.LockEntry, result: weights.VerifyResult) -> dict:
-    return {"name": entry.name, "kind": entry.kind, "family": entry.family, "repo": entry.repo or entry.local,
-            "revision": entry.revision, "size": entry.size, "license": entry.license, "pinned": entry.pinned,
+    return {"name": entry.name, "kind": entry.kind, "family": entry.family,
+            "repo": entry.repo or entry.local or entry.url, "revision": entry.revision, "size": entry.size,
+            "license": entry.license, "pinned": entry.pinned,
             "status": result.status, "path": result.path, "message": result.message, "hint": result.hint,
             "note": entry.note}
 
@@ -78,7 +79,7 @@ def list_(json_: JsonOpt = False, weights_dir: WeightsDirOpt = None) -> None:
 @handle_errors
 def pull(name: NameArg, weights_dir: WeightsDirOpt = None, allow_unpinned: UnpinnedOpt = False,
          json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """Download a model at its locked commit and check every file's sha256."""
+    """Download a model at its locked commit (or its pinned archive) and check every file's sha256."""
     out = Output(json_mode=json_, quiet=quiet)
     entry = weights.load_lock().get(name)
     if not entry.pinned and allow_unpinned:
@@ -107,12 +108,18 @@ def verify_(names: Annotated[list[str] | None, typer.Argument(help="Models to ch
 @weights_app.command()
 @handle_errors
 def add(name: NameArg, path: Annotated[Path, typer.Argument(help="The file (or folder) you already have.")],
-        allow_unpinned: UnpinnedOpt = False, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """Use weights you already have: checks the sha256, registers the path, copies nothing."""
+        allow_unpinned: UnpinnedOpt = False, weights_dir: WeightsDirOpt = None, json_: JsonOpt = False,
+        quiet: QuietOpt = False) -> None:
+    """Use weights you already have: checks the sha256, registers the path, copies nothing.
+
+    A model the lock names by url (an archive) is checked, then unpacked and converted
+    into the weights dir, as `pull` does.
+    """
     out = Output(json_mode=json_, quiet=quiet)
     entry = weights.load_lock().get(name)
     with _progress(out) as progress:
-        registered = weights.add(entry, path, allow_unpinned=allow_unpinned, progress=progress)
+        registered = weights.add(entry, path, allow_unpinned=allow_unpinned, progress=progress,
+                                 weights_dir=weights_dir)
     out.result({"name": name, "path": registered}, lambda console: console.print(escape(f"{name}: {registered}")))
 
 
@@ -125,5 +132,5 @@ def lock_fill(name: NameArg, revision: Annotated[str | None, typer.Option(
     out = Output(json_mode=json_, quiet=quiet)
     with _progress(out) as progress:
         entry = weights.fill_lock(name, revision=revision, progress=progress)
-    summary = f"{name}: pinned {len(entry.files)} files at {entry.revision or entry.local}"
+    summary = f"{name}: pinned {len(entry.files)} files at {entry.revision or entry.local or entry.url}"
     out.result(entry.to_json() | {"name": name}, lambda console: console.print(escape(summary)))

@@ -72,7 +72,10 @@ class _Models:
                                "pin it there to compute this metric (docs/eval.md says which model)")
         entry = lock.get(name)
         folder = resolve(entry, self.weights_dir)
-        self.info[name] = ModelInfo(name, entry.repo, entry.revision)
+        if entry.url is not None:  # an archive pinned by sha256: shown as file@sha256[:12]
+            self.info[name] = ModelInfo(name, entry.files[0].path, entry.files[0].sha256)
+        else:
+            self.info[name] = ModelInfo(name, entry.repo, entry.revision)
         if name == protocol.CLIP_MODEL:
             from storyd.eval.clip_metrics import ClipEncoder
 

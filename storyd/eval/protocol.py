@@ -22,6 +22,9 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # DINO and DreamSim's DINO branch
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# DreamSim dino_vitb16 as its package computes it by default (storyd/eval/dreamsim.py):
+DREAMSIM_SIZE = 224  # whole image resized to 224 x 224, bicubic, no crop
+DREAMSIM_EMBEDDING = "class token of the last block before the final layer norm, centred over features, unit length"
 
 MASK_TOLERANCE = 28.0  # RGB distance to a border colour below which a pixel is background
 MASK_BORDER_SHARE = 0.10  # a colour must cover this share of the border to count as background
@@ -68,4 +71,7 @@ def describe() -> dict:
                       "unit": "story"},
         "mask": {"method": "border-colour key, noise fill", "tolerance": MASK_TOLERANCE,
                  "border_share": MASK_BORDER_SHARE, "noise_seed": MASK_NOISE_SEED},
+        "dreamsim": {"resize": f"{DREAMSIM_SIZE} x {DREAMSIM_SIZE} bicubic, no crop",
+                     "normalisation": "ImageNet mean and std", "embedding": DREAMSIM_EMBEDDING,
+                     "distance": "1 - cos"},
     }

@@ -1,7 +1,11 @@
-"""The only code in storyd that touches the network: ``pull`` and the maintainer's ``fill_lock``."""
+"""The only code in storyd that touches the network: ``pull`` and the maintainer's ``fill_lock``.
+
+Hub entries go through huggingface_hub; ``url`` entries through download.py (urllib).
+"""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -62,6 +66,8 @@ def pull(entry: LockEntry, weights_dir: Path | None = None, progress: Progress |
         )
     if not entry.files:
         raise WeightsError(f"model '{entry.name}' lists no files", f"run `storyd weights lock-fill {entry.name}`")
+    if entry.url is not None:
+        return _pull_archive(entry, paths.weights_dir(weights_dir), progress)
     cache_dir = paths.weights_dir(weights_dir)
     files = {f.path: _download(entry.repo, f.path, entry.revision, cache_dir, progress) for f in entry.files}
     check_location(entry, files, "hf-cache", progress)
@@ -75,13 +81,17 @@ def fill_lock(name: str, lock_path: Path | None = None, *, revision: str | None 
     A hub entry asks the hub (``api``: an ``HfApi``) which commit ``revision`` (default:
     the locked one, else main) is, and takes sizes and LFS sha256 values from its file
     metadata; small non-LFS files are downloaded and hashed. A local entry lists and
-    hashes every file in its folder. A hash that changes at an unchanged commit is an
-    error: the lock or the hub is wrong and a person has to look.
+    hashes every file in its folder. A ``url`` entry's archive is downloaded (to a
+    temporary file, deleted after) and hashed; `pull` then unpacks and converts it. A
+    hash that changes at an unchanged commit (or url) is an error: the lock or the
+    source is wrong and a person has to look.
     """
     lock = load_lock(lock_path)
     entry = lock.get(name)
     if entry.local is not None:
         filled = replace(entry, files=_hash_local(entry, progress))
+    elif entry.url is not None:
+        filled = _fill_from_url(entry, paths.weights_dir(weights_dir), progress)
     else:
         filled = _fill_from_hub(entry, revision, paths.weights_dir(weights_dir), api, progress)
     write_lock(lock.replace(filled))
@@ -133,3 +143,48 @@ def _fill_from_hub(entry: LockEntry, revision: str | None, cache_dir: Path, api,
         files.append(LockedFile(locked.path, size, sha))
     note = f"pinned by `storyd weights lock-fill {entry.name}` from the hub's file metadata"
     return replace(entry, revision=commit, files=tuple(files), note=note)
+
+
+def _download_archive(entry: LockEntry, wdir: Path, progress: Progress | None):
+    """Download the entry's archive into a temporary folder in ``wdir``: (folder, file, size, sha256)."""
+    from storyd.weights.download import download_url
+
+    wdir.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.TemporaryDirectory(prefix=f".{entry.name}.download.", dir=wdir)
+    archive = Path(tmp.name) / entry.files[0].path
+    try:
+        size, sha = download_url(entry.url, archive, progress)
+    except BaseException:
+        tmp.cleanup()
+        raise
+    return tmp, archive, size, sha
+
+
+def _pull_archive(entry: LockEntry, wdir: Path, progress: Progress | None) -> Path:
+    """Download, check and install a ``url`` entry; an installed folder that checks out is kept as it is."""
+    from storyd.weights.installed import archive_problem, install, install_folder, installed_problem
+
+    folder = install_folder(entry, wdir)
+    if folder.is_dir() and installed_problem(entry, folder, check=True, progress=progress) is None:
+        return folder
+    tmp, archive, size, sha = _download_archive(entry, wdir, progress)
+    with tmp:
+        problem = archive_problem(entry, entry.url, size, sha)
+        if problem is not None:
+            fix = f"re-pin with `storyd weights lock-fill {entry.name}`"
+            raise WeightsError(problem, "run the command again; if it persists the file at the url changed, "
+                               f"and a maintainer must check it and {fix}")
+        return install(entry, archive, sha, wdir, progress)
+
+
+def _fill_from_url(entry: LockEntry, wdir: Path, progress: Progress | None) -> LockEntry:
+    tmp, _, size, sha = _download_archive(entry, wdir, progress)
+    tmp.cleanup()
+    locked = entry.files[0]
+    if locked.sha256 not in (None, sha):
+        raise WeightsError(
+            f"model '{entry.name}': {entry.url} now has sha256 {sha}, weights.lock says {locked.sha256}",
+            "check which is right and edit weights.lock by hand",
+        )
+    note = f"pinned by `storyd weights lock-fill {entry.name}` from the downloaded archive"
+    return replace(entry, files=(LockedFile(locked.path, size, sha),), note=note)

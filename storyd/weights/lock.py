@@ -2,8 +2,10 @@
 
 The lock is JSON with sorted keys: ``{"version": 1, "models": {name: entry}}``.
 An entry names a Hugging Face repository at an exact commit and the files storyd
-needs from it, or (``local``) a folder shipped in this repository. Unknown
-values are ``null``; such an entry is *unpinned* and says why in its ``note``.
+needs from it, (``local``) a folder shipped in this repository, or (``url``) a
+direct download: one archive file, checked by its size and sha256, unpacked and
+(``convert``) converted into a folder storyd can load. Unknown values are
+``null``; such an entry is *unpinned* and says why in its ``note``.
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ from typing import Any
 
 from storyd.errors import InputError
 from storyd.fsutil import atomic_write_text
+from storyd.weights.converters import CONVERTERS
 
 LOCK_VERSION = 1
-KINDS = ("text-to-image", "image-encoder", "clip", "motion-adapter", "controlnet", "ip-adapter")
+KINDS = ("text-to-image", "image-encoder", "clip", "motion-adapter", "controlnet", "ip-adapter", "lora")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_ENTRY_KEYS = ("kind", "family", "repo", "revision", "files", "license", "config", "note", "local")
+ARCHIVES = ("zip",)
+URL_SCHEMES = ("https://", "http://", "file://")
+_OPTIONAL_KEYS = ("url", "archive", "convert")  # left out of the JSON when null: hub and local entries keep their shape
+_ENTRY_KEYS = ("kind", "family", "repo", "revision", "files", "license", "config", "note", "local", *_OPTIONAL_KEYS)
 _FILE_KEYS = ("path", "size", "sha256")
 
 
@@ -57,12 +63,15 @@ class LockEntry:
     config: str | None = None  # shipped diffusers config folder, for single-file checkpoints
     note: str | None = None
     local: str | None = None  # folder in this repository that holds the files
+    url: str | None = None  # direct download of the one file in ``files`` (an archive)
+    archive: str | None = None  # the downloaded file's format, one of ARCHIVES
+    convert: str | None = None  # converter that turns the unpacked archive into the model folder
 
     @property
     def pinned(self) -> bool:
         """True when every file has a sha256 and (for hub entries) the revision is a commit."""
         hashes_known = bool(self.files) and all(f.sha256 for f in self.files)
-        return hashes_known and (self.local is not None or self.revision is not None)
+        return hashes_known and (self.local is not None or self.url is not None or self.revision is not None)
 
     @property
     def size(self) -> int | None:
@@ -72,7 +81,7 @@ class LockEntry:
 
     @property
     def single_file(self) -> bool:
-        return len(self.files) == 1 and self.local is None
+        return len(self.files) == 1 and self.local is None and self.url is None
 
     def config_dir(self) -> Path | None:
         return repo_root() / self.config if self.config else None
@@ -84,6 +93,9 @@ class LockEntry:
         data = asdict(self)
         del data["name"]
         data["files"] = [asdict(f) for f in self.files]
+        for key in _OPTIONAL_KEYS:
+            if data[key] is None:
+                del data[key]
         return data
 
 
@@ -149,17 +161,22 @@ def _parse_entry(name: str, raw: Any, path: Path) -> LockEntry:
             raise bad(f"'{key}' must be a non-empty string")
     if raw["kind"] not in KINDS:
         raise bad(f"kind '{raw['kind']}' is not one of {', '.join(KINDS)}")
-    if (raw.get("repo") is None) == (raw.get("local") is None):
-        raise bad("give exactly one of 'repo' (a Hugging Face repository) and 'local' (a folder in this repository)")
+    if sum(raw.get(key) is not None for key in ("repo", "local", "url")) != 1:
+        raise bad("give exactly one of 'repo' (a Hugging Face repository), 'url' (a direct download) "
+                  "and 'local' (a folder in this repository)")
     revision = raw.get("revision")
     if revision is not None and not (isinstance(revision, str) and _COMMIT.fullmatch(revision)):
         raise bad(f"revision {revision!r} is not a 40-hex commit (use null if unknown)")
     if not isinstance(raw.get("files"), list):
         raise bad("'files' must be a list")
     files = tuple(_parse_file(f, bad) for f in raw["files"])
-    for key in ("repo", "config", "note", "local"):
+    for key in ("repo", "config", "note", "local", *_OPTIONAL_KEYS):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise bad(f"'{key}' must be a string or null")
+    if raw.get("url") is not None:
+        _check_download(raw, files, bad)
+    elif raw.get("archive") is not None or raw.get("convert") is not None:
+        raise bad("'archive' and 'convert' belong to a 'url' entry")
     return LockEntry(
         name=name,
         kind=raw["kind"],
@@ -171,7 +188,24 @@ def _parse_entry(name: str, raw: Any, path: Path) -> LockEntry:
         config=raw.get("config"),
         note=raw.get("note"),
         local=raw.get("local"),
+        url=raw.get("url"),
+        archive=raw.get("archive"),
+        convert=raw.get("convert"),
     )
+
+
+def _check_download(raw: dict, files: tuple[LockedFile, ...], bad) -> None:
+    """A 'url' entry downloads one archive, named by its only file, and unpacks it."""
+    if not raw["url"].startswith(URL_SCHEMES):
+        raise bad(f"url {raw['url']!r} must start with {', '.join(URL_SCHEMES)}")
+    if raw.get("revision") is not None:
+        raise bad("a 'url' entry has no revision: its file's sha256 pins it")
+    if raw.get("archive") not in ARCHIVES:
+        raise bad(f"archive {raw.get('archive')!r} is not one of {', '.join(ARCHIVES)}")
+    if raw.get("convert") is not None and raw["convert"] not in CONVERTERS:
+        raise bad(f"convert {raw['convert']!r} is not one of {', '.join(sorted(CONVERTERS))}")
+    if len(files) != 1 or any(c in files[0].path for c in "/\\") or files[0].path in ("", ".", ".."):
+        raise bad("a 'url' entry lists exactly one file: the downloaded archive's name, without folders")
 
 
 def _parse_file(raw: Any, bad) -> LockedFile:

@@ -2,8 +2,10 @@
 
 Nothing here touches the network. A model is looked for, in order, at the path the
 user registered (``storyd weights add``), in the Hugging Face cache at the locked
-commit, and in ``<weights dir>/<name>/``. sha256 results are cached by
-(path, size, mtime) under the storyd home, so a 7 GB checkpoint is hashed once.
+commit, and in ``<weights dir>/<name>/``; a ``url`` entry only in the last, where
+its archive was unpacked and converted (checked through its stamp: installed.py).
+sha256 results are cached by (path, size, mtime) under the storyd home, so a 7 GB
+checkpoint is hashed once.
 """
 
 from __future__ import annotations
@@ -157,26 +159,31 @@ def _fix_hint(entry: LockEntry, source: str) -> str:
     return f"delete it and run `storyd weights pull {name}` again"
 
 
-def _missing_hint(entry: LockEntry) -> str:
+def missing_hint(entry: LockEntry) -> str:
     if entry.local is not None:
         return f"it ships in the repository at {entry.local}; restore it with `git checkout {entry.local}`"
     flag = "" if entry.pinned else " --allow-unpinned"
+    have = entry.files[0].path if entry.url is not None else "the file"
     return (
         f"run `storyd weights pull {entry.name}{flag}` ({human_size(entry.size)}), "
-        f"or `storyd weights add {entry.name} PATH` if you have the file"
+        f"or `storyd weights add {entry.name} PATH` if you have {have}"
     )
 
 
 def verify_entry(entry: LockEntry, weights_dir: Path | None = None, *, check: bool = True,
                  progress: Progress | None = None) -> VerifyResult:
     """Find ``entry`` and (``check``) compare its files with the lock; reports problems, never raises them."""
+    if entry.url is not None:
+        from storyd.weights.installed import verify_installed
+
+        return verify_installed(entry, paths.weights_dir(weights_dir), check, progress)
     loc = _locate(entry, paths.weights_dir(weights_dir))
     if loc is None:
         message = f"model '{entry.name}' is not on this machine"
         registered = _registered_path(entry.name)
         if registered is not None:
             message += f" (the path added for it, {registered}, is gone)"
-        return VerifyResult(entry.name, "missing", None, message, _missing_hint(entry))
+        return VerifyResult(entry.name, "missing", None, message, missing_hint(entry))
     if check:
         for locked in entry.files:
             problem = _check_file(locked, loc.files[locked.path], progress)
@@ -213,13 +220,22 @@ def verify(entries, weights_dir: Path | None = None, progress: Progress | None =
     return [verify_entry(entry, weights_dir, progress=progress) for entry in entries]
 
 
-def add(entry: LockEntry, path: Path, *, allow_unpinned: bool = False, progress: Progress | None = None) -> Path:
-    """Register a file (one-file entry) or folder the user already has; checked, never copied."""
+def add(entry: LockEntry, path: Path, *, allow_unpinned: bool = False, progress: Progress | None = None,
+        weights_dir: Path | None = None) -> Path:
+    """Register a file (one-file entry) or folder the user already has; checked, never copied.
+
+    A ``url`` entry's archive cannot be loaded as it is: it is checked, then unpacked
+    (and converted) into ``<weights dir>/<name>/``, as `pull` does; that folder is returned.
+    """
     path = Path(path).expanduser().resolve()
     if entry.local is not None:
         raise WeightsError(f"model '{entry.name}' ships with storyd at {entry.local}", "nothing to add")
     if not path.exists():
         raise WeightsError(f"{path} does not exist", "give the path of the file you downloaded")
+    if entry.url is not None:
+        from storyd.weights.installed import add_archive
+
+        return add_archive(entry, path, allow_unpinned, progress, paths.weights_dir(weights_dir))
     if entry.single_file and not path.is_file():
         raise WeightsError(f"model '{entry.name}' is one file ({entry.files[0].path}); {path} is a folder",
                            f"give the path of {entry.files[0].path.rsplit('/', 1)[-1]}")
