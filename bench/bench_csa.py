@@ -36,6 +36,16 @@ UNET = dict(
 )
 
 
+def build_unet(seed: int = 0):
+    """The benchmark UNet, with the same weights in every process."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return UNet2DConditionModel(**UNET)
+
+
 def case(mode: str, n: int, device: str) -> dict:
     """Run in a child process: time and peak memory of one denoising step."""
     import resource
@@ -43,15 +53,12 @@ def case(mode: str, n: int, device: str) -> dict:
 
     import psutil
     import torch
-    from diffusers import UNet2DConditionModel
 
     from storyd.attention import OFF, READ, WRITE, ConsistencyState, consistent_attention
     from storyd.story import ConsistencySettings
 
     torch.set_grad_enabled(False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        unet = UNet2DConditionModel(**UNET).to(device).eval()
+    unet = build_unet().to(device).eval()
     images = READ_BATCH if mode == "read" else n
 
     def inputs(batch: int):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storyd.bank import CharacterBank
+from storyd.conditioning import check_weights, conditioning_warnings
 from storyd.errors import InputError
 from storyd.estimate import weights_bytes
 from storyd.generator import DrawnPanel, PanelGenerator
@@ -78,7 +79,7 @@ def plan_warnings(plan: RenderPlan) -> list[str]:
             )
     if not plan.preset.art:
         notes.append(f"model '{plan.preset.name}' has random weights: its images are noise, not art")
-    return notes
+    return notes + conditioning_warnings(plan)
 
 
 def render_comic(
@@ -141,6 +142,7 @@ def render_comic(
         model=_model_record(plan, revision),
         settings=_settings_record(plan, device, memory),
         seed_overrides={str(i): seed for i, seed in sorted(overrides.items())},
+        loras=[use.record() for use in plan.loras],
     )
 
     def save(drawn: list[DrawnPanel]) -> None:
@@ -150,13 +152,14 @@ def render_comic(
         folder.write_manifest(**records)
 
     def generator() -> PanelGenerator:
+        check_weights(plan, options.weights_dir)  # a missing IP-Adapter or ControlNet fails before the model loads
         key = (plan.preset.name, device, memory.options)
         if pipes is None or key not in pipes:
             pipe = load_pipeline(plan.preset, device=device, memory=memory, weights_dir=options.weights_dir)
             if pipes is None:
-                return PanelGenerator(pipe, plan, device=device, bank=bank)
+                return PanelGenerator(pipe, plan, device=device, bank=bank, weights_dir=options.weights_dir)
             pipes[key] = pipe
-        return PanelGenerator(pipes[key], plan, device=device, bank=bank)
+        return PanelGenerator(pipes[key], plan, device=device, bank=bank, weights_dir=options.weights_dir)
 
     progress.start(len(todo))
     try:

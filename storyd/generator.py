@@ -10,11 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from storyd.attention import OFF, READ, WRITE, ConsistencyState, consistent_attention
 from storyd.bank import CharacterBank
+from storyd.conditioning import Conditioning, conditioning
+from storyd.lora import LoraSwitch, applied_loras
 from storyd.plan import Batch, PanelJob, RenderPlan
 from storyd.progress import NullProgress, Progress
 
@@ -27,10 +30,20 @@ class DrawnPanel:
 
 
 class PanelGenerator:
-    def __init__(self, pipe, plan: RenderPlan, *, device: str, bank: CharacterBank | None = None) -> None:
+    def __init__(
+        self,
+        pipe,
+        plan: RenderPlan,
+        *,
+        device: str,
+        bank: CharacterBank | None = None,
+        weights_dir: Path | None = None,
+    ) -> None:
         self.pipe = pipe
         self.plan = plan
         self.device = device
+        self.weights_dir = weights_dir  # where pinned LoRAs, IP-Adapters and ControlNets are looked for
+        self.loras = LoraSwitch(pipe, {})  # the LoRAs loaded for the render in progress
         storage = "cpu" if plan.consistency.bank_device == "auto" else plan.consistency.bank_device
         self.state = ConsistencyState(
             plan.consistency, seed=plan.story.seed, bank=bank or CharacterBank(storage), device=device
@@ -57,12 +70,18 @@ class PanelGenerator:
         if self.plan.scheduler in SCHEDULERS:  # a scheduler chosen by name stands in for the model's own
             self.pipe.scheduler = make_scheduler(self.plan.scheduler, own_scheduler.config)
         try:
-            self._render(batches, jobs, keep, on_batch, progress)
+            plan = self.plan
+            with applied_loras(self.pipe, plan.loras, plan.story, plan.preset.name, self.weights_dir) as self.loras:
+                self._render(batches, jobs, keep, on_batch, progress)
         finally:
             self.pipe.scheduler = own_scheduler
+            self.loras = LoraSwitch(self.pipe, {})
 
     def _render(self, batches, jobs, keep, on_batch, progress) -> None:
-        with consistent_attention(self.pipe.unet, self.state, self.plan.consistency.layers):
+        with (
+            conditioning(self.pipe, self.plan, device=self.device, weights_dir=self.weights_dir) as steer,
+            consistent_attention(self.pipe.unet, self.state, self.plan.consistency.layers),
+        ):
             for batch in batches:
                 batch_jobs = [jobs[i] for i in batch.panels]
                 label = (
@@ -72,7 +91,7 @@ class PanelGenerator:
                 )
                 progress.batch(label, len(batch_jobs), self.plan.steps)
                 started = time.perf_counter()
-                images = self._draw(batch, batch_jobs, progress)
+                images = self._draw(batch, batch_jobs, progress, steer)
                 seconds = (time.perf_counter() - started) / len(batch_jobs)
                 drawn = [DrawnPanel(j, im, seconds) for j, im in zip(batch_jobs, images) if j.index in keep]
                 on_batch(drawn)
@@ -90,7 +109,7 @@ class PanelGenerator:
         )
         return images
 
-    def _draw(self, batch: Batch, jobs: list[PanelJob], progress: Progress) -> list:
+    def _draw(self, batch: Batch, jobs: list[PanelJob], progress: Progress, steer: Conditioning) -> list:
         plan = self.plan
         cfg = plan.guidance > 1
         if batch.mode == WRITE:
@@ -99,13 +118,15 @@ class PanelGenerator:
             self.state.begin_batch(READ, [j.prompt.characters for j in jobs], cfg=cfg)
         else:
             self.state.begin_batch(OFF, [() for _ in jobs], cfg=cfg)
+        self.loras.activate(tuple(sorted(dict(pair for j in jobs for pair in j.loras).items())))  # one set a batch
 
         def on_step_end(pipe, step, timestep, callback_kwargs):
             progress.step()
             return self.state.on_step_end(pipe, step, timestep, callback_kwargs)
 
+        pipe, extra = steer.prepare(self.pipe, jobs, cfg=cfg)  # references (IP-Adapter), control (ControlNet)
         with torch.inference_mode():
-            result = self.pipe(
+            result = pipe(
                 prompt=[j.prompt.prompt for j in jobs],
                 negative_prompt=[j.prompt.negative for j in jobs] if cfg else None,
                 num_inference_steps=plan.steps,
@@ -114,5 +135,6 @@ class PanelGenerator:
                 height=plan.height,
                 generator=[torch.Generator().manual_seed(j.seed) for j in jobs],
                 callback_on_step_end=on_step_end,
+                **extra,
             )
         return result.images

@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from storyd import __version__
+from storyd.conditioning import hash_inputs as conditioning_inputs
 from storyd.errors import InputError
 from storyd.fsutil import atomic_save_image, atomic_write_text, file_sha256
 from storyd.plan import PLAIN, PanelJob, RenderPlan
@@ -51,7 +52,9 @@ def input_hashes(plan: RenderPlan, model_revision: str | None) -> dict[int, str]
     consistency = asdict(plan.consistency) if plan.consistency.enabled else None
 
     def own(job: PanelJob) -> dict:
-        return {"prompt": job.prompt.prompt, "negative": job.prompt.negative, "seed": job.seed, "role": job.role}
+        mine = {"prompt": job.prompt.prompt, "negative": job.prompt.negative, "seed": job.seed, "role": job.role}
+        mine.update(conditioning_inputs(plan, job))  # reference and control images' sha256, scales (none: no key)
+        return {**mine, "loras": [list(pair) for pair in job.loras]} if job.loras else mine  # sha256 and weight
 
     jobs = {j.index: j for j in plan.jobs}
     groups = {

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from storyd.errors import InputError
 from storyd.estimate import Estimate, estimate_run
+from storyd.lora import LoraUse, plan_loras
 from storyd.models import Preset, get_preset, scheduler_name
 from storyd.prompts import PanelPrompt, build_prompts
 from storyd.seeds import panel_seed
@@ -25,6 +26,7 @@ class PanelJob:
     prompt: PanelPrompt
     seed: int
     role: str  # reference: drawn in write mode for its character; read: reads banks; plain: no character / CSA off
+    loras: tuple[tuple[str, float], ...] = ()  # (LoRA key, weight) active for this panel (storyd.lora)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class RenderPlan:
     references: dict[str, tuple[int, ...]]  # character -> reference panel indices (empty where a bank is loaded)
     loaded_banks: tuple[str, ...]
     estimate: Estimate
+    loras: tuple[LoraUse, ...] = ()  # every LoRA the story uses
 
     def batches(self, todo: set[int], have_banks: frozenset[str] = frozenset()) -> list[Batch]:
         """The batches that render `todo`: write batches for every character a read panel in
@@ -55,8 +58,7 @@ class RenderPlan:
         in `todo`), then read batches."""
         c = self.consistency
         if not c.enabled:
-            pending = [j.index for j in self.jobs if j.index in todo]
-            return [Batch("off", tuple(pending[i : i + c.batch_size])) for i in range(0, len(pending), c.batch_size)]
+            return [Batch("off", chunk) for chunk in self._chunks([j.index for j in self.jobs if j.index in todo])]
         needed = {ch for j in self.jobs if j.index in todo for ch in j.prompt.characters}
         needed |= {ch for ch, refs in self.references.items() if todo & set(refs)}
         batches = [
@@ -65,8 +67,15 @@ class RenderPlan:
             if refs and ch in needed and (ch not in have_banks or todo & set(refs))
         ]
         reading = [j.index for j in self.jobs if j.index in todo and j.role != REFERENCE]
-        batches += [Batch("read", tuple(reading[i : i + c.batch_size])) for i in range(0, len(reading), c.batch_size)]
-        return batches
+        return batches + [Batch("read", chunk) for chunk in self._chunks(reading)]
+
+    def _chunks(self, indices: list[int]) -> list[tuple[int, ...]]:
+        """`indices` in batches of `batch_size`; panels drawn with different LoRAs never share a batch."""
+        size = self.consistency.batch_size
+        groups: dict[tuple, list[int]] = {}
+        for i in indices:
+            groups.setdefault(self.jobs[i].loras, []).append(i)
+        return [tuple(g[k : k + size]) for g in groups.values() for k in range(0, len(g), size)]
 
 
 def plan_story(
@@ -88,6 +97,7 @@ def plan_story(
     prompts = build_prompts(story, tokenizer)
     references = _reference_panels(story, consistency, loaded_banks) if consistency.enabled else {}
     reference_of = {i for refs in references.values() for i in refs}
+    loras, panel_loras = plan_loras(story, preset.family, preset.name)
     jobs = []
     for panel, prompt in zip(story.panels, prompts):
         seed = panel.seed if panel.seed is not None else panel_seed(story.seed, panel.index)
@@ -97,7 +107,7 @@ def plan_story(
             role = READ
         else:
             role = PLAIN
-        jobs.append(PanelJob(panel.index, prompt, seed, role))
+        jobs.append(PanelJob(panel.index, prompt, seed, role, panel_loras[panel.index]))
     estimate = estimate_run(
         preset,
         width=width,
@@ -122,6 +132,7 @@ def plan_story(
         references,
         loaded_banks,
         estimate,
+        loras,
     )
 
 

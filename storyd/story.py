@@ -17,6 +17,7 @@ PAGE_PRESETS = ("a4", "letter", "comic", "square")
 CAPTION_POSITIONS = ("top", "bottom")
 FITS = ("cover", "contain")
 LAYER_SETS = ("up", "all", "down", "mid")
+CONTROL_KINDS = ("pose", "canny", "depth")  # a panel's `control: kind:` (storyd.control)
 
 
 @dataclass(frozen=True)
@@ -37,14 +38,38 @@ class Panel:
     seed: int | None = None  # None: derived from the story seed and the index
     span: str = "normal"  # one of SPANS: a layout hint
     line: int = 0  # where the panel starts in the story file (1-based), for messages
+    control: PanelControl | None = None  # pose / edges / depth to follow (storyd.control)
+
+
+@dataclass(frozen=True)
+class PanelControl:
+    """A panel's ControlNet input: an image that already is a pose skeleton, edge map or depth map."""
+
+    kind: str  # one of CONTROL_KINDS
+    image: Path  # resolved against the story's folder
+    strength: float = 1.0  # ControlNet conditioning scale, 0 to 2
+
+
+@dataclass(frozen=True)
+class Lora:
+    """A LoRA named in a story (`storyd.lora`): a .safetensors file, or a name pinned in weights.lock."""
+
+    source: str  # as written: the path, or the pinned name
+    path: Path | None = None  # the file, resolved against the story's folder; None for a pinned name
+    name: str | None = None  # the weights.lock name; None for a file
+    weight: float = 1.0
+    line: int = 0  # where the entry is in the story file, for errors at load time
+    col: int = 0
 
 
 @dataclass(frozen=True)
 class Character:
     name: str
     description: str
-    reference: Path | None = None  # an image of the character, resolved against the story's folder
+    references: tuple[Path, ...] = ()  # images of the character (IP-Adapter, storyd.reference), resolved
     line: int = 0
+    reference_scale: float = 0.6  # IP-Adapter scale for the panels this character steers; 0 turns it off
+    loras: tuple[Lora, ...] = ()  # active for the panels that show this character
 
 
 @dataclass(frozen=True)
@@ -104,6 +129,7 @@ class Story:
     negative: str = ""
     consistency: ConsistencySettings = field(default_factory=ConsistencySettings)
     layout: LayoutSettings = field(default_factory=LayoutSettings)
+    loras: tuple[Lora, ...] = ()  # active for every panel
 
     @property
     def name(self) -> str:

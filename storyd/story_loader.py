@@ -13,9 +13,11 @@ from pathlib import Path
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from storyd.errors import InputError
+from storyd.lora import parse_loras
 from storyd.schedulers import SCHEDULERS
 from storyd.story import (
     CAPTION_POSITIONS,
+    CONTROL_KINDS,
     DIALOGUE_KINDS,
     FITS,
     LAYER_SETS,
@@ -28,6 +30,7 @@ from storyd.story import (
     DialogueLine,
     LayoutSettings,
     Panel,
+    PanelControl,
     Story,
 )
 from storyd.styles import STYLES
@@ -48,15 +51,18 @@ TOP_KEYS = (
     "characters",
     "panels",
     "layout",
+    "loras",
 )
-PANEL_KEYS = ("prompt", "characters", "caption", "dialogue", "seed", "span")
-CHARACTER_KEYS = ("description", "reference")
+PANEL_KEYS = ("prompt", "characters", "caption", "dialogue", "seed", "span", "control")
+CHARACTER_KEYS = ("description", "reference", "reference_scale", "loras")
+CONTROL_KEYS = ("kind", "image", "strength")
 DIALOGUE_KEYS = ("speaker", "text", "kind", "tail")
 LENGTH_RE = re.compile(r"^\s*\d+(\.\d+)?\s*(mm|cm|in|pt|px)\s*$")
 PAGE_RE = re.compile(r"^\s*\d+(\.\d+)?\s*x\s*\d+(\.\d+)?\s*(mm|cm|in|px)\s*$")
 TAG_RE = re.compile(r"\[([^\[\]]+)\]")
 NO_CHARACTER_TAG = "NC"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+MIN_IMAGE_SIDE = 64  # px: smaller reference or control images carry too little to steer a panel
 
 
 def load_story(path: str | Path) -> Story:
@@ -106,6 +112,8 @@ def _parse_yaml_story(path: Path, text: str) -> Story:
         fields["consistency"] = _consistency(doc, top["consistency"][1])
     if "layout" in top:
         fields["layout"] = _layout(doc, top["layout"][1], path.parent)
+    if "loras" in top:
+        fields["loras"] = parse_loras(doc, top["loras"][1], path.parent, "loras")
     characters = _characters(doc, get("characters", (None, None))[1], path.parent)
     panels = _panels(doc, top["panels"][1], characters)
     return Story(
@@ -253,27 +261,58 @@ def _characters(doc: YamlDoc, node: Node | None, base: Path) -> dict[str, Charac
             raise doc.error(
                 value, f"character {name} has no description", "add 'description: ...' saying how they look"
             )
-        reference = None
-        if "reference" in entries:
-            ref_node = entries["reference"][1]
-            reference = _existing_file(doc, ref_node, f"{name}'s reference", base)
-            _check_image(doc, ref_node, reference)
+        reference = _reference_images(doc, entries["reference"][1], name, base) if "reference" in entries else ()
+        loras = parse_loras(doc, entries["loras"][1], base, f"{name}'s loras") if "loras" in entries else ()
         characters[name] = Character(
-            name, doc.string(entries["description"][1], f"{name}'s description"), reference, line=line_of(key_node)
+            name,
+            doc.string(entries["description"][1], f"{name}'s description"),
+            reference,
+            line=line_of(key_node),
+            loras=loras,
+            **_reference_scale(doc, entries, name),
         )
     return characters
 
 
-def _check_image(doc: YamlDoc, node: Node, path: Path) -> None:
+def _reference_images(doc: YamlDoc, node: Node, name: str, base: Path) -> tuple[Path, ...]:
+    """`reference: one.png` or `reference: [one.png, two.png]`: each checked to be a usable image."""
+    items = doc.sequence(node, f"{name}'s reference") if isinstance(node, SequenceNode) else [node]
+    if not items:
+        raise doc.error(node, f"{name}'s reference is an empty list", "name one image or more, or remove the key")
+    paths = []
+    for item in items:
+        path = _existing_file(doc, item, f"{name}'s reference", base)
+        _check_image(doc, item, path, f"{name}'s reference", min_side=MIN_IMAGE_SIDE)
+        paths.append(path)
+    return tuple(paths)
+
+
+def _reference_scale(doc: YamlDoc, entries: dict, name: str) -> dict:
+    if "reference_scale" not in entries:
+        return {}
+    node = entries["reference_scale"][1]
+    if "reference" not in entries:
+        raise doc.error(node, f"{name} has a reference_scale but no reference image", "add 'reference: image.png'")
+    return {"reference_scale": doc.number(node, f"{name}'s reference_scale", minimum=0, maximum=2)}
+
+
+def _check_image(doc: YamlDoc, node: Node, path: Path, what: str, *, min_side: int | None = None) -> None:
     from PIL import Image, UnidentifiedImageError
 
     if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise doc.error(node, f"{path.name} is not a PNG, JPEG or WebP image")
+        raise doc.error(node, f"{what} {path.name} is not a PNG, JPEG or WebP image", "use a .png, .jpg or .webp file")
     try:
         with Image.open(path) as image:
+            size = image.size
             image.verify()
     except (UnidentifiedImageError, OSError, SyntaxError):
-        raise doc.error(node, f"{path.name} is not a readable image", "re-export it as PNG or JPEG") from None
+        raise doc.error(node, f"{what} {path.name} is not a readable image", "re-export it as PNG or JPEG") from None
+    if min_side is not None and min(size) < min_side:
+        raise doc.error(
+            node,
+            f"{what} {path.name} is {size[0]}x{size[1]} px, too small",
+            f"use an image at least {min_side} px on each side",
+        )
 
 
 def _panels(doc: YamlDoc, node: Node, characters: dict[str, Character]) -> tuple[Panel, ...]:
@@ -307,7 +346,27 @@ def _panel(doc: YamlDoc, node: Node, index: int, characters: dict[str, Character
         fields["seed"] = doc.integer(entries["seed"][1], f"{label}'s seed", minimum=0, maximum=2**32 - 1)
     if "span" in entries:
         fields["span"] = doc.string(entries["span"][1], f"{label}'s span", choices=SPANS)
+    if "control" in entries:
+        fields["control"] = _control(doc, entries["control"][1], label)
     return Panel(index, prompt, shown, line=line_of(node), **fields)
+
+
+def _control(doc: YamlDoc, node: Node, label: str) -> PanelControl:
+    """`control: {kind: pose|canny|depth, image: path, strength: 0..2}`; the image is used as given."""
+    what = f"{label}'s control"
+    entries = doc.mapping(node, what, CONTROL_KEYS)
+    for required in ("kind", "image"):
+        if required not in entries:
+            example = "kind: pose" if required == "kind" else "image: poses/jump.png"
+            raise doc.error(node, f"{what} has no {required}", f"add '{example}'")
+    kind = doc.string(entries["kind"][1], f"{what} kind", choices=CONTROL_KINDS)
+    image_node = entries["image"][1]
+    image = _existing_file(doc, image_node, f"{what} image", doc.path.parent)
+    _check_image(doc, image_node, image, f"{what} image", min_side=MIN_IMAGE_SIDE)
+    strength = 1.0
+    if "strength" in entries:
+        strength = doc.number(entries["strength"][1], f"{what} strength", minimum=0, maximum=2)
+    return PanelControl(kind, image, strength)
 
 
 def _listed_characters(doc: YamlDoc, node: Node, label: str, characters: dict[str, Character]) -> tuple[str, ...]:

@@ -132,3 +132,78 @@ def build_tiny_pipeline(family: str, tokenizer_cache: Path, seed: int = 0):
             unet=unet,
             scheduler=scheduler,
         )
+
+
+# IP-Adapter and ControlNet weights in the real repositories' file layouts, for tests: written to a
+# folder that `storyd.weights.add` can register under the real lock names (h94/IP-Adapter,
+# lllyasviel/control_v11p_sd15_openpose, ...), so the same store, loaders and code paths run them.
+IMAGE_ENCODER_CONFIG = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    image_size=32,
+    patch_size=8,
+    projection_dim=32,
+)
+_IP_TOKENS = 4  # image tokens per image of the plain IP-Adapter
+
+
+def write_tiny_ip_adapter(family: str, folder: Path, seed: int = 0) -> Path:
+    """A random IP-Adapter for the tiny `family` UNet and its CLIP image encoder, laid out as h94/IP-Adapter
+    (`models/image_encoder/`, and `models/ip-adapter_sd15.safetensors` or
+    `sdxl_models/ip-adapter_sdxl_vit-h.safetensors`); returns `folder`."""
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from storyd.reference import ADAPTERS, IMAGE_ENCODER
+
+    config = UNET_CONFIGS[family]
+    cross, embed = config["cross_attention_dim"], IMAGE_ENCODER_CONFIG["projection_dim"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        CLIPVisionModelWithProjection(CLIPVisionConfig(**IMAGE_ENCODER_CONFIG)).save_pretrained(
+            str(folder / IMAGE_ENCODER)
+        )
+        weights = {
+            "image_proj.proj.weight": torch.randn(_IP_TOKENS * cross, embed) * 0.5,
+            "image_proj.proj.bias": torch.randn(_IP_TOKENS * cross) * 0.1,
+            "image_proj.norm.weight": torch.ones(cross),
+            "image_proj.norm.bias": torch.zeros(cross),
+        }
+        unet = build_unet(family, seed)
+        key_id = 1
+        for name in unet.attn_processors:  # diffusers numbers the cross-attention layers 1, 3, 5, ...
+            if name.endswith("attn1.processor"):
+                continue
+            hidden = unet.get_submodule(name.rsplit(".", 1)[0]).to_k.out_features
+            weights[f"ip_adapter.{key_id}.to_k_ip.weight"] = torch.randn(hidden, cross) * 0.5
+            weights[f"ip_adapter.{key_id}.to_v_ip.weight"] = torch.randn(hidden, cross) * 0.5
+            key_id += 2
+    path = folder / ADAPTERS[family][1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(path))
+    return folder
+
+
+def build_tiny_controlnet(family: str, seed: int = 0):
+    """A ControlNet made from the tiny `family` UNet, with random (not zero) output convolutions, so that
+    it changes what the UNet draws."""
+    from diffusers import ControlNetModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        # the tiny VAE scales by 4, so the control image is brought down twice, not three times
+        net = ControlNetModel.from_unet(build_unet(family, seed), conditioning_embedding_out_channels=(8, 16, 32))
+        zero_init = [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]
+        with torch.no_grad():
+            for conv in zero_init:
+                conv.weight.normal_(0, 0.3)
+                conv.bias.normal_(0, 0.05)
+    return net
+
+
+def write_tiny_controlnet(family: str, folder: Path, seed: int = 0) -> Path:
+    """`build_tiny_controlnet` saved as the hub holds ControlNets (config.json, diffusion_pytorch_model.safetensors)."""
+    build_tiny_controlnet(family, seed).save_pretrained(str(folder))
+    return folder

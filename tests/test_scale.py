@@ -95,11 +95,11 @@ def test_merge_refuses_missing_panels_and_a_rerun_completes_an_interrupted_shard
     real = PanelGenerator._draw
     calls = []
 
-    def dies_on_second_batch(self, batch, jobs, progress):
+    def dies_on_second_batch(self, batch, *args):
         calls.append(batch)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(self, batch, jobs, progress)
+        return real(self, batch, *args)
 
     monkeypatch.setattr(PanelGenerator, "_draw", dies_on_second_batch)
     killed = runner.invoke(app, ["comic", str(story), "-o", str(out), "--shard", "1/2", "-q"])

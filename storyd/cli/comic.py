@@ -228,6 +228,8 @@ def validate(
 
 
 def plan_record(plan, warnings: list[str]) -> dict:
+    from storyd.conditioning import panel_summary
+
     return {
         "story": str(plan.story.path),
         "title": plan.story.title,
@@ -238,6 +240,7 @@ def plan_record(plan, warnings: list[str]) -> dict:
         "guidance": plan.guidance,
         "consistency": plan.consistency.enabled,
         "references": {name: [i + 1 for i in refs] for name, refs in plan.references.items()},
+        "loras": [use.record() for use in plan.loras],
         "panels": [
             {
                 "panel": j.index + 1,
@@ -247,6 +250,7 @@ def plan_record(plan, warnings: list[str]) -> dict:
                 "prompt": j.prompt.prompt,
                 "negative": j.prompt.negative,
                 "lost_words": j.prompt.lost,
+                **panel_summary(plan, j),  # reference: {character, scale}; control: {kind, image, strength}
             }
             for j in plan.jobs
         ],
@@ -261,9 +265,17 @@ def _print_plan(console, plan) -> None:
         f"[bold]{escape(plan.story.title)}[/bold]: {len(plan.jobs)} panels, model {plan.preset.name} "
         f"({plan.width}x{plan.height}, {plan.steps} steps, guidance {plan.guidance})"
     )
+    from storyd.conditioning import panel_summary
+
     table = Table("#", "role", "characters", "seed", "prompt")
     for j in plan.jobs:
         prompt = escape(j.prompt.prompt) + (f" [red](lost: {escape(j.prompt.lost)})[/red]" if j.prompt.lost else "")
+        steer = panel_summary(plan, j)
+        if steer["reference"]:
+            ref = steer["reference"]
+            prompt += f" [cyan](reference: {escape(ref['character'])} {ref['scale']})[/cyan]"
+        if steer["control"]:
+            prompt += f" [cyan]({steer['control']['kind']} control {steer['control']['strength']})[/cyan]"
         table.add_row(str(j.index + 1), j.role, escape(", ".join(j.prompt.characters) or "-"), str(j.seed), prompt)
     console.print(table)
     csa = "on" if plan.consistency.enabled else "off"
