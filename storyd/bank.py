@@ -18,7 +18,7 @@ import torch
 from storyd.errors import InputError
 
 # What a bank must match to be read: the layer shapes and step schedule it was written for.
-VALIDITY_KEYS = ("model", "revision", "width", "height", "steps", "scheduler", "cfg", "layers")
+VALIDITY_KEYS = ("model", "revision", "width", "height", "steps", "scheduler", "cfg", "layers", "loras")
 
 
 @dataclass

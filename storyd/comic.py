@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from storyd.conditioning import check_weights, conditioning_warnings
 from storyd.errors import InputError
 from storyd.estimate import weights_bytes
 from storyd.generator import DrawnPanel, PanelGenerator
+from storyd.lora import character_loras
 from storyd.memory import MemoryPlan, MemorySettings, choose_memory, free_memory
 from storyd.models import load_pipeline, model_revision, pick_device
 from storyd.output import OutputFolder, apply_seed_overrides, input_hashes, read_seed_overrides
@@ -123,9 +126,9 @@ def render_comic(
     result = ComicResult(out_dir, plan.preset.name, plan.preset.art, warnings=plan_warnings(plan))
     revision = model_revision(plan.preset)
     hashes = input_hashes(plan, revision)
-    validity = _bank_validity(plan, revision)
+    validity = functools.partial(_bank_validity, plan, revision)
     for name in loaded:
-        bank.require_valid(name, validity, options.load_characters / f"{name}.safetensors")
+        bank.require_valid(name, validity(name), options.load_characters / f"{name}.safetensors")
     everything = {j.index for j in plan.jobs}
     if options.redo is not None:
         done = everything - {options.redo - 1}
@@ -172,7 +175,7 @@ def render_comic(
     finally:
         progress.finish()
     for name in plan.references:
-        bank.meta[name] = dict(validity)
+        bank.meta[name] = validity(name)
     if options.save_characters:
         for name in plan.references:
             path = options.save_characters / f"{name}.safetensors"
@@ -193,7 +196,7 @@ def render_comic(
 
 
 def _draw_as_rank(
-    plan, launch: Launch, todo, pending, generator, save, progress, bank_dir: Path, validity: dict
+    plan, launch: Launch, todo, pending, generator, save, progress, bank_dir: Path, validity: Callable[[str], dict]
 ) -> None:
     """Each rank draws the banks of its own characters that any pending panel needs, and saves
     them; after a barrier every rank loads the others' banks and draws its own read panels."""
@@ -206,7 +209,7 @@ def _draw_as_rank(
         writes = [b for b in plan.batches(todo | own_refs) if b.mode == "write" and b.character in mine]
         drawn.render(writes, keep=todo, on_batch=save, progress=progress)
         for name in mine:
-            drawn.bank.meta[name] = dict(validity)
+            drawn.bank.meta[name] = validity(name)
             drawn.bank.save(name, bank_dir / f"{name}.safetensors")
     launch.barrier()
     reads = todo - own_refs
@@ -216,7 +219,7 @@ def _draw_as_rank(
     needed = {c for j in plan.jobs if j.index in reads for c in j.prompt.characters}
     for name in sorted(needed - set(mine)):
         drawn.bank.load(bank_dir / f"{name}.safetensors")
-        drawn.bank.require_valid(name, validity, bank_dir / f"{name}.safetensors")
+        drawn.bank.require_valid(name, validity(name), bank_dir / f"{name}.safetensors")
     batches = plan.batches(reads, have_banks=frozenset(drawn.bank.characters()))
     drawn.render(batches, keep=reads, on_batch=save, progress=progress)
 
@@ -264,7 +267,8 @@ def write_comic_pages(story: Story, out_dir: Path, *, force: bool) -> list[Path]
     return write_pages(render_pages(story, images), out_dir, settings=story.layout, force=force, title=story.title)
 
 
-def _bank_validity(plan: RenderPlan, revision: str | None) -> dict:
+def _bank_validity(plan: RenderPlan, revision: str | None, character: str) -> dict:
+    """What a character's bank depends on; a saved bank drawn under anything else is refused."""
     return {
         "model": plan.preset.name,
         "revision": revision,
@@ -274,6 +278,7 @@ def _bank_validity(plan: RenderPlan, revision: str | None) -> dict:
         "scheduler": plan.scheduler,
         "cfg": plan.guidance > 1,
         "layers": plan.consistency.layers,
+        "loras": [list(pair) for pair in character_loras(plan.loras, character)],
     }
 
 

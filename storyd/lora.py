@@ -155,20 +155,27 @@ class LoraUse:
         }
 
 
+def panel_lora_set(uses: tuple[LoraUse, ...], characters: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
+    """The (key, weight) set of a panel showing ``characters``: the story's LoRAs and theirs."""
+    weights: dict[str, float] = {}
+    for use in uses:
+        if use.character is None or use.character in characters:
+            weights[use.key] = weights.get(use.key, 0.0) + use.lora.weight
+    return tuple(sorted((k, w) for k, w in weights.items() if w != 0))
+
+
+def character_loras(uses: tuple[LoraUse, ...], character: str) -> tuple[tuple[str, float], ...]:
+    """What a character's bank is drawn under: the set of a panel showing only that character."""
+    return panel_lora_set(uses, (character,))
+
+
 def plan_loras(story: Story, family: str, model: str) -> tuple[tuple[LoraUse, ...], list[PanelLoras]]:
     """The LoRAs the story uses (story-level, then each shown character's), and each panel's set."""
     shown = {name for panel in story.panels for name in panel.characters}
     wanted = [(lora, None) for lora in story.loras]
     wanted += [(lora, name) for name, c in story.characters.items() if name in shown for lora in c.loras]
     uses = tuple(_use(story, lora, character, family, model) for lora, character in wanted)
-    per_panel = []
-    for panel in story.panels:
-        weights: dict[str, float] = {}
-        for use in uses:
-            if use.character is None or use.character in panel.characters:
-                weights[use.key] = weights.get(use.key, 0.0) + use.lora.weight
-        per_panel.append(tuple(sorted((k, w) for k, w in weights.items() if w != 0)))
-    return uses, per_panel
+    return uses, [panel_lora_set(uses, panel.characters) for panel in story.panels]
 
 
 def _use(story: Story, lora: Lora, character: str | None, family: str, model: str) -> LoraUse:

@@ -231,3 +231,15 @@ def test_a_character_lora_error_names_its_line(write_story, tmp_path):
         load_story(write_story("characters:\n  Mia:\n    description: a kid\n    loras:\n      - path: x.safetensors\n"
                                "panels: [Mia]\n"))
     assert (info.value.line, info.value.col) == (5, 15)
+
+
+def test_a_bank_drawn_under_a_lora_is_refused_without_it(write_story, tmp_path, loras):
+    banks = tmp_path / "banks"
+    mia = f"    loras:\n      - path: {loras['ink']}"
+    render_comic(load_story(write_story(story_text(mia_loras=mia), "mia.yaml")),
+                 ComicOptions(out_dir=tmp_path / "a", save_characters=banks))
+    plain = load_story(write_story(story_text(), "plain.yaml"))
+    with pytest.raises(InputError, match="saved bank of 'Mia'.*loras"):
+        render_comic(plain, ComicOptions(out_dir=tmp_path / "b", load_characters=banks))
+    render_comic(load_story(write_story(story_text(mia_loras=mia), "again.yaml")),
+                 ComicOptions(out_dir=tmp_path / "c", load_characters=banks))  # the same LoRA: accepted
