@@ -29,7 +29,19 @@ def make_scheduler(name: str, config):
     import diffusers
 
     cls, changes = SCHEDULERS[check_scheduler(name)]
+    if dict(config).get("rescale_betas_zero_snr") and not _zero_snr(cls):
+        able = ", ".join(n for n, (c, _) in SCHEDULERS.items() if _zero_snr(c))
+        raise InputError(f"scheduler '{name}' cannot run this model: it was trained with a zero-terminal-SNR "
+                         "schedule, which that scheduler does not implement", f"use one of: {able}")
     return getattr(diffusers, cls).from_config({**dict(config), **changes})
+
+
+def _zero_snr(cls: str) -> bool:
+    import inspect
+
+    import diffusers
+
+    return "rescale_betas_zero_snr" in inspect.signature(getattr(diffusers, cls)).parameters
 
 
 def scheduler_from_folder(folder: Path, name: str | None = None):

@@ -116,3 +116,14 @@ def test_doctor_reports_device_choices_and_weights():
     statuses = {w["name"]: w["status"] for w in info["weights"]}
     assert statuses["sdxl"] == "missing"
     assert {"sdxl", "sd15", "toy"} <= set(statuses)
+
+
+def test_a_scheduler_without_zero_terminal_snr_is_refused_for_a_model_trained_with_it():
+    from storyd.schedulers import make_scheduler
+
+    config = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+              "beta_end": 0.012, "prediction_type": "v_prediction", "rescale_betas_zero_snr": True,
+              "timestep_spacing": "trailing"}
+    assert make_scheduler("euler", config).config.rescale_betas_zero_snr
+    with pytest.raises(InputError, match="zero-terminal-SNR"):
+        make_scheduler("heun", config)
