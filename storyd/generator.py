@@ -118,7 +118,9 @@ class PanelGenerator:
             self.state.begin_batch(READ, [j.prompt.characters for j in jobs], cfg=cfg)
         else:
             self.state.begin_batch(OFF, [() for _ in jobs], cfg=cfg)
-        self.loras.activate(tuple(sorted(dict(pair for j in jobs for pair in j.loras).items())))  # one set a batch
+        if len({j.loras for j in jobs}) != 1:  # adapters cannot differ within a batch: the plan never mixes sets
+            raise RuntimeError(f"batch {[j.index for j in jobs]} mixes LoRA sets")
+        self.loras.activate(jobs[0].loras)
 
         def on_step_end(pipe, step, timestep, callback_kwargs):
             progress.step()
