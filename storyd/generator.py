@@ -43,7 +43,6 @@ class PanelGenerator:
         self.plan = plan
         self.device = device
         self.weights_dir = weights_dir  # where pinned LoRAs, IP-Adapters and ControlNets are looked for
-        self.loras = LoraSwitch(pipe, {})  # the LoRAs loaded for the render in progress
         storage = "cpu" if plan.consistency.bank_device == "auto" else plan.consistency.bank_device
         self.state = ConsistencyState(
             plan.consistency, seed=plan.story.seed, bank=bank or CharacterBank(storage), device=device
@@ -71,13 +70,12 @@ class PanelGenerator:
             self.pipe.scheduler = make_scheduler(self.plan.scheduler, own_scheduler.config)
         try:
             plan = self.plan
-            with applied_loras(self.pipe, plan.loras, plan.story, plan.preset.name, self.weights_dir) as self.loras:
-                self._render(batches, jobs, keep, on_batch, progress)
+            with applied_loras(self.pipe, plan.loras, plan.story, plan.preset.name, self.weights_dir) as loras:
+                self._render(batches, jobs, keep, on_batch, progress, loras)
         finally:
             self.pipe.scheduler = own_scheduler
-            self.loras = LoraSwitch(self.pipe, {})
 
-    def _render(self, batches, jobs, keep, on_batch, progress) -> None:
+    def _render(self, batches, jobs, keep, on_batch, progress, loras: LoraSwitch) -> None:
         with (
             conditioning(self.pipe, self.plan, device=self.device, weights_dir=self.weights_dir) as steer,
             consistent_attention(self.pipe.unet, self.state, self.plan.consistency.layers),
@@ -91,7 +89,7 @@ class PanelGenerator:
                 )
                 progress.batch(label, len(batch_jobs), self.plan.steps)
                 started = time.perf_counter()
-                images = self._draw(batch, batch_jobs, progress, steer)
+                images = self._draw(batch, batch_jobs, progress, steer, loras)
                 seconds = (time.perf_counter() - started) / len(batch_jobs)
                 drawn = [DrawnPanel(j, im, seconds) for j, im in zip(batch_jobs, images) if j.index in keep]
                 on_batch(drawn)
@@ -109,7 +107,9 @@ class PanelGenerator:
         )
         return images
 
-    def _draw(self, batch: Batch, jobs: list[PanelJob], progress: Progress, steer: Conditioning) -> list:
+    def _draw(
+        self, batch: Batch, jobs: list[PanelJob], progress: Progress, steer: Conditioning, loras: LoraSwitch
+    ) -> list:
         plan = self.plan
         cfg = plan.guidance > 1
         if batch.mode == WRITE:
@@ -120,7 +120,7 @@ class PanelGenerator:
             self.state.begin_batch(OFF, [() for _ in jobs], cfg=cfg)
         if len({j.loras for j in jobs}) != 1:  # adapters cannot differ within a batch: the plan never mixes sets
             raise RuntimeError(f"batch {[j.index for j in jobs]} mixes LoRA sets")
-        self.loras.activate(jobs[0].loras)
+        loras.activate(jobs[0].loras)
 
         def on_step_end(pipe, step, timestep, callback_kwargs):
             progress.step()
