@@ -14,10 +14,10 @@ reader then says what each panel shows. Both scores are per story:
 from __future__ import annotations
 
 import re
-from itertools import combinations
 
 from storyd.errors import WeightsError
 from storyd.eval.runs import StoryRun
+from storyd.toy.metrics import look_pairs
 from storyd.toy.world import (
     ACTIONS,
     HAIR_COLOURS,
@@ -116,7 +116,7 @@ def _identity(story: StoryRun, named: list[dict], readings: list[dict]) -> float
     agree = pairs = 0
     for name, seen_looks in looks.items():
         free = [a for a in LOOK_ATTRS if a not in said[name]]
-        for a, b in combinations(seen_looks, 2):
+        for found, same in look_pairs(seen_looks, free):
             pairs += 1
-            agree += int(bool(a) and bool(b) and all(a.get(attr) == b.get(attr) for attr in free))
+            agree += int(found and all(same))
     return agree / pairs if pairs else float("nan")

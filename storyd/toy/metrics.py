@@ -7,7 +7,7 @@ a flat dict (``{"setting": "beach", "shirt_colour": "red"}``) means one characte
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import combinations
 from typing import Protocol
 
@@ -54,6 +54,13 @@ def prompt_adherence(images: Sequence, named: Sequence[dict], *, reader: Reader 
     return {"per_attribute": {a: hits[a] / counts[a] for a in sorted(counts)}, "counts": dict(sorted(counts.items()))}
 
 
+def look_pairs(looks: Sequence[dict], free: Sequence[str]) -> Iterator[tuple[bool, list[bool]]]:
+    """For every pair of read looks (``{}`` where the reader found no figure): whether both show
+    a figure, and per attribute of ``free`` whether the two agree on it."""
+    for a, b in combinations(looks, 2):
+        yield bool(a) and bool(b), [a.get(attr) == b.get(attr) for attr in free]
+
+
 def identity_agreement(panels_by_story: Sequence[Sequence], named_by_story: Sequence[Sequence[dict]], *,
                        reader: Reader | None = None) -> dict:
     """How often two panels of one story show the same character where the prompts leave it free.
@@ -75,9 +82,8 @@ def identity_agreement(panels_by_story: Sequence[Sequence], named_by_story: Sequ
         named_attrs = {a for n in named for fig in _figures(n)[:1] for a in fig}
         free = [a for a in LOOK_ATTRS if a not in named_attrs]
         looks = [r["figures"][0] if r["figures"] else {} for r in reader.read(list(panels))]
-        for a, b in combinations(looks, 2):
+        for _, same in look_pairs(looks, free):
             pairs += 1
-            same = [a.get(attr) == b.get(attr) for attr in free]
             agree_all += int(all(same))
             for attr, ok in zip(free, same):
                 per_attr_pairs[attr] = per_attr_pairs.get(attr, 0) + 1
