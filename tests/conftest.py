@@ -23,6 +23,15 @@ def storyd_home(monkeypatch, tmp_path_factory):
 
 
 @pytest.fixture
+def isolated_weights(tmp_path, monkeypatch):
+    """No weights store, lock override or hub cache from the machine: each test's own, empty."""
+    monkeypatch.setenv("STORYD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("STORYD_WEIGHTS_DIR", raising=False)
+    monkeypatch.delenv("STORYD_WEIGHTS_LOCK", raising=False)
+
+
+@pytest.fixture
 def write_story(tmp_path):
     """Write a story file from dedented text; returns its path."""
 

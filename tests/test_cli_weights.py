@@ -16,11 +16,7 @@ DATA = b"weights for the CLI"
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("STORYD_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.delenv("STORYD_WEIGHTS_DIR", raising=False)
-    monkeypatch.delenv("STORYD_WEIGHTS_LOCK", raising=False)
+def _isolated(isolated_weights, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
 
 

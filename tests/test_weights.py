@@ -29,12 +29,7 @@ def _file(path: str, data: bytes | None) -> dict:
     return {"path": path, "size": len(data) if data else None, "sha256": _sha(data) if data else None}
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("STORYD_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.delenv("STORYD_WEIGHTS_DIR", raising=False)
-    monkeypatch.delenv("STORYD_WEIGHTS_LOCK", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_weights")
 
 
 @pytest.fixture
