@@ -13,11 +13,12 @@ from storyd.errors import InputError
 from storyd.models import load_folder_pipeline
 from storyd.tokenizer import load_clip_tokenizer
 from storyd.toy.model_config import ToyModelConfig
-from storyd.toy.train import TrainSettings, train
+from storyd.toy.train import TrainSettings, _batch, build_models, render_dataset, step_generator, train
 from storyd.weights.paths import storyd_home
 
 ASSETS = Path(__file__).resolve().parent.parent / "storyd" / "assets" / "toy"
-TINY = TrainSettings(seed=3, vae_steps=4, vae_batch=4, steps=6, batch=4, scenes=32, checkpoint_every=3,
+TINY = TrainSettings(seed=3, vae_steps=4, vae_batch=4, steps=6, batch=4, scenes=32, stories=4, story_panels=2,
+                     shared_stories=1, text_steps=3, text_batch=4, checkpoint_every=3,
                      model=ToyModelConfig.tiny())
 
 
@@ -78,6 +79,33 @@ def test_resume_with_fewer_steps_exports_the_checkpoint(tmp_path, tokenizer):
     facts = train(tmp_path, TrainSettings(**{**TINY.__dict__, "steps": 2}), tokenizer, resume=True)
     assert facts["steps"] == 3  # the checkpoint's step, not fewer
     assert (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").exists()
+
+
+def test_a_batch_holds_whole_stories_at_one_noise_level():
+    scenes, _, _ = render_dataset(TINY.scenes, TINY.seed, 64, TINY.stories, TINY.story_panels)
+    batch = _batch(scenes, TINY, step_generator(TINY.seed, "unet", 0), 1000)
+    singles = TINY.batch - TINY.story_panels
+    story = batch.idx[singles:].tolist()
+    assert story[0] >= TINY.scenes and story[1] == story[0] + 1
+    assert scenes[story[0]].figures[0].look == scenes[story[1]].figures[0].look
+    assert batch.t[singles] == batch.t[singles + 1]
+    assert batch.groups[singles] == batch.groups[singles + 1] != batch.groups[0]
+    assert len({g for g in batch.groups[:singles]}) == singles  # single scenes share nothing
+
+
+def test_stories_must_fit_in_the_batch(tmp_path, tokenizer):
+    with pytest.raises(InputError, match="do not fit"):
+        train(tmp_path, TrainSettings(**{**TINY.__dict__, "shared_stories": 3}), tokenizer)
+
+
+def test_the_unet_phase_leaves_the_pretrained_text_encoder_frozen(tmp_path, tokenizer):
+    train(tmp_path / "short", TrainSettings(**{**TINY.__dict__, "steps": 2}), tokenizer)
+    train(tmp_path / "long", TINY, tokenizer)
+    short, long = (torch.load(tmp_path / run / "checkpoints" / "last.pt", weights_only=False)["text_encoder"]
+                   for run in ("short", "long"))
+    untrained = build_models(TINY.model, TINY.seed)[1].state_dict()
+    assert all(torch.equal(short[k], long[k]) for k in short)
+    assert not all(torch.equal(short[k], untrained[k]) for k in short)
 
 
 def test_resume_needs_a_checkpoint(tmp_path, tokenizer):

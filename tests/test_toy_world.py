@@ -86,3 +86,26 @@ def test_captions_vary_what_they_name():
     texts = {caption(scene, rng) for _ in range(50)}
     assert len(texts) > 20
     assert any(t.startswith("a kid") and len(t.split()) <= 6 for t in texts)
+
+
+def test_figure_mask_covers_the_figure_and_nothing_else():
+    from storyd.toy.world import figure_mask
+
+    scene = Scene("forest", (Figure(CharacterLook(), "standing", x=20, ground=60, height=40),), detail_seed=3)
+    mask = np.asarray(figure_mask(scene))
+    shoulder_y = 60 - (0.42 + 0.32) * 40
+    assert mask[int(shoulder_y) + 4, 20] == 255  # the torso
+    assert mask[:, 40:].max() == 0  # the trees and grass right of the kid
+    assert 0.05 < (mask > 0).mean() < 0.25
+
+
+def test_figure_weights_weigh_only_the_latent_cells_a_figure_touches():
+    import torch
+
+    from storyd.toy.train import figure_weights
+
+    masks = torch.zeros(1, 1, 64, 64, dtype=torch.uint8)
+    masks[0, 0, 10, 10] = 40  # one partly covered pixel is enough
+    weights = figure_weights(masks, 16, 4.0)
+    assert weights.shape == (1, 1, 16, 16)
+    assert weights[0, 0, 2, 2] == 4.0 and weights.sum() == 4.0 + 255

@@ -18,13 +18,13 @@ def train_toy(
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, loss log, exported model.")] = Path(
         "out/train-toy"),
     seed: Annotated[int, typer.Option("--seed", help="Seed of the data, the initial weights and every step.")] = 0,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Text encoder + UNet training steps.")] = 3200,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="UNet training steps.")] = 2600,
     vae_steps: Annotated[int, typer.Option("--vae-steps", min=1, help="VAE training steps (run first).")] = 2000,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
     install: Annotated[bool, typer.Option("--install", help="Copy the trained model into the shipped assets.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train the toy model (VAE, then text encoder + UNet) reproducibly from a seed."""
+    """Train the toy model (VAE, then text encoder, then UNet) reproducibly from a seed."""
     from storyd.tokenizer import load_clip_tokenizer
     from storyd.toy.train import TrainSettings, train
     from storyd.weights.paths import storyd_home
@@ -37,7 +37,8 @@ def train_toy(
 
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=output.err) as bar:
-            tasks = {p: bar.add_task(p, total=n, loss=float("nan")) for p, n in (("vae", vae_steps), ("unet", steps))}
+            phases = (("vae", vae_steps), ("text", settings.text_steps), ("unet", steps))
+            tasks = {p: bar.add_task(p, total=n, loss=float("nan")) for p, n in phases}
 
             def progress(phase: str, done: int, total: int, loss: float) -> None:
                 bar.update(tasks[phase], completed=done, loss=loss)

@@ -15,7 +15,7 @@ An attribute the caption leaves out is free: the model chooses it.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from storyd.toy.world import (
     ACTIONS,
@@ -118,3 +118,12 @@ def named_attributes(scene: Scene, named: dict) -> dict:
 def caption(scene: Scene, rng: random.Random) -> str:
     """A random caption of ``scene``: each look attribute is named about half the time."""
     return write_caption(scene, choose_named(scene, rng))
+
+
+def story_captions(scenes: Sequence[Scene], rng: random.Random, *, name_prob: float = 0.5) -> list[str]:
+    """Captions for the panels of one story (``world.story_scenes``): the kid is described the
+    same way in every panel, as a story's character description is; action and setting vary."""
+    attrs = [a for a in LOOK_ATTRS if rng.random() < name_prob]
+    return [write_caption(scene, {"setting": rng.random() < 0.9,
+                                  "figures": [{"attrs": attrs, "action": rng.random() < 0.9}]})
+            for scene in scenes]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageChops, ImageDraw
 
 SIZE = 64
 _SS = 4  # supersampling factor
@@ -136,6 +136,19 @@ def random_scene(rng: random.Random, *, two_prob: float = 0.25) -> Scene:
     return Scene(setting, tuple(figures), detail_seed=rng.randrange(2**31))
 
 
+def story_scenes(rng: random.Random, count: int) -> tuple[Scene, ...]:
+    """``count`` one-figure scenes of the same kid (one random look), each with its own action,
+    setting, place and size: the panels of a story, as the model sees them in training."""
+    look = random_look(rng)
+    scenes = []
+    for _ in range(count):
+        height = rng.uniform(28.0, 44.0)
+        ground = rng.uniform(max(46.0, height + 8.0), 62.0)
+        figure = Figure(look, rng.choice(ACTIONS), rng.uniform(14.0, 50.0), ground, height)
+        scenes.append(Scene(rng.choice(tuple(SETTINGS)), (figure,), detail_seed=rng.randrange(2**31)))
+    return tuple(scenes)
+
+
 def render(scene: Scene, size: int = SIZE) -> Image.Image:
     """Draw ``scene`` as an RGB image of ``size`` x ``size`` pixels; the same scene gives the same pixels."""
     big = Image.new("RGB", (SIZE * _SS, SIZE * _SS))
@@ -144,6 +157,21 @@ def render(scene: Scene, size: int = SIZE) -> Image.Image:
     for figure in scene.figures:
         _draw_figure(draw, figure)
     return big.resize((size, size), Image.Resampling.BOX)
+
+
+def figure_mask(scene: Scene, size: int = SIZE) -> Image.Image:
+    """Where ``scene``'s figures are (with their stools and shadows): an L image, 255 where a
+    pixel is all figure, 0 where it is all setting. The figures are drawn over black and over
+    white; a pixel that comes out the same on both belongs to a figure."""
+    over = []
+    for background in ((0, 0, 0), (255, 255, 255)):
+        big = Image.new("RGB", (SIZE * _SS, SIZE * _SS), background)
+        draw = ImageDraw.Draw(big)
+        for figure in scene.figures:
+            _draw_figure(draw, figure)
+        over.append(big)
+    figure = ImageChops.difference(*over).convert("L").point(lambda v: 255 if v < 128 else 0)
+    return figure.resize((size, size), Image.Resampling.BOX)
 
 
 # --- scenery -------------------------------------------------------------------------------------
