@@ -246,7 +246,7 @@ def train_unet(unet, text_encoder, tokenizer, scenes: list, latents: tuple[torch
         start = state["step"]
     unet.train()
     text_encoder.eval().requires_grad_(False)
-    shared = ConsistencyState(ConsistencySettings(), seed=0, bank=_NoBank())
+    shared = ConsistencyState(ConsistencySettings(), seed=0, bank=NoBank())
     with consistent_attention(unet, shared, "up"):
         loss_value = _unet_steps(unet, text_encoder, tokenizer, scenes, latents, scaling, s, ckpt, progress,
                                  extra_state, noise_sched, opt, ema, shared, start)
@@ -290,7 +290,7 @@ def _unet_steps(unet, text_encoder, tokenizer, scenes, latents, scaling, s, ckpt
     return loss_value
 
 
-class _NoBank:
+class NoBank:
     """Training needs CSA's token sharing, not a bank to read later."""
 
     def write(self, *_) -> None:
