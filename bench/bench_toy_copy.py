@@ -16,13 +16,11 @@ LEVELS = ((200,) * 4, (400,) * 4, (600,) * 4, (800,) * 4, (100, 800, 800, 800))
 
 
 def run() -> list[dict]:
-    from diffusers import DDPMScheduler
-
     from storyd.attention import OFF, WRITE, ConsistencyState, consistent_attention
     from storyd.models import get_preset, load_pipeline
     from storyd.story import ConsistencySettings
     from storyd.toy.captions import story_captions
-    from storyd.toy.train import NoBank, figure_weights, noise_scheduler_config, render_dataset, to_unit, tokenize
+    from storyd.toy.train import NoBank, figure_weights, render_dataset, to_unit, tokenize, training_scheduler
 
     pipe = load_pipeline(get_preset("toy"), device="cpu")
     unet, vae, text_encoder = pipe.unet.float(), pipe.vae.float(), pipe.text_encoder.float()
@@ -30,7 +28,7 @@ def run() -> list[dict]:
     scenes, pixels, masks = render_dataset(0, 999, 64, stories, panels)  # a seed training never uses
     rng = random.Random(0)
     texts = [c for k in range(stories) for c in story_captions(scenes[k * panels:(k + 1) * panels], rng)]
-    schedule = DDPMScheduler(**{k: v for k, v in noise_scheduler_config().items() if k != "set_alpha_to_one"})
+    schedule = training_scheduler()
     state = ConsistencyState(ConsistencySettings(layers="up", sampling_rate=(1.0,), warmup_steps=0,
                                                  random_skip=False), seed=0, bank=NoBank())
     groups = [(f"story{i // panels}",) for i in range(len(scenes))]

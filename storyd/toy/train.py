@@ -82,6 +82,13 @@ def noise_scheduler_config() -> dict:
             "timestep_spacing": "trailing", "steps_offset": 1, "clip_sample": False, "set_alpha_to_one": False}
 
 
+def training_scheduler():
+    """The DDPM scheduler that noises training latents (DDPM has no ``set_alpha_to_one``)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**{k: v for k, v in noise_scheduler_config().items() if k != "set_alpha_to_one"})
+
+
 def step_generator(seed: int, phase: str, step: int) -> torch.Generator:
     salt = {"vae": 1, "unet": 2, "data": 3, "init": 4}[phase]
     return torch.Generator().manual_seed((seed * 1_000_003 + salt) * 10_000_019 + step)
@@ -233,9 +240,7 @@ class Ema:
 def train_unet(unet, text_encoder, tokenizer, scenes: list, latents: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
                scaling: float, s: TrainSettings, ckpt: Checkpoints, state: dict | None,
                progress: ProgressFn, extra_state: Callable[[], dict]) -> tuple[float, Ema]:
-    from diffusers import DDPMScheduler
-
-    noise_sched = DDPMScheduler(**{k: v for k, v in noise_scheduler_config().items() if k != "set_alpha_to_one"})
+    noise_sched = training_scheduler()
     opt = torch.optim.AdamW(unet.parameters(), lr=s.lr, weight_decay=0.01)
     ema = Ema([unet], s.ema_decay)
     start = 0
