@@ -128,12 +128,9 @@ def random_scene(rng: random.Random, *, two_prob: float = 0.25) -> Scene:
     setting = rng.choice(tuple(SETTINGS))
     count = 2 if rng.random() < two_prob else 1
     spans = [(14.0, 50.0)] if count == 1 else [(12.0, 26.0), (38.0, 52.0)]
-    figures = []
-    for lo, hi in spans:
-        height = rng.uniform(28.0, 44.0) if count == 1 else rng.uniform(26.0, 38.0)
-        ground = rng.uniform(max(46.0, height + 8.0), 62.0)
-        figures.append(Figure(random_look(rng), rng.choice(ACTIONS), rng.uniform(lo, hi), ground, height))
-    return Scene(setting, tuple(figures), detail_seed=rng.randrange(2**31))
+    heights = (28.0, 44.0) if count == 1 else (26.0, 38.0)
+    figures = tuple(_place(rng, lambda: random_look(rng), span, heights) for span in spans)
+    return Scene(setting, figures, detail_seed=rng.randrange(2**31))
 
 
 def story_scenes(rng: random.Random, count: int) -> tuple[Scene, ...]:
@@ -142,11 +139,17 @@ def story_scenes(rng: random.Random, count: int) -> tuple[Scene, ...]:
     look = random_look(rng)
     scenes = []
     for _ in range(count):
-        height = rng.uniform(28.0, 44.0)
-        ground = rng.uniform(max(46.0, height + 8.0), 62.0)
-        figure = Figure(look, rng.choice(ACTIONS), rng.uniform(14.0, 50.0), ground, height)
+        figure = _place(rng, lambda: look, (14.0, 50.0), (28.0, 44.0))
         scenes.append(Scene(rng.choice(tuple(SETTINGS)), (figure,), detail_seed=rng.randrange(2**31)))
     return tuple(scenes)
+
+
+def _place(rng: random.Random, look, span: tuple[float, float], heights: tuple[float, float]) -> Figure:
+    """A figure of ``look()`` at a random size, ground line, action and x within ``span``; the
+    draws come in one fixed order, so a seed gives the same scenes it always gave."""
+    height = rng.uniform(*heights)
+    ground = rng.uniform(max(46.0, height + 8.0), 62.0)
+    return Figure(look(), rng.choice(ACTIONS), rng.uniform(*span), ground, height)
 
 
 def render(scene: Scene, size: int = SIZE) -> Image.Image:
