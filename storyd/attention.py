@@ -4,7 +4,8 @@ For each image, queries are its own tokens; keys and values are its own tokens p
 a random subset of the tokens of the reference images of the characters it shows.
 In *write* mode a character's reference panels are drawn together and see each
 other's sampled tokens, and those tokens go into the character bank; in *read* mode
-a panel sees the bank of each character it shows. The classifier-free-guidance
+a panel sees the bank of each character it shows, at its own step or (``read_step:
+last``) at the references' last step. The classifier-free-guidance
 halves never mix.
 
 All state lives in `ConsistencyState`, owned by the generator and handed to each
@@ -59,6 +60,7 @@ class ConsistencyState:
     def begin_batch(self, mode: str, image_characters: list[tuple[str, ...]], *, cfg: bool) -> None:
         self.mode, self.cfg = mode, cfg
         self.image_characters = tuple(tuple(c) for c in image_characters)
+        self._view = {}
         self.begin_step(0)
 
     def begin_step(self, step: int) -> None:
@@ -66,10 +68,17 @@ class ConsistencyState:
         self.step = step
         self._indices.clear()
         self._skips = torch.rand(max(self.n_layers, 1), generator=generator("csa-skip", self.seed, step))
-        self._view = {}
-        if self.mode == READ and self.warm:
-            wanted = sorted({c for chars in self.image_characters for c in chars})
+        if self.mode != READ or not self.warm:
+            self._view = {}
+            return
+        wanted = sorted({c for chars in self.image_characters for c in chars})
+        if self.settings.read_step == "same":
             self._view = self.bank.step_tensors(wanted, step, self.device)
+        elif not self._view:  # "last": one view serves every step of the batch
+            for character in wanted:
+                last = self.bank.last_step(character)
+                if last is not None:
+                    self._view.update(self.bank.step_tensors([character], last, self.device))
 
     def on_step_end(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         """The pipeline's `callback_on_step_end`, called after every UNet evaluation.
@@ -161,6 +170,8 @@ class ConsistentSelfAttnProcessor2_0:
             group = x[:, members]  # (halves, m, N, C)
             sampled = torch.stack([group[:, i, idx[i]] for i in range(len(members))], dim=1)  # (halves, m, k, C)
             st.bank.write(character[0], self.layer.name, st.step, sampled.reshape(halves, -1, channels))
+            if st.settings.read_step == "last":  # later panels read only the last step: keep one, not all
+                st.bank.forget_before(character[0], self.layer.name, st.step)
             if not use:
                 continue
             others = [

@@ -18,7 +18,7 @@ import torch
 from storyd.errors import InputError
 
 # What a bank must match to be read: the layer shapes and step schedule it was written for.
-VALIDITY_KEYS = ("model", "revision", "width", "height", "steps", "scheduler", "cfg", "layers", "loras")
+VALIDITY_KEYS = ("model", "revision", "width", "height", "steps", "scheduler", "cfg", "layers", "read_step", "loras")
 
 
 @dataclass
@@ -42,6 +42,15 @@ class CharacterBank:
                 if s == step:
                     out[(character, layer)] = tensor.to(device, non_blocking=True)
         return out
+
+    def forget_before(self, character: str, layer: str, step: int) -> None:
+        entries = self.entries.get(character, {})
+        for key in [k for k in entries if k[0] == layer and k[1] < step]:
+            del entries[key]
+
+    def last_step(self, character: str) -> int | None:
+        steps = [s for _, s in self.entries.get(character, {})]
+        return max(steps) if steps else None
 
     def nbytes(self, character: str | None = None) -> int:
         chars = [character] if character else list(self.entries)

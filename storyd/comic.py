@@ -278,6 +278,7 @@ def _bank_validity(plan: RenderPlan, revision: str | None, character: str) -> di
         "scheduler": plan.scheduler,
         "cfg": plan.guidance > 1,
         "layers": plan.consistency.layers,
+        "read_step": plan.consistency.read_step,
         "loras": [list(pair) for pair in character_loras(plan.loras, character)],
     }
 

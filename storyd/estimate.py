@@ -110,7 +110,8 @@ def bank_bytes(
     cfg: bool,
     dtype_bytes: int,
 ) -> int:
-    """Bytes one character's bank takes: sampled tokens x channels, per patched layer and step."""
+    """Bytes one character's bank takes: sampled tokens x channels, per patched layer and kept step
+    (every step after warm-up, or only the last one when panels read the last step)."""
     layout = attention_layout(config)
     factors = sorted({f for _, f, _, _ in layout}, reverse=True)
     layer_set = settings.layers
@@ -125,8 +126,8 @@ def bank_bytes(
         tokens = (latent_h >> factor) * (latent_w >> factor)
         rate = settings.sampling_rate[min(level, len(settings.sampling_rate) - 1)]
         total += count * round(rate * tokens) * channels
-    warm_steps = max(steps - settings.warmup_steps, 0)
-    return total * warm_steps * reference_images * (2 if cfg else 1) * dtype_bytes
+    kept_steps = max(steps - settings.warmup_steps, 0) if settings.read_step == "same" else min(steps, 1)
+    return total * kept_steps * reference_images * (2 if cfg else 1) * dtype_bytes
 
 
 def weights_bytes(preset: Preset, dtype_bytes: int) -> int:

@@ -105,6 +105,13 @@ def _local_info(preset: Preset) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def consistency_defaults(preset: Preset) -> dict:
+    """The model's own CSA defaults, from its model.json (the toy model's differ from the
+    published ones: see the README); none for the others."""
+    values = _local_info(preset).get("consistency", {}) if preset.source == "local" else {}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
 def model_revision(preset: Preset) -> str:
     """What pins the weights: the locked commit, a hash of the shipped files, or the build seed."""
     if preset.source == "tiny":

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from storyd.errors import InputError
 from storyd.estimate import Estimate, estimate_run
 from storyd.lora import LoraUse, plan_loras
-from storyd.models import Preset, get_preset, scheduler_name
+from storyd.models import Preset, consistency_defaults, get_preset, scheduler_name
 from storyd.prompts import PanelPrompt, build_prompts
 from storyd.seeds import panel_seed
 from storyd.story import ConsistencySettings, Story
@@ -93,7 +93,7 @@ def plan_story(
     steps = story.steps or preset.steps
     guidance = story.guidance if story.guidance is not None else preset.guidance
     scheduler = scheduler or story.scheduler or scheduler_name(preset)
-    consistency = consistency or story.consistency
+    consistency = consistency or story_consistency(story, preset.name)
     prompts = build_prompts(story, tokenizer)
     references = _reference_panels(story, consistency, loaded_banks) if consistency.enabled else {}
     reference_of = {i for refs in references.values() for i in refs}
@@ -157,6 +157,12 @@ def _reference_panels(
             )
         references[name] = tuple(solo[: consistency.id_panels])
     return references
+
+
+def story_consistency(story: Story, model: str | None = None) -> ConsistencySettings:
+    """The CSA settings a story runs with: those it names, over the model's own defaults."""
+    base = dataclasses.replace(ConsistencySettings(), **consistency_defaults(get_preset(model or story.model)))
+    return dataclasses.replace(base, **{key: getattr(story.consistency, key) for key in story.consistency_keys})
 
 
 def override_consistency(settings: ConsistencySettings, **changes) -> ConsistencySettings:

@@ -17,6 +17,7 @@ PAGE_PRESETS = ("a4", "letter", "comic", "square")
 CAPTION_POSITIONS = ("top", "bottom")
 FITS = ("cover", "contain")
 LAYER_SETS = ("up", "all", "down", "mid")
+READ_STEPS = ("same", "last")
 CONTROL_KINDS = ("pose", "canny", "depth")  # a panel's `control: kind:` (storyd.control)
 
 
@@ -86,6 +87,10 @@ class ConsistencySettings:
     skip_late: float = 0.1
     skip_switch_step: int = 20
     batch_size: int = 4  # read-mode panels per batch
+    # Which bank step a read-mode panel attends to at each of its own steps: the same step
+    # (published), or the references' last step, their finished look, at every step (the
+    # toy model's default; its bank then keeps one step, not all of them).
+    read_step: str = "same"
     bank_device: str = "auto"  # auto | cpu | the compute device
 
 
@@ -128,6 +133,7 @@ class Story:
     scheduler: str | None = None  # a storyd scheduler name; None: the model's own
     negative: str = ""
     consistency: ConsistencySettings = field(default_factory=ConsistencySettings)
+    consistency_keys: frozenset[str] = frozenset()  # the settings the story names; the model gives the rest
     layout: LayoutSettings = field(default_factory=LayoutSettings)
     loras: tuple[Lora, ...] = ()  # active for every panel
 

@@ -22,6 +22,7 @@ from storyd.story import (
     FITS,
     LAYER_SETS,
     PAGE_PRESETS,
+    READ_STEPS,
     SPANS,
     TAIL_HINTS,
     TEMPLATES,
@@ -109,7 +110,7 @@ def _parse_yaml_story(path: Path, text: str) -> Story:
     if "negative" in top:
         fields["negative"] = doc.string(top["negative"][1], "negative", empty_ok=True)
     if "consistency" in top:
-        fields["consistency"] = _consistency(doc, top["consistency"][1])
+        fields["consistency"], fields["consistency_keys"] = _consistency(doc, top["consistency"][1])
     if "layout" in top:
         fields["layout"] = _layout(doc, top["layout"][1], path.parent)
     if "loras" in top:
@@ -141,7 +142,7 @@ def _size(doc: YamlDoc, node: Node) -> tuple[int, int]:
     return width, height
 
 
-def _consistency(doc: YamlDoc, node: Node) -> ConsistencySettings:
+def _consistency(doc: YamlDoc, node: Node) -> tuple[ConsistencySettings, frozenset[str]]:
     names = [f.name for f in dataclasses.fields(ConsistencySettings)]
     entries = doc.mapping(node, "consistency", names)
     values: dict = {}
@@ -164,7 +165,9 @@ def _consistency(doc: YamlDoc, node: Node) -> ConsistencySettings:
             values[key] = _layers(doc, value)
         elif key == "bank_device":
             values[key] = doc.string(value, what)
-    return ConsistencySettings(**values)
+        elif key == "read_step":
+            values[key] = doc.string(value, what, choices=READ_STEPS)
+    return ConsistencySettings(**values), frozenset(values)
 
 
 def _layers(doc: YamlDoc, node: Node) -> str:

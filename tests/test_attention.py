@@ -101,6 +101,40 @@ def test_read_mode_depends_on_the_bank_not_on_the_batch(unet):
     assert (with_b - other_bank).abs().max() > 1e-3
 
 
+def test_read_step_last_reads_the_references_last_step_at_every_step(unet):
+    writer = ConsistencyState(ALWAYS, seed=0)
+    with consistent_attention(unet, writer, "all"):
+        writer.begin_batch(WRITE, [("A",), ("A",)], cfg=False)
+        run(unet, noise(2, 10))
+        writer.begin_step(1)
+        run(unet, noise(2, 11))
+    panel = noise(1, 1)
+    outputs = {}
+    for read_step, step in (("same", 0), ("same", 1), ("last", 0)):
+        state = ConsistencyState(dataclasses.replace(ALWAYS, read_step=read_step), seed=0, bank=writer.bank)
+        with consistent_attention(unet, state, "all"):
+            state.begin_batch(READ, [("A",)], cfg=False)
+            state.begin_step(step)
+            outputs[read_step, step] = run(unet, panel)
+    torch.testing.assert_close(outputs["last", 0], outputs["same", 1], rtol=1e-4, atol=1e-5)
+    assert (outputs["last", 0] - outputs["same", 0]).abs().max() > 1e-3
+
+
+def test_a_bank_read_at_the_last_step_keeps_only_that_step(unet):
+    every, last = (ConsistencyState(dataclasses.replace(ALWAYS, read_step=r), seed=0) for r in ("same", "last"))
+    for state in (every, last):
+        with consistent_attention(unet, state, "all") as chosen:
+            state.begin_batch(WRITE, [("A",), ("A",)], cfg=False)
+            for step in range(3):
+                state.begin_step(step)
+                run(unet, noise(2, 10 + step))
+    assert {s for _, s in every.bank.entries["A"]} == {0, 1, 2}
+    assert set(last.bank.entries["A"]) == {(layer.name, 2) for layer in chosen}
+    assert last.bank.nbytes() * 3 == every.bank.nbytes()
+    for key, tensor in last.bank.entries["A"].items():
+        torch.testing.assert_close(tensor, every.bank.entries["A"][key])
+
+
 def test_guidance_halves_never_mix(unet):
     state = ConsistencyState(ALWAYS, seed=0)
     uncond, cond = noise(2, 1), noise(2, 2)

@@ -72,3 +72,19 @@ def test_estimate_counts_the_bank(write_story):
     assert plan.estimate.bank_bytes > 0 and len(plan.estimate.bank_bytes_per_character) == 2
     doubled = plan_story(load_story(write_story(STORY.replace("seed: 5", "seed: 5\nsteps: 9"))))
     assert doubled.estimate.bank_bytes == plan.estimate.bank_bytes * (9 - 1) // (4 - 1)
+
+
+def test_a_bank_read_at_the_last_step_is_estimated_at_one_step(write_story):
+    every = plan_story(load_story(write_story(STORY)))  # tiny: 4 steps, warm-up 1
+    last = plan_story(load_story(write_story(STORY + "consistency:\n  read_step: last\n")))
+    assert last.estimate.bank_bytes * (4 - 1) == every.estimate.bank_bytes
+
+
+def test_the_model_gives_the_settings_a_story_leaves_out(write_story, monkeypatch):
+    import storyd.plan
+
+    monkeypatch.setattr(storyd.plan, "consistency_defaults", lambda preset: {"id_panels": 1, "read_step": "last"})
+    plan = plan_story(load_story(write_story(STORY)))
+    assert plan.references == {"Mia": (0,), "Sam": (1,)} and plan.consistency.read_step == "last"
+    named = plan_story(load_story(write_story(STORY + "consistency:\n  id_panels: 2\n")))
+    assert named.references == {"Mia": (0, 2), "Sam": (1, 4)} and named.consistency.read_step == "last"

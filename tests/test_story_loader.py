@@ -89,6 +89,7 @@ def test_a_full_story_loads_with_every_field(write_story):
         ("title: x\n", 1, 1, "no 'panels:' list"),
         ("panels: []\n", 1, 9, "no panels"),
         ("consistency:\n  sampling_rate: 1.5\npanels: [a]\n", 2, 18, "above the maximum"),
+        ("consistency:\n  read_step: first\npanels: [a]\n", 2, 14, "not one of the known values"),
     ],
 )
 def test_each_error_names_file_line_column_and_a_fix(write_story, text, line, col, fragment):

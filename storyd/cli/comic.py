@@ -47,8 +47,8 @@ SchedulerOpt = Annotated[
 ]
 
 
-def consistency_overrides(story, csa, id_panels, sampling_rate, warmup_steps, layers, random_skip, batch_size):
-    from storyd.plan import override_consistency
+def consistency_overrides(story, model, csa, id_panels, sampling_rate, warmup_steps, layers, random_skip, batch_size):
+    from storyd.plan import override_consistency, story_consistency
     from storyd.story import LAYER_SETS
 
     rates = None
@@ -64,7 +64,7 @@ def consistency_overrides(story, csa, id_panels, sampling_rate, warmup_steps, la
     if layers is not None and layers not in LAYER_SETS and not _levels(layers):
         raise InputError(f"--layers '{layers}' is not a layer set", f"use one of {', '.join(LAYER_SETS)} or levels:0,1")
     return override_consistency(
-        story.consistency,
+        story_consistency(story, model),
         enabled=csa,
         id_panels=id_panels,
         sampling_rate=rates,
@@ -170,7 +170,7 @@ def comic(
         for path in paths:
             story = load_story(path)
             changes = consistency_overrides(
-                story, csa, id_panels, sampling_rate, warmup_steps, layers, random_skip, batch_size
+                story, model, csa, id_panels, sampling_rate, warmup_steps, layers, random_skip, batch_size
             )
             out_dir = out / story.name if out and len(paths) > 1 else out
             results.append(render_comic(story, replace(options, out_dir=out_dir, consistency=changes), progress, pipes))
@@ -213,7 +213,7 @@ def validate(
 
     output = Output(json_mode=json_)
     loaded = load_story(story)
-    consistency = consistency_overrides(loaded, csa, id_panels, sampling_rate, warmup_steps, layers, None, None)
+    consistency = consistency_overrides(loaded, model, csa, id_panels, sampling_rate, warmup_steps, layers, None, None)
     plan = plan_story(
         loaded,
         model=model,
