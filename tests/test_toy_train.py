@@ -17,8 +17,8 @@ from storyd.toy.train import TrainSettings, _batch, build_models, render_dataset
 from storyd.weights.paths import storyd_home
 
 ASSETS = Path(__file__).resolve().parent.parent / "storyd" / "assets" / "toy"
-TINY = TrainSettings(seed=3, vae_steps=4, vae_batch=4, steps=6, batch=4, scenes=32, stories=4, story_panels=2,
-                     shared_stories=1, text_steps=3, text_batch=4, checkpoint_every=3,
+TINY = TrainSettings(seed=3, vae_steps=4, vae_batch=4, steps=6, batch=4, scenes=32, stories=4, story_panels=3,
+                     stories_per_batch=1, text_steps=3, text_batch=4, checkpoint_every=3,
                      model=ToyModelConfig.tiny())
 
 
@@ -81,21 +81,28 @@ def test_resume_with_fewer_steps_exports_the_checkpoint(tmp_path, tokenizer):
     assert (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").exists()
 
 
-def test_a_batch_holds_whole_stories_at_one_noise_level():
+def test_a_batch_holds_stories_whose_panels_read_a_nearly_finished_reference():
     scenes, _, _ = render_dataset(TINY.scenes, TINY.seed, 64, TINY.stories, TINY.story_panels)
-    batch = _batch(scenes, TINY, step_generator(TINY.seed, "unet", 0), 1000)
-    singles = TINY.batch - TINY.story_panels
-    story = batch.idx[singles:].tolist()
-    assert story[0] >= TINY.scenes and story[1] == story[0] + 1
-    assert scenes[story[0]].figures[0].look == scenes[story[1]].figures[0].look
-    assert batch.t[singles] == batch.t[singles + 1]
-    assert batch.groups[singles] == batch.groups[singles + 1] != batch.groups[0]
-    assert len({g for g in batch.groups[:singles]}) == singles  # single scenes share nothing
+    settings = TrainSettings(**{**TINY.__dict__, "batch": 6, "stories_per_batch": 2, "reference_t": 10})
+    for step in range(5):
+        batch = _batch(scenes, settings, step_generator(TINY.seed, "unet", step), 1000)
+        singles = settings.batch - 2 * (settings.story_panels - 1)
+        assert len(batch.idx) == settings.batch and len(batch.ref_idx) == 2
+        readers = batch.idx[singles:].tolist()
+        for k, ref in enumerate(batch.ref_idx.tolist()):
+            assert ref >= TINY.scenes and (ref - TINY.scenes) % TINY.story_panels == 0  # a story's first panel
+            mine = readers[k * 2:(k + 1) * 2]
+            assert mine == [ref + 1, ref + 2]
+            assert all(scenes[i].figures[0].look == scenes[ref].figures[0].look for i in mine)
+            assert batch.groups[singles + 2 * k] == batch.groups[singles + 2 * k + 1] == (f"story{k}",)
+        assert (batch.ref_t < 10).all()
+        singles_groups = set(batch.groups[:singles])
+        assert len(singles_groups) == singles and not singles_groups & {("story0",), ("story1",)}
 
 
 def test_stories_must_fit_in_the_batch(tmp_path, tokenizer):
     with pytest.raises(InputError, match="do not fit"):
-        train(tmp_path, TrainSettings(**{**TINY.__dict__, "shared_stories": 3}), tokenizer)
+        train(tmp_path, TrainSettings(**{**TINY.__dict__, "stories_per_batch": 3}), tokenizer)
 
 
 def test_the_unet_phase_leaves_the_pretrained_text_encoder_frozen(tmp_path, tokenizer):
@@ -121,3 +128,13 @@ def test_shipped_model_draws_through_stable_diffusion_pipeline(tokenizer):
                  generator=torch.Generator().manual_seed(0)).images[0]
     assert image.size == (64, 64)
     assert np.asarray(image).std() > 20  # a drawing, not a flat or noise-grey field
+
+
+def test_the_cli_trains_with_the_settings_defaults():
+    import inspect
+
+    from storyd.cli.train_toy import train_toy
+
+    params = inspect.signature(train_toy).parameters
+    defaults = TrainSettings()
+    assert (params["steps"].default, params["vae_steps"].default) == (defaults.steps, defaults.vae_steps)

@@ -18,7 +18,7 @@ def train_toy(
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, loss log, exported model.")] = Path(
         "out/train-toy"),
     seed: Annotated[int, typer.Option("--seed", help="Seed of the data, the initial weights and every step.")] = 0,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="UNet training steps.")] = 2600,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="UNet training steps.")] = 3200,
     vae_steps: Annotated[int, typer.Option("--vae-steps", min=1, help="VAE training steps (run first).")] = 2000,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
     install: Annotated[bool, typer.Option("--install", help="Copy the trained model into the shipped assets.")] = False,

@@ -12,6 +12,11 @@ import torch
 from storyd.fsutil import atomic_write_text
 
 SAMPLING = {"width": 64, "height": 64, "steps": 25, "guidance": 4.0, "scheduler": "ddim"}  # storyd scheduler names
+# The model's CSA defaults (storyd.models.consistency_defaults): it learnt to copy a character
+# from a finished reference panel through every self-attention layer (storyd.toy.train), so
+# one reference panel, read at its last step with all its tokens, from the first step on.
+CONSISTENCY = {"id_panels": 1, "layers": "all", "sampling_rate": [1.0], "warmup_steps": 0, "random_skip": False,
+               "read_step": "last"}
 
 
 def export_model(folder: Path, vae, text_encoder, unet, scaling: float, facts: dict,
@@ -31,8 +36,8 @@ def export_model(folder: Path, vae, text_encoder, unet, scaling: float, facts: d
     params = {"vae": param_count(vae), "text_encoder": param_count(text_encoder), "unet": param_count(unet)}
     model_json = folder / "model.json"
     existing = json.loads(model_json.read_text()) if model_json.exists() else {}
-    info = {**existing, **SAMPLING, "weights_dtype": str(dtype).removeprefix("torch."), "parameters": params,
-            "training": facts}
+    info = {**existing, **SAMPLING, "consistency": CONSISTENCY, "weights_dtype": str(dtype).removeprefix("torch."),
+            "parameters": params, "training": facts}
     atomic_write_text(model_json, json.dumps(info, indent=2, sort_keys=True) + "\n")
     return folder
 

@@ -6,13 +6,18 @@ taught to read captions back into attributes and frozen (``text_pretrain``), as
 Stable Diffusion's CLIP encoder is frozen; then the UNet on latents of pre-rendered
 scenes, with ~10% empty captions for classifier-free guidance.
 
-Half of every UNet batch is stories: groups of panels of one kid, drawn at one
-noise level through storyd's own Consistent Self-Attention (write mode, up-block
-self-attention, a random sampling rate). That is how this small model learns what
-SDXL learnt from web images: that tokens of a similar image may be copied. The
-other half is single scenes with plain attention, so CSA off stays the ordinary
-model. (A first version trained on single scenes only: CSA did not move identity
-agreement at all.) The loss weighs the latent cells a figure covers ``figure_weight``
+Most of every UNet batch is stories: a kid's reference panel, nearly finished, and
+panels of the same kid elsewhere that read it through storyd's own Consistent
+Self-Attention (every self-attention layer, read mode) while the captions leave much
+of the look unnamed. That is what CSA's read mode offers at drawing time (``read_step:
+last``), and the only way to predict a reading panel's unnamed shirt is to take it
+from the reference, so this small model learns what SDXL learnt from web images: that
+tokens of another image of the same subject may be copied. The reading panels' loss
+reaches the reference pass too, so the reference learns to show what it holds. (Two
+earlier versions shared tokens between panels at one noise level, where each panel
+knows as little as the others: CSA then did not move identity agreement at all.) The
+rest of the batch is single scenes with plain attention, so CSA off stays the
+ordinary model. The loss weighs the latent cells a figure covers ``figure_weight``
 times more than the setting's, so the kid, not the background, gets most of the
 gradient. Every random draw of step ``n`` comes from a
 generator seeded with ``(seed, phase, n)``, so a resumed run takes exactly the
@@ -33,7 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from storyd.attention import WRITE, ConsistencyState, consistent_attention
+from storyd.attention import READ, WRITE, ConsistencyState, consistent_attention
+from storyd.bank import CharacterBank
 from storyd.errors import InputError
 from storyd.fsutil import atomic_open
 from storyd.story import ConsistencySettings
@@ -52,7 +58,7 @@ class TrainSettings:
     vae_batch: int = 16
     vae_crop: int = 32
     vae_lr: float = 1e-3
-    steps: int = 2600
+    steps: int = 3200
     batch: int = 32
     lr: float = 1e-3
     warmup: int = 200
@@ -60,10 +66,12 @@ class TrainSettings:
     figure_weight: float = 4.0  # loss weight of the latent cells a figure touches (the setting's are 1)
     ema_decay: float = 0.999
     scenes: int = 12000  # pre-rendered single training scenes
-    stories: int = 3000  # pre-rendered stories (groups of one kid) ...
-    story_panels: int = 4  # ... of this many panels
-    shared_stories: int = 4  # stories per batch drawn through CSA; the rest of the batch is single scenes
-    shared_rate: tuple[float, float] = (0.25, 1.0)  # CSA sampling rate, drawn uniformly per step
+    stories: int = 3000  # pre-rendered stories (one kid each) ...
+    story_panels: int = 5  # ... of this many panels: the first is the reference, the others read it
+    stories_per_batch: int = 5  # their reading panels join `batch`; the rest of it is single scenes
+    reference_t: int = 120  # a reference panel is noised to a timestep below this: nearly finished
+    story_name_prob: float = 0.4  # each look attribute is named in a story's captions with this probability
+    shared_rate: tuple[float, float] = (0.5, 1.0)  # CSA sampling rate, drawn uniformly per step
     text_steps: int = 800  # text encoder pretraining, before the UNet phase
     text_batch: int = 128
     text_lr: float = 3e-3
@@ -239,8 +247,7 @@ class Ema:
 
 def train_unet(unet, text_encoder, tokenizer, scenes: list, latents: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
                scaling: float, s: TrainSettings, ckpt: Checkpoints, state: dict | None,
-               progress: ProgressFn, extra_state: Callable[[], dict]) -> tuple[float, Ema]:
-    noise_sched = training_scheduler()
+               progress: ProgressFn, extra_state: Callable[[], dict]) -> Ema:
     opt = torch.optim.AdamW(unet.parameters(), lr=s.lr, weight_decay=0.01)
     ema = Ema([unet], s.ema_decay)
     start = 0
@@ -251,86 +258,90 @@ def train_unet(unet, text_encoder, tokenizer, scenes: list, latents: tuple[torch
         start = state["step"]
     unet.train()
     text_encoder.eval().requires_grad_(False)
-    shared = ConsistencyState(ConsistencySettings(), seed=0, bank=NoBank())
-    with consistent_attention(unet, shared, "up"):
-        loss_value = _unet_steps(unet, text_encoder, tokenizer, scenes, latents, scaling, s, ckpt, progress,
-                                 extra_state, noise_sched, opt, ema, shared, start)
-    unet.eval()
-    return loss_value, ema
-
-
-def _unet_steps(unet, text_encoder, tokenizer, scenes, latents, scaling, s, ckpt, progress, extra_state,
-                noise_sched, opt, ema, shared, start) -> float:
+    noise_sched = training_scheduler()
     mean, std, weights = latents  # posterior mean and std, per-cell loss weights
-    loss_value = float("nan")
-    for step in range(start, s.steps):
-        g = step_generator(s.seed, "unet", step)
-        batch = _batch(scenes, s, g, noise_sched.config.num_train_timesteps)
-        z0 = (mean[batch.idx] + std[batch.idx] * torch.randn(mean[batch.idx].shape, generator=g)) * scaling
-        noise = torch.randn(z0.shape, generator=g)
-        t = batch.t
-        zt = noise_sched.add_noise(z0, noise, t)
-        for group in opt.param_groups:
-            group["lr"] = s.lr * _lr_factor(step, s.steps, s.warmup)
-        with torch.no_grad():
-            cond = text_encoder(tokenize(tokenizer, batch.texts))[0]
-        shared.settings = ConsistencySettings(layers="up", sampling_rate=(batch.rate,), warmup_steps=0,
-                                              random_skip=False)
-        shared.seed = step
-        shared.begin_batch(WRITE, batch.groups, cfg=False)
-        pred = unet(zt, t, cond).sample
-        loss = (weights[batch.idx] * (pred - noise_sched.get_velocity(z0, noise, t)).pow(2)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        ema.update([unet], step)
-        loss_value = loss.item()
-        ckpt.log({"phase": "unet", "step": step + 1, "loss": round(loss_value, 6)})
-        progress("unet", step + 1, s.steps, loss_value)
-        if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.steps:
-            ckpt.save({"phase": "unet", "step": step + 1, "unet": unet.state_dict(),
-                       "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict(), "ema": ema.shadow,
-                       "scaling": scaling, "settings": asdict(s), **extra_state()})
-    return loss_value
+    shared = ConsistencyState(ConsistencySettings(), seed=0)
+    with consistent_attention(unet, shared, "all"):
+        for step in range(start, s.steps):
+            g = step_generator(s.seed, "unet", step)
+            batch = _batch(scenes, s, g, noise_sched.config.num_train_timesteps)
+            idx = torch.cat([batch.ref_idx, batch.idx])
+            z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scaling
+            noise = torch.randn(z0.shape, generator=g)
+            t = torch.cat([batch.ref_t, batch.t])
+            zt = noise_sched.add_noise(z0, noise, t)
+            for group in opt.param_groups:
+                group["lr"] = s.lr * _lr_factor(step, s.steps, s.warmup)
+            with torch.no_grad():
+                cond = text_encoder(tokenize(tokenizer, batch.ref_texts + batch.texts))[0]
+            shared.settings = ConsistencySettings(layers="all", sampling_rate=(batch.rate,), warmup_steps=0,
+                                                  random_skip=False)
+            shared.seed, shared.bank, n_refs = step, GraphBank(), len(batch.ref_idx)
+            shared.begin_batch(WRITE, [(f"story{k}",) for k in range(n_refs)], cfg=False)
+            ref_pred = unet(zt[:n_refs], t[:n_refs], cond[:n_refs]).sample
+            shared.begin_batch(READ, batch.groups, cfg=False)
+            pred = torch.cat([ref_pred, unet(zt[n_refs:], t[n_refs:], cond[n_refs:]).sample])
+            loss = (weights[idx] * (pred - noise_sched.get_velocity(z0, noise, t)).pow(2)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+            opt.step()
+            ema.update([unet], step)
+            ckpt.log({"phase": "unet", "step": step + 1, "loss": round(loss.item(), 6)})
+            progress("unet", step + 1, s.steps, loss.item())
+            if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.steps:
+                ckpt.save({"phase": "unet", "step": step + 1, "unet": unet.state_dict(),
+                           "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict(), "ema": ema.shadow,
+                           "scaling": scaling, "settings": asdict(s), **extra_state()})
+    unet.eval()
+    return ema
 
 
-class NoBank:
-    """Training needs CSA's token sharing, not a bank to read later."""
+class GraphBank(CharacterBank):
+    """A character bank that keeps the autograd graph, so the reading panels' loss trains the
+    reference pass too (storyd's bank detaches: drawing needs no gradients)."""
 
-    def write(self, *_) -> None:
-        pass
+    def write(self, character: str, layer: str, step: int, tokens: torch.Tensor) -> None:
+        self.entries.setdefault(character, {})[(layer, step)] = tokens
 
 
 @dataclass(frozen=True)
 class _Batch:
-    idx: torch.Tensor  # scene indices
+    idx: torch.Tensor  # scene indices: single scenes, then the stories' reading panels
     texts: list[str]
-    t: torch.Tensor  # per image; one shared value per story
-    groups: list[tuple[str]]  # CSA labels: a story's panels share one, single scenes each their own
+    t: torch.Tensor
+    groups: list[tuple[str]]  # CSA labels: a story's readers share its label, single scenes each have their own
+    ref_idx: torch.Tensor  # each story's reference panel, labelled story0, story1, ...
+    ref_texts: list[str]
+    ref_t: torch.Tensor
     rate: float
 
 
 def _batch(scenes: list, s: TrainSettings, g: torch.Generator, timesteps: int) -> _Batch:
-    """Single scenes then whole stories; every draw comes from the step's generator ``g``."""
+    """Single scenes, then whole stories; every draw comes from the step's generator ``g``."""
     text_rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=g)))
-    singles = s.batch - s.shared_stories * s.story_panels
+    singles = s.batch - s.stories_per_batch * (s.story_panels - 1)
     idx = torch.randint(0, s.scenes, (singles,), generator=g).tolist()
     texts = ["" if text_rng.random() < s.empty_caption_prob else caption(scenes[i], text_rng) for i in idx]
     t = torch.randint(0, timesteps, (singles,), generator=g).tolist()
     groups = [(f"scene{k}",) for k in range(singles)]
-    for number, story in enumerate(torch.randint(0, s.stories, (s.shared_stories,), generator=g).tolist()):
+    ref_idx, ref_texts = [], []
+    for number, story in enumerate(torch.randint(0, s.stories, (s.stories_per_batch,), generator=g).tolist()):
         members = [s.scenes + story * s.story_panels + k for k in range(s.story_panels)]
-        idx += members
-        if text_rng.random() < s.empty_caption_prob:  # the unconditional half of a CSA batch shares too
-            texts += [""] * len(members)
+        if text_rng.random() < s.empty_caption_prob:  # the unconditional half of a CSA batch reads too
+            captions = [""] * len(members)
         else:
-            texts += story_captions([scenes[i] for i in members], text_rng)
-        t += [int(torch.randint(0, timesteps, (1,), generator=g))] * len(members)
-        groups += [(f"story{number}",)] * len(members)
+            captions = story_captions([scenes[i] for i in members], text_rng, name_prob=s.story_name_prob)
+        ref_idx.append(members[0])
+        ref_texts.append(captions[0])
+        idx += members[1:]
+        texts += captions[1:]
+        groups += [(f"story{number}",)] * (len(members) - 1)
+    t += torch.randint(0, timesteps, (len(idx) - singles,), generator=g).tolist()
+    ref_t = torch.randint(0, s.reference_t, (len(ref_idx),), generator=g)
     lo, hi = s.shared_rate
     rate = lo + (hi - lo) * float(torch.rand((), generator=g))
-    return _Batch(torch.tensor(idx), texts, torch.tensor(t), groups, rate)
+    return _Batch(torch.tensor(idx), texts, torch.tensor(t), groups, torch.tensor(ref_idx), ref_texts, ref_t, rate)
 
 
 def _latents(vae, pixels: torch.Tensor, cache: Path, *, reuse: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -363,9 +374,11 @@ def train(out: Path, settings: TrainSettings, tokenizer, *, resume: bool = False
     """Run both phases into ``out`` and export the model there; return training facts."""
     from storyd.toy.export import export_model
 
-    if settings.shared_stories * settings.story_panels > settings.batch:
-        raise InputError(f"{settings.shared_stories} stories of {settings.story_panels} panels do not fit in a "
-                         f"batch of {settings.batch}", "lower shared_stories or raise the batch size")
+    readers = settings.stories_per_batch * (settings.story_panels - 1)
+    if settings.story_panels < 2 or readers > settings.batch:
+        raise InputError(f"{settings.stories_per_batch} stories of {settings.story_panels} panels (a reference and "
+                         f"the panels that read it) do not fit in a batch of {settings.batch}",
+                         "use at least 2 panels a story, fewer stories per batch, or a larger batch")
 
     progress = progress or (lambda *_: None)
     ckpt = Checkpoints(out)
@@ -414,7 +427,7 @@ def train(out: Path, settings: TrainSettings, tokenizer, *, resume: bool = False
         return {"vae": vae_state, "vae_loss": vae_loss, "text_accuracy": text_accuracy,
                 "elapsed": elapsed_before + time.monotonic() - t0}
 
-    _, ema = train_unet(unet, text_encoder, tokenizer, scenes, latents, scaling, settings, ckpt, unet_state,
+    ema = train_unet(unet, text_encoder, tokenizer, scenes, latents, scaling, settings, ckpt, unet_state,
                         progress, extra_state)
     unet_losses = [r["loss"] for r in ckpt.rows() if r["phase"] == "unet"]
     final_loss = sum(unet_losses[-100:]) / max(1, len(unet_losses[-100:]))  # one step's loss is too noisy

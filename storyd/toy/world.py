@@ -119,6 +119,12 @@ class Scene:
             raise ValueError("a scene has one or two figures")
 
 
+# A kid alone in a scene is 36 to 50 px tall: big enough that its shirt covers about four by
+# four latent cells, where a first version's 28 to 44 px left the model two or three cells
+# to learn a colour from.
+SOLO_HEIGHTS = (36.0, 50.0)
+
+
 def random_look(rng: random.Random) -> CharacterLook:
     return CharacterLook(**{name: rng.choice(LOOK_CHOICES[name]) for name in LOOK_ATTRS})
 
@@ -128,7 +134,7 @@ def random_scene(rng: random.Random, *, two_prob: float = 0.25) -> Scene:
     setting = rng.choice(tuple(SETTINGS))
     count = 2 if rng.random() < two_prob else 1
     spans = [(14.0, 50.0)] if count == 1 else [(12.0, 26.0), (38.0, 52.0)]
-    heights = (28.0, 44.0) if count == 1 else (26.0, 38.0)
+    heights = SOLO_HEIGHTS if count == 1 else (28.0, 40.0)
     figures = tuple(_place(rng, lambda: random_look(rng), span, heights) for span in spans)
     return Scene(setting, figures, detail_seed=rng.randrange(2**31))
 
@@ -139,7 +145,7 @@ def story_scenes(rng: random.Random, count: int) -> tuple[Scene, ...]:
     look = random_look(rng)
     scenes = []
     for _ in range(count):
-        figure = _place(rng, lambda: look, (14.0, 50.0), (28.0, 44.0))
+        figure = _place(rng, lambda: look, (14.0, 50.0), SOLO_HEIGHTS)
         scenes.append(Scene(rng.choice(tuple(SETTINGS)), (figure,), detail_seed=rng.randrange(2**31)))
     return tuple(scenes)
 
@@ -148,8 +154,10 @@ def _place(rng: random.Random, look, span: tuple[float, float], heights: tuple[f
     """A figure of ``look()`` at a random size, ground line, action and x within ``span``; the
     draws come in one fixed order, so a seed gives the same scenes it always gave."""
     height = rng.uniform(*heights)
-    ground = rng.uniform(max(46.0, height + 8.0), 62.0)
-    return Figure(look(), rng.choice(ACTIONS), rng.uniform(*span), ground, height)
+    action = rng.choice(ACTIONS)
+    lift = 0.16 * height if action == "jumping" else 0.0  # a jump raises the feet (see _pose)
+    ground = rng.uniform(min(max(46.0, 1.1 * height + lift + 1.0), 62.0), 62.0)  # 1.1 x height: a hat's top
+    return Figure(look(), action, rng.uniform(*span), ground, height)
 
 
 def render(scene: Scene, size: int = SIZE) -> Image.Image:
