@@ -1,4 +1,4 @@
-"""On the shipped toy model, Consistent Self-Attention makes a kid's panels agree more on what the prompts leave free."""
+"""On the shipped toy model, CSA makes a kid's panels agree more on what the prompts leave free."""
 
 from __future__ import annotations
 
