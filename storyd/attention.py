@@ -195,14 +195,20 @@ class ConsistentSelfAttnProcessor2_0:
         out = torch.empty_like(x)
         for characters, members in _groups(st.image_characters).items():
             parts = [t for t in (st.bank_tokens(c, self.layer) for c in characters) if t is not None]
-            group = x[:, members].reshape(-1, n_tokens, channels)
             if not parts:
+                group = x[:, members].reshape(-1, n_tokens, channels)
                 out[:, members] = self.stock(attn, group).view(halves, len(members), n_tokens, channels)
                 continue
             bank = torch.cat(parts, dim=1).to(x.dtype)  # (bank halves, M, C)
             bank = bank[-halves:]  # a bank written with guidance serves a run without it: its conditional half
-            extra = bank[:, None].expand(halves, len(members), *bank.shape[1:]).reshape(-1, bank.shape[1], channels)
-            out[:, members] = _attend(attn, group, extra, st).view(halves, len(members), n_tokens, channels)
+            first = 0
+            if halves == 2 and not st.settings.uncond_reads:  # the unconditional half attends to itself only
+                out[0, members] = self.stock(attn, x[0, members])
+                first = 1
+            readers = x[first:, members].reshape(-1, n_tokens, channels)
+            extra = bank[first:, None].expand(halves - first, len(members), *bank.shape[1:])
+            out[first:, members] = _attend(attn, readers, extra.reshape(-1, bank.shape[1], channels), st).view(
+                halves - first, len(members), n_tokens, channels)
         return out.reshape(hidden_states.shape)
 
 

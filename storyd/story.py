@@ -91,6 +91,10 @@ class ConsistencySettings:
     # (published), or the references' last step, their finished look, at every step (the
     # toy model's default; its bank then keeps one step, not all of them).
     read_step: str = "same"
+    # Whether a read-mode panel's unconditional (guidance) half reads the bank too, as
+    # published. Off, only the conditional half does, so guidance amplifies what the panel
+    # copies from its references instead of cancelling it.
+    uncond_reads: bool = True
     bank_device: str = "auto"  # auto | cpu | the compute device
 
 

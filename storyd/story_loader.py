@@ -148,7 +148,7 @@ def _consistency(doc: YamlDoc, node: Node) -> tuple[ConsistencySettings, frozens
     values: dict = {}
     for key, (_, value) in entries.items():
         what = f"consistency.{key}"
-        if key in ("enabled", "random_skip"):
+        if key in ("enabled", "random_skip", "uncond_reads"):
             values[key] = doc.boolean(value, what)
         elif key in ("id_panels", "batch_size"):
             values[key] = doc.integer(value, what, minimum=1, maximum=64)

@@ -151,6 +151,24 @@ def test_guidance_halves_never_mix(unet):
     assert read.shape[0] == 2
 
 
+def test_without_uncond_reads_only_the_conditional_half_reads_the_bank(unet):
+    writer = ConsistencyState(ALWAYS, seed=0)
+    with consistent_attention(unet, writer, "all"):
+        writer.begin_batch(WRITE, [("A",), ("A",)], cfg=True)
+        run(unet, noise(4, 1))
+    panel = torch.cat([noise(1, 5), noise(1, 6)])  # unconditional, conditional
+    outputs = {}
+    for uncond_reads in (True, False):
+        state = ConsistencyState(dataclasses.replace(ALWAYS, uncond_reads=uncond_reads), seed=0, bank=writer.bank)
+        with consistent_attention(unet, state, "all"):
+            state.begin_batch(READ, [("A",)], cfg=True)
+            outputs[uncond_reads] = run(unet, panel)
+    stock = run(unet, panel)
+    torch.testing.assert_close(outputs[False][0], stock[0], rtol=1e-4, atol=1e-5)  # read nothing
+    torch.testing.assert_close(outputs[False][1], outputs[True][1], rtol=1e-4, atol=1e-5)  # read as before
+    assert (outputs[True][0] - stock[0]).abs().max() > 1e-3
+
+
 def test_without_guidance_one_half_works_and_a_guided_bank_serves_it(unet):
     state = ConsistencyState(ALWAYS, seed=0)
     with consistent_attention(unet, state, "all"):
