@@ -4,9 +4,10 @@
 but leave shirt colour, shirt pattern, hat and glasses to the model. `agreement`: the
 fraction of panel pairs of a story whose free attributes all match, as the attribute
 reader reads them; `agree_*`: per attribute. `adherence_*`: the fraction of panels whose
-setting and action are what the prompt names. Two CSA settings: the toy model's own
+setting and action are what the prompt names. Three CSA settings: the toy model's own
 defaults (model.json: one reference panel, every self-attention layer, read at the
-reference's last step) and the published ones (up blocks, rate 0.5, warm-up 1, random
+reference's last step by the conditional half only), the same with both guidance halves
+reading, and the published ones (up blocks, rate 0.5, warm-up 1, random
 skip, two reference panels read step by step).
 """
 
@@ -26,7 +27,9 @@ def run() -> list[dict]:
     cases = make_cases(20, seed=0)
     toy = dataclasses.replace(ConsistencySettings(), **consistency_defaults(preset))
     rows = []
+    both_halves = dataclasses.replace(toy, uncond_reads=True)
     for label, settings, modes in (("toy defaults", toy, ("off", "write", "read")),
+                                   ("toy defaults, both halves read", both_halves, ("read",)),
                                    ("published", ConsistencySettings(), ("write", "read"))):
         for row in measure(pipe, cases, settings, modes=modes):
             rows.append({"csa": label if row["mode"] != "off" else "-", **_fmt(row)})
