@@ -136,6 +136,22 @@ def test_bad_option_is_exit_2(write_story):
     assert result.exit_code == 2 and "--sampling-rate 'lots'" in result.stderr
 
 
+def test_a_bad_read_step_is_exit_2(write_story):
+    result = runner.invoke(app, ["validate", str(write_story(STORY)), "--read-step", "first"])
+    assert result.exit_code == 2 and "--read-step 'first'" in result.stderr and "same, last" in result.stderr
+
+
+def test_csa_options_override_the_story_and_the_model(write_story):
+    from storyd.cli.comic import consistency_overrides
+    from storyd.story_loader import load_story
+
+    story = load_story(write_story(STORY))
+    plain = consistency_overrides(story, None)
+    changed = consistency_overrides(story, None, read_step="last", uncond_reads=False, id_panels=1)
+    assert (plain.read_step, plain.uncond_reads, plain.id_panels) == ("same", True, 2)
+    assert (changed.read_step, changed.uncond_reads, changed.id_panels) == ("last", False, 1)
+
+
 def test_validate_json_prints_the_plan(write_story):
     result = invoke("validate", write_story(STORY), "--json")
     assert result.exit_code == 0, result.output
@@ -151,6 +167,8 @@ def test_validate_real_preset_needs_no_weights():
     plan = json.loads(invoke("validate", story, "--json").stdout)
     assert plan["model"] == "sdxl" and plan["width"] == 1024
     assert plan["estimate"]["bank_bytes"] > 1e9  # SDXL banks are large: the reason they live in host memory
+    last = json.loads(invoke("validate", story, "--json", "--read-step", "last").stdout)
+    assert last["estimate"]["bank_bytes"] * (plan["steps"] - 1) == plan["estimate"]["bank_bytes"]  # warm-up 1
 
 
 def test_convert_writes_yaml_and_never_overwrites(tmp_path):

@@ -39,6 +39,14 @@ SkipOpt = Annotated[
     typer.Option("--random-skip/--no-random-skip", help="Skip CSA at random per layer call (published behaviour)."),
 ]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Read-mode panels per batch.")]
+ReadStepOpt = Annotated[
+    str | None,
+    typer.Option("--read-step", help="Bank step a read panel attends to: same (published) or last (references' last)."),
+]
+UncondReadsOpt = Annotated[
+    bool | None,
+    typer.Option("--uncond-reads/--no-uncond-reads", help="The unconditional guidance half reads the bank too."),
+]
 SchedulerOpt = Annotated[
     str | None,
     typer.Option(
@@ -47,9 +55,10 @@ SchedulerOpt = Annotated[
 ]
 
 
-def consistency_overrides(story, model, csa, id_panels, sampling_rate, warmup_steps, layers, random_skip, batch_size):
+def consistency_overrides(story, model, *, csa=None, id_panels=None, sampling_rate=None, warmup_steps=None,
+                          layers=None, random_skip=None, batch_size=None, read_step=None, uncond_reads=None):
     from storyd.plan import override_consistency, story_consistency
-    from storyd.story import LAYER_SETS
+    from storyd.story import LAYER_SETS, READ_STEPS
 
     rates = None
     if sampling_rate is not None:
@@ -63,6 +72,8 @@ def consistency_overrides(story, model, csa, id_panels, sampling_rate, warmup_st
             raise InputError(f"--sampling-rate '{sampling_rate}' must be between 0 and 1")
     if layers is not None and layers not in LAYER_SETS and not _levels(layers):
         raise InputError(f"--layers '{layers}' is not a layer set", f"use one of {', '.join(LAYER_SETS)} or levels:0,1")
+    if read_step is not None and read_step not in READ_STEPS:
+        raise InputError(f"--read-step '{read_step}' is not a read step", f"use one of {', '.join(READ_STEPS)}")
     return override_consistency(
         story_consistency(story, model),
         enabled=csa,
@@ -72,6 +83,8 @@ def consistency_overrides(story, model, csa, id_panels, sampling_rate, warmup_st
         layers=layers,
         random_skip=random_skip,
         batch_size=batch_size,
+        read_step=read_step,
+        uncond_reads=uncond_reads,
     )
 
 
@@ -99,6 +112,8 @@ def comic(
     layers: LayersOpt = None,
     random_skip: SkipOpt = None,
     batch_size: BatchOpt = None,
+    read_step: ReadStepOpt = None,
+    uncond_reads: UncondReadsOpt = None,
     scheduler: SchedulerOpt = None,
     redo: Annotated[
         int | None, typer.Option("--redo", min=1, help="Redraw only this panel (1-based), with a new seed.")
@@ -170,7 +185,9 @@ def comic(
         for path in paths:
             story = load_story(path)
             changes = consistency_overrides(
-                story, model, csa, id_panels, sampling_rate, warmup_steps, layers, random_skip, batch_size
+                story, model, csa=csa, id_panels=id_panels, sampling_rate=sampling_rate, warmup_steps=warmup_steps,
+                layers=layers, random_skip=random_skip, batch_size=batch_size, read_step=read_step,
+                uncond_reads=uncond_reads,
             )
             out_dir = out / story.name if out and len(paths) > 1 else out
             results.append(render_comic(story, replace(options, out_dir=out_dir, consistency=changes), progress, pipes))
@@ -201,6 +218,7 @@ def validate(
     sampling_rate: RateOpt = None,
     warmup_steps: WarmupOpt = None,
     layers: LayersOpt = None,
+    read_step: ReadStepOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Check a story and print its plan: prompts, characters, seeds, reference panels, estimates."""
@@ -213,7 +231,8 @@ def validate(
 
     output = Output(json_mode=json_)
     loaded = load_story(story)
-    consistency = consistency_overrides(loaded, model, csa, id_panels, sampling_rate, warmup_steps, layers, None, None)
+    consistency = consistency_overrides(loaded, model, csa=csa, id_panels=id_panels, sampling_rate=sampling_rate,
+                                        warmup_steps=warmup_steps, layers=layers, read_step=read_step)
     plan = plan_story(
         loaded,
         model=model,
