@@ -4,9 +4,8 @@ A fixed set of stories about one kid whose description names only some attribute
 (the rest are the model's choice), drawn three ways: CSA off; CSA in write mode (all
 panels of a story in one batch, sharing tokens); and read mode, the way storyd draws a
 story: ``id_panels`` reference panels in write mode, the rest reading their bank. The
-attribute reader then scores
-identity agreement (panel pairs whose free attributes all match) and prompt adherence
-(setting and action as named).
+attribute reader then scores identity agreement (panel pairs whose free attributes all
+match) and prompt adherence (setting and action as named).
 """
 
 from __future__ import annotations
