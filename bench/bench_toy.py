@@ -19,13 +19,13 @@ from storyd.story import ConsistencySettings
 
 
 def run() -> list[dict]:
-    from storyd.models import consistency_defaults, get_preset, load_pipeline
+    from storyd.models import get_preset, load_pipeline, model_consistency
     from storyd.toy.consistency import make_cases, measure
 
     preset = get_preset("toy")
     pipe = load_pipeline(preset, device="cpu")
     cases = make_cases(20, seed=0)
-    toy = dataclasses.replace(ConsistencySettings(), **consistency_defaults(preset))
+    toy = model_consistency(preset)
     rows = []
     both_halves = dataclasses.replace(toy, uncond_reads=True)
     for label, settings, modes in (("toy defaults", toy, ("off", "write", "read")),

@@ -34,6 +34,7 @@ def run() -> list[dict]:
     state = ConsistencyState(settings, seed=0)
     refs = list(range(0, STORIES * PANELS, PANELS))
     readers = [i for i in range(STORIES * PANELS) if i % PANELS]
+    groups = [(f"story{i // PANELS}",) for i in readers]
     g = torch.Generator().manual_seed(0)
     rows = []
     with torch.no_grad(), consistent_attention(unet, state, "all"):
@@ -53,7 +54,6 @@ def run() -> list[dict]:
                     t[refs] = 50
                 noise = torch.randn(z0.shape, generator=g)
                 zt, target = schedule.add_noise(z0, noise, t), schedule.get_velocity(z0, noise, t)
-                groups = [(f"story{i // PANELS}",) for i in readers]
                 if mode == "read":  # the references write the bank; the readers read it
                     state.bank.entries.clear()
                     state.begin_batch(WRITE, [(f"story{k}",) for k in range(STORIES)], cfg=False)

@@ -7,11 +7,13 @@ only the weights differ.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from storyd.errors import InputError
 from storyd.schedulers import SCHEDULERS
+from storyd.story import ConsistencySettings
 from storyd.weights.paths import storyd_home
 
 ASSETS = Path(__file__).parent / "assets"
@@ -105,11 +107,12 @@ def _local_info(preset: Preset) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def consistency_defaults(preset: Preset) -> dict:
-    """The model's own CSA defaults, from its model.json (the toy model's differ from the
-    published ones: see the README); none for the others."""
+def model_consistency(preset: Preset) -> ConsistencySettings:
+    """The model's own CSA settings: the published ones, with what its model.json changes
+    (the toy model's differ: see the README)."""
     values = _local_info(preset).get("consistency", {}) if preset.source == "local" else {}
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return dataclasses.replace(ConsistencySettings(), **{k: tuple(v) if isinstance(v, list) else v
+                                                         for k, v in values.items()})
 
 
 def model_revision(preset: Preset) -> str:

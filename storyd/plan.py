@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from storyd.errors import InputError
 from storyd.estimate import Estimate, estimate_run
 from storyd.lora import LoraUse, plan_loras
-from storyd.models import Preset, consistency_defaults, get_preset, scheduler_name
+from storyd.models import Preset, get_preset, model_consistency, scheduler_name
 from storyd.prompts import PanelPrompt, build_prompts
 from storyd.seeds import panel_seed
 from storyd.story import ConsistencySettings, Story
@@ -161,7 +161,7 @@ def _reference_panels(
 
 def story_consistency(story: Story, model: str | None = None) -> ConsistencySettings:
     """The CSA settings a story runs with: those it names, over the model's own defaults."""
-    base = dataclasses.replace(ConsistencySettings(), **consistency_defaults(get_preset(model or story.model)))
+    base = model_consistency(get_preset(model or story.model))
     return dataclasses.replace(base, **{key: getattr(story.consistency, key) for key in story.consistency_keys})
 
 

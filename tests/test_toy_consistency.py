@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
-from storyd.models import ASSETS, consistency_defaults, get_preset, load_pipeline
-from storyd.story import ConsistencySettings
+from storyd.models import ASSETS, get_preset, load_pipeline, model_consistency
 from storyd.toy.consistency import make_cases, measure
 
 pytestmark = pytest.mark.skipif(not (ASSETS / "toy" / "unet").is_dir(), reason="toy model not shipped")
@@ -15,7 +12,7 @@ pytestmark = pytest.mark.skipif(not (ASSETS / "toy" / "unet").is_dir(), reason="
 
 def test_csa_makes_panels_agree_on_what_the_prompts_leave_free():
     preset = get_preset("toy")
-    settings = dataclasses.replace(ConsistencySettings(), **consistency_defaults(preset))
+    settings = model_consistency(preset)
     cases = make_cases(3, seed=7, panels=(4, 4))  # 18 panel pairs, about 25 s on 2 cores
     rows = {row["mode"]: row for row in measure(load_pipeline(preset), cases, settings, modes=("off", "read"))}
     off, on = rows["off"], rows["read"]
