@@ -7,7 +7,7 @@ import random
 import pytest
 
 from storyd.toy.metrics import identity_agreement, prompt_adherence
-from storyd.toy.reader import DEFAULT_DIR, AttributeReader, scene_labels
+from storyd.toy.reader import DEFAULT_DIR, AttributeReader, images_to_tensor, scene_labels, tensor_to_images
 from storyd.toy.reader_train import evaluate_reader
 from storyd.toy.world import CharacterLook, Figure, Scene, random_scene, render
 
@@ -17,6 +17,13 @@ shipped = pytest.mark.skipif(not (DEFAULT_DIR / "model.safetensors").exists(), r
 @pytest.fixture(scope="module")
 def reader():
     return AttributeReader.load()
+
+
+def test_tensor_to_images_inverts_images_to_tensor():
+    images = [render(random_scene(random.Random(seed))) for seed in (3, 4)]
+    back = tensor_to_images(images_to_tensor(images))
+    assert [im.size for im in back] == [(64, 64)] * 2
+    assert [im.tobytes() for im in back] == [im.tobytes() for im in images]
 
 
 @shipped

@@ -14,6 +14,7 @@ from storyd.toy.world import (
     CharacterLook,
     Figure,
     Scene,
+    posed_scene,
     random_scene,
     render,
 )
@@ -109,3 +110,12 @@ def test_figure_weights_weigh_only_the_latent_cells_a_figure_touches():
     weights = figure_weights(masks, 16, 4.0)
     assert weights.shape == (1, 1, 16, 16)
     assert weights[0, 0, 2, 2] == 4.0 and weights.sum() == 4.0 + 255
+
+
+def test_posed_scene_draws_the_given_kid_action_and_setting():
+    look = CharacterLook(shirt_colour="green", glasses=True)
+    scenes = [posed_scene(random.Random(seed), look, "jumping", "forest") for seed in range(20)]
+    assert all(s.setting == "forest" and len(s.figures) == 1 for s in scenes)
+    assert all(s.figures[0].look == look and s.figures[0].action == "jumping" for s in scenes)
+    assert len({s.figures[0].x for s in scenes}) == 20  # placed at random
+    assert _count_near(render(scenes[0]), SHIRT_COLOURS["green"]) > 20

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from storyd.story import Character, ConsistencySettings, Panel, Story
 from storyd.toy.captions import describe
-from storyd.toy.world import ACTIONS, LOOK_ATTRS, SETTINGS, random_look
+from storyd.toy.world import ACTIONS, LOOK_ATTRS, SETTINGS, CharacterLook, posed_scene, random_look, render
 
 MODES = ("off", "write", "read")
 NAMED = ("hair_colour", "hair_style", "skin", "trousers")  # what every panel's prompt says of the kid
@@ -79,25 +79,48 @@ def draw_cases(pipe, cases: list[Case], mode: str, base: ConsistencySettings) ->
 def measure(pipe, cases: list[Case], base: ConsistencySettings | None = None, modes=MODES, reader=None) -> list[dict]:
     """One row per mode: identity agreement (all free attributes, and per attribute), adherence, time."""
     base = base or ConsistencySettings()
+    rows = []
+    for mode in modes:
+        stories, seconds = draw_cases(pipe, cases, mode, base)
+        rows.append({"mode": mode, **score(stories, cases, reader), "seconds_per_panel": seconds})
+    return rows
+
+
+def world_stories(cases: list[Case], *, vae=None, seed: int = 0) -> list[list]:
+    """Every story drawn by the world itself, one look per story: what a perfectly consistent
+    model would draw. Named attributes, settings and actions are the prompts'; free attributes
+    are drawn at random per story. With ``vae``, each panel goes through its encode-decode round
+    trip, as every generated panel does: the ceiling the reader can report for a model."""
+    rng = random.Random(seed)
+    stories = []
+    for case in cases:
+        named, drawn = case.named[0]["figures"][0], random_look(rng)
+        look = CharacterLook(**{a: named.get(a, getattr(drawn, a)) for a in LOOK_ATTRS})
+        stories.append([render(posed_scene(rng, look, n["figures"][0]["action"], n["setting"])) for n in case.named])
+    if vae is None:
+        return stories
+    from storyd.toy.reader import images_to_tensor, tensor_to_images
+    from storyd.toy.reader_train import vae_round_trip
+
+    flat = tensor_to_images(vae_round_trip(images_to_tensor([im for s in stories for im in s]), vae.float()))
+    return [[flat.pop(0) for _ in s] for s in stories]
+
+
+def score(stories: list[list], cases: list[Case], reader=None) -> dict:
+    """Identity agreement (all free attributes, and per attribute) and adherence of drawn stories."""
     from storyd.toy.metrics import identity_agreement, prompt_adherence
     from storyd.toy.reader import AttributeReader
 
     reader = reader or AttributeReader.load()
     named = [list(c.named) for c in cases]
-    rows = []
-    for mode in modes:
-        stories, seconds = draw_cases(pipe, cases, mode, base)
-        agreement = identity_agreement(stories, named, reader=reader)
-        adherence = prompt_adherence([im for s in stories for im in s], [n for ns in named for n in ns], reader=reader)
-        free = [a for a in LOOK_ATTRS if a in agreement["per_attribute"]]
-        rows.append({
-            "mode": mode,
-            "agreement": agreement["all"],
-            "agreement_mean_attr": sum(agreement["per_attribute"][a] for a in free) / len(free),
-            **{f"agree_{a}": agreement["per_attribute"][a] for a in free},
-            "adherence_setting": adherence["per_attribute"].get("setting"),
-            "adherence_action": adherence["per_attribute"].get("action"),
-            "seconds_per_panel": seconds,
-            "pairs": agreement["pairs"],
-        })
-    return rows
+    agreement = identity_agreement(stories, named, reader=reader)
+    adherence = prompt_adherence([im for s in stories for im in s], [n for ns in named for n in ns], reader=reader)
+    free = [a for a in LOOK_ATTRS if a in agreement["per_attribute"]]
+    return {
+        "agreement": agreement["all"],
+        "agreement_mean_attr": sum(agreement["per_attribute"][a] for a in free) / len(free),
+        **{f"agree_{a}": agreement["per_attribute"][a] for a in free},
+        "adherence_setting": adherence["per_attribute"].get("setting"),
+        "adherence_action": adherence["per_attribute"].get("action"),
+        "pairs": agreement["pairs"],
+    }

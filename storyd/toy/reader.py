@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from storyd.toy.world import ACTIONS, LOOK_CHOICES, SETTINGS, Scene
@@ -48,6 +49,12 @@ def images_to_tensor(images) -> torch.Tensor:
     arrays = [np.asarray(im.convert("RGB").resize((64, 64)) if im.size != (64, 64) else im.convert("RGB"))
               for im in images]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def tensor_to_images(x: torch.Tensor) -> list[Image.Image]:
+    """The inverse of `images_to_tensor`: (B, 3, H, W) in [-1, 1] -> PIL images."""
+    pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in pixels]
 
 
 def scene_labels(scene: Scene) -> dict[str, int]:

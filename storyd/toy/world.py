@@ -150,11 +150,19 @@ def story_scenes(rng: random.Random, count: int) -> tuple[Scene, ...]:
     return tuple(scenes)
 
 
-def _place(rng: random.Random, look, span: tuple[float, float], heights: tuple[float, float]) -> Figure:
-    """A figure of ``look()`` at a random size, ground line, action and x within ``span``; the
-    draws come in one fixed order, so a seed gives the same scenes it always gave."""
+def posed_scene(rng: random.Random, look: CharacterLook, action: str, setting: str) -> Scene:
+    """A kid of ``look`` doing ``action`` in ``setting``, at a random place and size."""
+    return Scene(setting, (_place(rng, lambda: look, (14.0, 50.0), SOLO_HEIGHTS, action),),
+                 detail_seed=rng.randrange(2**31))
+
+
+def _place(rng: random.Random, look, span: tuple[float, float], heights: tuple[float, float],
+           action: str | None = None) -> Figure:
+    """A figure of ``look()`` at a random size, ground line, action (unless given) and x within
+    ``span``; the draws come in one fixed order, so a seed gives the same scenes it always gave."""
     height = rng.uniform(*heights)
-    action = rng.choice(ACTIONS)
+    drawn = rng.choice(ACTIONS)
+    action = action or drawn
     lift = 0.16 * height if action == "jumping" else 0.0  # a jump raises the feet (see _pose)
     ground = rng.uniform(min(max(46.0, 1.1 * height + lift + 1.0), 62.0), 62.0)  # 1.1 x height: a hat's top
     return Figure(look(), action, rng.uniform(*span), ground, height)
