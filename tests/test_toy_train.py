@@ -13,12 +13,22 @@ from storyd.errors import InputError
 from storyd.models import load_folder_pipeline
 from storyd.tokenizer import load_clip_tokenizer
 from storyd.toy.model_config import ToyModelConfig
-from storyd.toy.train import TrainSettings, _batch, build_models, render_dataset, step_generator, train
+from storyd.toy.train import (
+    TrainSettings,
+    _batch,
+    build_models,
+    render_dataset,
+    step_generator,
+    step_settings,
+    train,
+    unet_lr,
+)
 from storyd.weights.paths import storyd_home
 
 ASSETS = Path(__file__).resolve().parent.parent / "storyd" / "assets" / "toy"
 TINY = TrainSettings(seed=3, vae_steps=4, vae_batch=4, steps=6, batch=4, scenes=32, stories=4, story_panels=3,
-                     stories_per_batch=1, text_steps=3, text_batch=4, checkpoint_every=3,
+                     stories_per_batch=1, copy_steps=2, copy_stories_per_batch=2, text_steps=3, text_batch=4,
+                     checkpoint_every=3,
                      model=ToyModelConfig.tiny())
 
 
@@ -38,7 +48,8 @@ def _losses(out: Path, phase: str) -> list[float]:
 
 def test_tiny_run_learns_and_exports(tmp_path, tokenizer):
     settings = TrainSettings(**{**TINY.__dict__, "vae_steps": 30, "vae_batch": 8, "steps": 30, "vae_lr": 1e-2,
-                                "lr": 3e-3, "warmup": 3, "checkpoint_every": 100})
+                                "lr": 3e-3, "warmup": 3, "checkpoint_every": 100,
+                                "copy_steps": 0})
     facts = train(tmp_path, settings, tokenizer)
     vae, unet = _losses(tmp_path, "vae"), _losses(tmp_path, "unet")
     assert len(vae) == 30 and len(unet) == 30
@@ -76,7 +87,7 @@ def test_resume_with_fewer_steps_exports_the_checkpoint(tmp_path, tokenizer):
 
     with pytest.raises(_Stop):
         train(tmp_path, TINY, tokenizer, progress=stop_at_unet_4)
-    facts = train(tmp_path, TrainSettings(**{**TINY.__dict__, "steps": 2}), tokenizer, resume=True)
+    facts = train(tmp_path, TrainSettings(**{**TINY.__dict__, "steps": 2, "copy_steps": 0}), tokenizer, resume=True)
     assert facts["steps"] == 3  # the checkpoint's step, not fewer
     assert (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").exists()
 
@@ -98,6 +109,15 @@ def test_a_batch_holds_stories_whose_panels_read_a_nearly_finished_reference():
         assert (batch.ref_t < 10).all()
         singles_groups = set(batch.groups[:singles])
         assert len(singles_groups) == singles and not singles_groups & {("story0",), ("story1",)}
+
+
+def test_the_copy_phase_follows_with_more_stories_fewer_named_attributes_and_its_own_lr():
+    s = TrainSettings()
+    main, copying = step_settings(s, s.steps - 1), step_settings(s, s.steps)
+    assert (main.stories_per_batch, main.story_name_prob) == (s.stories_per_batch, s.story_name_prob)
+    assert (copying.stories_per_batch, copying.story_name_prob) == (s.copy_stories_per_batch, s.copy_name_prob)
+    assert unet_lr(s, s.steps - 1) == pytest.approx(0.1 * s.lr, rel=1e-3)
+    assert unet_lr(s, s.steps) == s.copy_lr and unet_lr(s, s.steps + s.copy_steps - 1) < 0.2 * s.copy_lr
 
 
 def test_stories_must_fit_in_the_batch(tmp_path, tokenizer):
@@ -137,4 +157,5 @@ def test_the_cli_trains_with_the_settings_defaults():
 
     params = inspect.signature(train_toy).parameters
     defaults = TrainSettings()
-    assert (params["steps"].default, params["vae_steps"].default) == (defaults.steps, defaults.vae_steps)
+    assert (params["steps"].default, params["copy_steps"].default, params["vae_steps"].default) == (
+        defaults.steps, defaults.copy_steps, defaults.vae_steps)

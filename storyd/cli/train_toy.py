@@ -19,6 +19,8 @@ def train_toy(
         "out/train-toy"),
     seed: Annotated[int, typer.Option("--seed", help="Seed of the data, the initial weights and every step.")] = 0,
     steps: Annotated[int, typer.Option("--steps", min=1, help="UNet training steps.")] = 3200,
+    copy_steps: Annotated[int, typer.Option(
+        "--copy-steps", min=0, help="UNet steps of the copy phase that follows (stories naming less).")] = 800,
     vae_steps: Annotated[int, typer.Option("--vae-steps", min=1, help="VAE training steps (run first).")] = 2000,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
     install: Annotated[bool, typer.Option("--install", help="Copy the trained model into the shipped assets.")] = False,
@@ -30,14 +32,14 @@ def train_toy(
     from storyd.weights.paths import storyd_home
 
     output = Output(quiet=quiet)
-    settings = TrainSettings(seed=seed, steps=steps, vae_steps=vae_steps)
+    settings = TrainSettings(seed=seed, steps=steps, copy_steps=copy_steps, vae_steps=vae_steps)
     tokenizer = load_clip_tokenizer(storyd_home())
     if output.show_progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=output.err) as bar:
-            phases = (("vae", vae_steps), ("text", settings.text_steps), ("unet", steps))
+            phases = (("vae", vae_steps), ("text", settings.text_steps), ("unet", steps + copy_steps))
             tasks = {p: bar.add_task(p, total=n, loss=float("nan")) for p, n in phases}
 
             def progress(phase: str, done: int, total: int, loss: float) -> None:

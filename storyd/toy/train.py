@@ -31,7 +31,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,12 @@ class TrainSettings:
     reference_t: int = 120  # a reference panel is noised to a timestep below this: nearly finished
     story_name_prob: float = 0.4  # each look attribute is named in a story's captions with this probability
     shared_rate: tuple[float, float] = (0.5, 1.0)  # CSA sampling rate, drawn uniformly per step
+    # A second UNet phase after `steps` that trains copying: stories fill more of each batch and
+    # name fewer attributes, so most of what a reading panel must draw is only in its reference.
+    copy_steps: int = 800
+    copy_stories_per_batch: int = 6
+    copy_name_prob: float = 0.15
+    copy_lr: float = 2e-4
     text_steps: int = 800  # text encoder pretraining, before the UNet phase
     text_batch: int = 128
     text_lr: float = 3e-3
@@ -261,17 +267,18 @@ def train_unet(unet, text_encoder, tokenizer, scenes: list, latents: tuple[torch
     noise_sched = training_scheduler()
     mean, std, weights = latents  # posterior mean and std, per-cell loss weights
     shared = ConsistencyState(ConsistencySettings(), seed=0)
+    total = s.steps + s.copy_steps
     with consistent_attention(unet, shared, "all"):
-        for step in range(start, s.steps):
+        for step in range(start, total):
             g = step_generator(s.seed, "unet", step)
-            batch = _batch(scenes, s, g, noise_sched.config.num_train_timesteps)
+            batch = _batch(scenes, step_settings(s, step), g, noise_sched.config.num_train_timesteps)
             idx = torch.cat([batch.ref_idx, batch.idx])
             z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scaling
             noise = torch.randn(z0.shape, generator=g)
             t = torch.cat([batch.ref_t, batch.t])
             zt = noise_sched.add_noise(z0, noise, t)
             for group in opt.param_groups:
-                group["lr"] = s.lr * _lr_factor(step, s.steps, s.warmup)
+                group["lr"] = unet_lr(s, step)
             with torch.no_grad():
                 cond = text_encoder(tokenize(tokenizer, batch.ref_texts + batch.texts))[0]
             shared.settings = ConsistencySettings(layers="all", sampling_rate=(batch.rate,), warmup_steps=0,
@@ -288,13 +295,27 @@ def train_unet(unet, text_encoder, tokenizer, scenes: list, latents: tuple[torch
             opt.step()
             ema.update([unet], step)
             ckpt.log({"phase": "unet", "step": step + 1, "loss": round(loss.item(), 6)})
-            progress("unet", step + 1, s.steps, loss.item())
-            if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.steps:
+            progress("unet", step + 1, total, loss.item())
+            if (step + 1) % s.checkpoint_every == 0 or step + 1 == total:
                 ckpt.save({"phase": "unet", "step": step + 1, "unet": unet.state_dict(),
                            "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict(), "ema": ema.shadow,
                            "scaling": scaling, "settings": asdict(s), **extra_state()})
     unet.eval()
     return ema
+
+
+def step_settings(s: TrainSettings, step: int) -> TrainSettings:
+    """The settings a UNet step draws its batch with: the copy phase's after ``s.steps``."""
+    if step < s.steps:
+        return s
+    return replace(s, stories_per_batch=s.copy_stories_per_batch, story_name_prob=s.copy_name_prob)
+
+
+def unet_lr(s: TrainSettings, step: int) -> float:
+    """Warm-up and cosine decay over the main phase; the copy phase decays again from ``copy_lr``."""
+    if step < s.steps:
+        return s.lr * _lr_factor(step, s.steps, s.warmup)
+    return s.copy_lr * _lr_factor(step - s.steps, s.copy_steps, 0)
 
 
 class GraphBank(CharacterBank):
@@ -355,7 +376,8 @@ def _latents(vae, pixels: torch.Tensor, cache: Path, *, reuse: bool) -> tuple[to
     return mean, std
 
 
-_RESUMABLE_CHANGES = ("steps", "vae_steps")  # a resume may lengthen or shorten a phase; the LR schedule follows
+# A resume may lengthen or shorten a phase (the LR schedule follows), or add the copy phase.
+_RESUMABLE_CHANGES = ("steps", "vae_steps", "copy_steps", "copy_stories_per_batch", "copy_name_prob", "copy_lr")
 
 
 def _settings_match(saved: dict, s: TrainSettings) -> bool:
@@ -374,7 +396,7 @@ def train(out: Path, settings: TrainSettings, tokenizer, *, resume: bool = False
     """Run both phases into ``out`` and export the model there; return training facts."""
     from storyd.toy.export import export_model
 
-    readers = settings.stories_per_batch * (settings.story_panels - 1)
+    readers = max(settings.stories_per_batch, settings.copy_stories_per_batch) * (settings.story_panels - 1)
     if settings.story_panels < 2 or readers > settings.batch:
         raise InputError(f"{settings.stories_per_batch} stories of {settings.story_panels} panels (a reference and "
                          f"the panels that read it) do not fit in a batch of {settings.batch}",
@@ -404,7 +426,8 @@ def train(out: Path, settings: TrainSettings, tokenizer, *, resume: bool = False
         vae.load_state_dict(state["vae"])
         vae_loss, unet_state = state["vae_loss"], state
     vae.eval()
-    if unet_state is not None and unet_state["step"] >= settings.steps:  # nothing left: export the checkpoint
+    unet_steps = settings.steps + settings.copy_steps
+    if unet_state is not None and unet_state["step"] >= unet_steps:  # nothing left: export the checkpoint
         scenes, latents, scaling = [], (None, None, None), unet_state["scaling"]
     else:
         if scenes is None:
@@ -432,9 +455,10 @@ def train(out: Path, settings: TrainSettings, tokenizer, *, resume: bool = False
     unet_losses = [r["loss"] for r in ckpt.rows() if r["phase"] == "unet"]
     final_loss = sum(unet_losses[-100:]) / max(1, len(unet_losses[-100:]))  # one step's loss is too noisy
     ema.copy_to([unet])
-    steps_done = max(settings.steps, unet_state["step"]) if unet_state else settings.steps
+    steps_done = max(unet_steps, unet_state["step"]) if unet_state else unet_steps
     facts = {
-        "seed": settings.seed, "steps": steps_done, "batch": settings.batch, "vae_steps": settings.vae_steps,
+        "seed": settings.seed, "steps": steps_done, "copy_steps": settings.copy_steps, "batch": settings.batch,
+        "vae_steps": settings.vae_steps,
         "scenes": settings.scenes, "final_loss": round(final_loss, 5), "final_loss_is": "mean of the last 100 steps",
         "vae_final_loss": round(vae_loss, 5), "text_readback_accuracy": round(text_accuracy, 4),
         "wall_time_s": round(elapsed_before + time.monotonic() - t0, 1), "latent_scaling": scaling,
