@@ -102,8 +102,8 @@ def world_stories(cases: list[Case], *, vae=None, seed: int = 0) -> list[list]:
     from storyd.toy.reader import images_to_tensor, tensor_to_images
     from storyd.toy.reader_train import vae_round_trip
 
-    flat = tensor_to_images(vae_round_trip(images_to_tensor([im for s in stories for im in s]), vae.float()))
-    return [[flat.pop(0) for _ in s] for s in stories]
+    flat = iter(tensor_to_images(vae_round_trip(images_to_tensor([im for s in stories for im in s]), vae.float())))
+    return [[next(flat) for _ in s] for s in stories]
 
 
 def score(stories: list[list], cases: list[Case], reader=None) -> dict:
