@@ -19,6 +19,7 @@ PANELS, STORIES = 5, 8
 
 def run() -> list[dict]:
     from storyd.attention import OFF, READ, WRITE, ConsistencyState, consistent_attention
+    from storyd.bank import CharacterBank
     from storyd.models import get_preset, load_pipeline
     from storyd.story import ConsistencySettings
     from storyd.toy.captions import story_captions
@@ -55,7 +56,7 @@ def run() -> list[dict]:
                 noise = torch.randn(z0.shape, generator=g)
                 zt, target = schedule.add_noise(z0, noise, t), schedule.get_velocity(z0, noise, t)
                 if mode == "read":  # the references write the bank; the readers read it
-                    state.bank.entries.clear()
+                    state.bank = CharacterBank()
                     state.begin_batch(WRITE, [(f"story{k}",) for k in range(STORIES)], cfg=False)
                     unet(zt[refs], t[refs], cond[refs])
                 off = score(OFF, zt, t, target, groups, readers)
