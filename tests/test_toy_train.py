@@ -28,7 +28,7 @@ from storyd.weights.paths import storyd_home
 ASSETS = Path(__file__).resolve().parent.parent / "storyd" / "assets" / "toy"
 TINY = TrainSettings(seed=3, vae_steps=4, vae_batch=4, steps=6, batch=4, scenes=32, stories=4, story_panels=3,
                      stories_per_batch=1, copy_steps=2, copy_stories_per_batch=2, text_steps=3, text_batch=4,
-                     checkpoint_every=3,
+                     decoder_steps=4, decoder_batch=2, checkpoint_every=3,
                      model=ToyModelConfig.tiny())
 
 
@@ -49,7 +49,7 @@ def _losses(out: Path, phase: str) -> list[float]:
 def test_tiny_run_learns_and_exports(tmp_path, tokenizer):
     settings = TrainSettings(**{**TINY.__dict__, "vae_steps": 30, "vae_batch": 8, "steps": 30, "vae_lr": 1e-2,
                                 "lr": 3e-3, "warmup": 3, "checkpoint_every": 100,
-                                "copy_steps": 0})
+                                "copy_steps": 0, "decoder_steps": 0})
     facts = train(tmp_path, settings, tokenizer)
     vae, unet = _losses(tmp_path, "vae"), _losses(tmp_path, "unet")
     assert len(vae) == 30 and len(unet) == 30
@@ -61,32 +61,50 @@ def test_tiny_run_learns_and_exports(tmp_path, tokenizer):
         assert (tmp_path / "model" / part / "config.json").exists()
 
 
-def test_resume_reproduces_an_uninterrupted_run(tmp_path, tokenizer):
-    train(tmp_path / "straight", TINY, tokenizer)
-
-    def stop_at_unet_5(phase, done, total, loss):
-        if phase == "unet" and done == 5:
+def _stop_at(stop_phase: str, step: int):
+    def progress(phase, done, total, loss):
+        if phase == stop_phase and done == step:
             raise _Stop
 
+    return progress
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, tokenizer):
+    train(tmp_path / "straight", TINY, tokenizer)
     with pytest.raises(_Stop):
-        train(tmp_path / "broken", TINY, tokenizer, progress=stop_at_unet_5)
+        train(tmp_path / "broken", TINY, tokenizer, progress=_stop_at("unet", 5))
     with pytest.raises(InputError, match="already holds"):
         train(tmp_path / "broken", TINY, tokenizer)
+    with pytest.raises(_Stop):  # resumed at UNet step 3, broken again in the decoder phase after its checkpoint
+        train(tmp_path / "broken", TINY, tokenizer, resume=True, progress=_stop_at("decoder", 4))
+    assert torch.load(tmp_path / "broken" / "checkpoints" / "last.pt", weights_only=False)["phase"] == "decoder"
     train(tmp_path / "broken", TINY, tokenizer, resume=True)
     a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)
     b = torch.load(tmp_path / "broken" / "checkpoints" / "last.pt", weights_only=False)
     for part in ("unet", "text_encoder", "vae"):
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
-    assert _losses(tmp_path / "straight", "unet") == _losses(tmp_path / "broken", "unet")
+    for phase in ("unet", "decoder"):
+        assert _losses(tmp_path / "straight", phase) == _losses(tmp_path / "broken", phase)
+
+
+def test_the_decoder_phase_trains_the_decoder_alone(tmp_path, tokenizer):
+    before = TrainSettings(**{**TINY.__dict__, "decoder_steps": 0})
+    after = TrainSettings(**{**TINY.__dict__, "decoder_steps": 30, "decoder_batch": 8, "decoder_lr": 1e-2})
+    train(tmp_path / "before", before, tokenizer)
+    facts = train(tmp_path / "after", after, tokenizer)
+    a = torch.load(tmp_path / "before" / "checkpoints" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "after" / "checkpoints" / "last.pt", weights_only=False)
+    assert all(torch.equal(a["vae"][k], b["vae"][k]) for k in a["vae"] if k.startswith(("encoder.", "quant_conv.")))
+    assert not all(torch.equal(a["vae"][k], b["vae"][k]) for k in a["vae"] if k.startswith("decoder."))
+    assert all(torch.equal(a["ema"][i], p) for i, p in enumerate(b["unet"].values()))  # the UNet is untouched
+    losses = _losses(tmp_path / "after", "decoder")
+    assert len(losses) == 30 and np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5])
+    assert facts["decoder_final_loss"] == pytest.approx(losses[-1], abs=1e-5)
 
 
 def test_resume_with_fewer_steps_exports_the_checkpoint(tmp_path, tokenizer):
-    def stop_at_unet_4(phase, done, total, loss):
-        if phase == "unet" and done == 4:
-            raise _Stop
-
     with pytest.raises(_Stop):
-        train(tmp_path, TINY, tokenizer, progress=stop_at_unet_4)
+        train(tmp_path, TINY, tokenizer, progress=_stop_at("unet", 4))
     facts = train(tmp_path, TrainSettings(**{**TINY.__dict__, "steps": 2, "copy_steps": 0}), tokenizer, resume=True)
     assert facts["steps"] == 3  # the checkpoint's step, not fewer
     assert (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").exists()
@@ -157,5 +175,5 @@ def test_the_cli_trains_with_the_settings_defaults():
 
     params = inspect.signature(train_toy).parameters
     defaults = TrainSettings()
-    assert (params["steps"].default, params["copy_steps"].default, params["vae_steps"].default) == (
-        defaults.steps, defaults.copy_steps, defaults.vae_steps)
+    names = ("steps", "copy_steps", "vae_steps", "decoder_steps")
+    assert [params[n].default for n in names] == [getattr(defaults, n) for n in names]

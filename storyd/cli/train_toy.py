@@ -22,24 +22,28 @@ def train_toy(
     copy_steps: Annotated[int, typer.Option(
         "--copy-steps", min=0, help="UNet steps of the copy phase that follows (stories naming less).")] = 800,
     vae_steps: Annotated[int, typer.Option("--vae-steps", min=1, help="VAE training steps (run first).")] = 2000,
+    decoder_steps: Annotated[int, typer.Option(
+        "--decoder-steps", min=0, help="Steps of the VAE decoder alone, encoder frozen (run last).")] = 3000,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
     install: Annotated[bool, typer.Option("--install", help="Copy the trained model into the shipped assets.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train the toy model (VAE, then text encoder, then UNet) reproducibly from a seed."""
+    """Train the toy model (VAE, text encoder, UNet, VAE decoder) reproducibly from a seed."""
     from storyd.tokenizer import load_clip_tokenizer
     from storyd.toy.train import TrainSettings, train
     from storyd.weights.paths import storyd_home
 
     output = Output(quiet=quiet)
-    settings = TrainSettings(seed=seed, steps=steps, copy_steps=copy_steps, vae_steps=vae_steps)
+    settings = TrainSettings(seed=seed, steps=steps, copy_steps=copy_steps, vae_steps=vae_steps,
+                             decoder_steps=decoder_steps)
     tokenizer = load_clip_tokenizer(storyd_home())
     if output.show_progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=output.err) as bar:
-            phases = (("vae", vae_steps), ("text", settings.text_steps), ("unet", steps + copy_steps))
+            phases = (("vae", vae_steps), ("text", settings.text_steps), ("unet", steps + copy_steps),
+                      ("decoder", decoder_steps))
             tasks = {p: bar.add_task(p, total=n, loss=float("nan")) for p, n in phases}
 
             def progress(phase: str, done: int, total: int, loss: float) -> None:
