@@ -12,8 +12,8 @@ skip, two reference panels read step by step).
 
 Two calibration rows come first: the same stories drawn by the world itself with one
 look each (five looks per story), read as drawn and after the model's VAE round trip.
-The second is the most a perfectly consistent model could score here: the VAE blurs
-glasses and stripes on some looks.
+The second is the most a perfectly consistent model could score here: the VAE still
+loses glasses on some dark faces.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ def test_csa_makes_panels_agree_on_what_the_prompts_leave_free():
     cases = make_cases(3, seed=7, panels=(4, 4))  # 18 panel pairs, about 25 s on 2 cores
     rows = {row["mode"]: row for row in measure(load_pipeline(preset), cases, settings, modes=("off", "read"))}
     off, on = rows["off"], rows["read"]
-    # Measured here: mean per-attribute agreement 0.47 off, 0.86 read; all free attributes 0.06, 0.44;
-    # setting adherence 1.00, 0.83 (two panels of 12; 0.97 over the 20 stories of `bench toy`).
+    # Measured here: mean per-attribute agreement 0.47 off, 0.92 read; all free attributes 0.17, 0.67;
+    # setting adherence 1.00 both (0.98 in read mode over the 20 stories of `bench toy`).
     assert on["agreement_mean_attr"] >= off["agreement_mean_attr"] + 0.2, (off, on)
     assert on["agreement"] > off["agreement"], (off, on)
     assert on["adherence_setting"] >= off["adherence_setting"] - 0.2, (off, on)
@@ -25,11 +25,12 @@ def test_csa_makes_panels_agree_on_what_the_prompts_leave_free():
 
 def test_the_world_drawn_with_one_look_per_story_agrees_through_the_vae():
     """The calibration rows of `bench toy`: perfect consistency reads as such (the reader and the
-    metric agree with the world), and the model's VAE round trip costs only part of it."""
+    metric agree with the world), and the model's VAE round trip costs little of it."""
     cases = make_cases(6, seed=7)
     clean = score(world_stories(cases), cases)
     through_vae = score(world_stories(cases, vae=load_pipeline(get_preset("toy")).vae), cases)
-    # Measured here: agreement 1.00 and 0.67, mean per attribute 1.00 and 0.92 (glasses and some
-    # shirt colours blur away); setting adherence 1.00 both.
+    # Measured here: agreement 1.00 and 0.91, mean per attribute 1.00 and 0.98; setting adherence 1.00
+    # both. Before the decoder phase of training the VAE read 0.67 and 0.92 (glasses blurred away).
     assert clean["agreement"] >= 0.9 and clean["adherence_setting"] == 1.0, clean
-    assert through_vae["agreement_mean_attr"] >= 0.85 and through_vae["adherence_setting"] >= 0.95, through_vae
+    assert through_vae["agreement"] >= 0.8 and through_vae["agreement_mean_attr"] >= 0.95, through_vae
+    assert through_vae["adherence_setting"] >= 0.95, through_vae
