@@ -133,11 +133,12 @@ def render_dataset(count: int, seed: int, size: int, stories: int = 0,
     return scenes, torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(masks)
 
 
-def figure_weights(masks: torch.Tensor, latent_size: int, weight: float) -> torch.Tensor:
-    """Per latent cell, the diffusion loss weight: ``weight`` where a figure touches the cell, else 1.
-    A kid covers about a tenth of a scene, and its shirt a few latent cells; with a plain loss
-    the setting dominates and a model this small learns figure colours last, if at all."""
-    touched = F.adaptive_max_pool2d(masks.float(), latent_size) > 0
+def figure_weights(masks: torch.Tensor, size: int, weight: float) -> torch.Tensor:
+    """Per cell of a ``size`` grid (latent cells, or pixels for the decoder), the loss weight:
+    ``weight`` where a figure touches the cell, else 1. A kid covers about a tenth of a scene,
+    and its shirt a few latent cells; with a plain loss the setting dominates and a model this
+    small learns figure colours last, if at all."""
+    touched = F.adaptive_max_pool2d(masks.float(), size) > 0
     return 1.0 + (weight - 1.0) * touched.float()
 
 
@@ -234,7 +235,7 @@ def encode_latents(vae, pixels: torch.Tensor, batch: int = 256) -> tuple[torch.T
 
 
 def train_decoder(vae, pixels: torch.Tensor | None, masks: torch.Tensor | None,
-                  latents: tuple[torch.Tensor, torch.Tensor] | None, s: TrainSettings, ckpt: Checkpoints,
+                  latents: tuple[torch.Tensor | None, torch.Tensor | None], s: TrainSettings, ckpt: Checkpoints,
                   state: dict | None, progress: ProgressFn, extra_state: Callable[[], dict]) -> float:
     """Fine-tune the decoder alone, on whole scenes decoded from posterior samples.
 
@@ -252,16 +253,16 @@ def train_decoder(vae, pixels: torch.Tensor | None, masks: torch.Tensor | None,
         vae.load_state_dict(state["vae"])
         opt.load_state_dict(state["opt"])
         start, loss_value = state["step"], state["loss"]
+    mean, std = latents
     vae.decoder.train()
     for step in range(start, s.decoder_steps):
-        mean, std = latents
         g = step_generator(s.seed, "decoder", step)
         idx = torch.randint(0, len(pixels), (s.decoder_batch,), generator=g)
         z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)
         for group in opt.param_groups:
             group["lr"] = s.decoder_lr * _lr_factor(step, s.decoder_steps, min(50, max(1, s.decoder_steps // 10)))
         err = vae.decode(z).sample - to_unit(pixels[idx])
-        weight = 1.0 + (s.figure_weight - 1.0) * (masks[idx] > 0).float()
+        weight = figure_weights(masks[idx], s.model.image_size, s.figure_weight)
         loss = (weight * (err.pow(2) + 0.5 * err.abs())).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
