@@ -20,7 +20,7 @@ def train_toy(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the data, the initial weights and every step.")] = 0,
     steps: Annotated[int, typer.Option("--steps", min=1, help="UNet training steps.")] = 3200,
     copy_steps: Annotated[int, typer.Option(
-        "--copy-steps", min=0, help="UNet steps of the copy phase that follows (stories naming less).")] = 1600,
+        "--copy-steps", min=0, help="UNet steps of the copy phase that follows (stories naming less).")] = 4000,
     vae_steps: Annotated[int, typer.Option("--vae-steps", min=1, help="VAE training steps (run first).")] = 2000,
     decoder_steps: Annotated[int, typer.Option(
         "--decoder-steps", min=0, help="Steps of the VAE decoder alone, encoder frozen (run last).")] = 3000,

@@ -75,7 +75,7 @@ class TrainSettings:
     shared_rate: tuple[float, float] = (0.5, 1.0)  # CSA sampling rate, drawn uniformly per step
     # A second UNet phase after `steps` that trains copying: stories fill more of each batch and
     # name fewer attributes, so most of what a reading panel must draw is only in its reference.
-    copy_steps: int = 1600
+    copy_steps: int = 4000
     copy_stories_per_batch: int = 6
     copy_name_prob: float = 0.15
     copy_lr: float = 2e-4
