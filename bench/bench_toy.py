@@ -8,7 +8,9 @@ setting and action are what the prompt names. Three CSA settings: the toy model'
 defaults (model.json: one reference panel, every self-attention layer, read at the
 reference's last step by the conditional half only), the same with both guidance halves
 reading, and the published ones (up blocks, rate 0.5, warm-up 1, random
-skip, two reference panels read step by step).
+skip, two reference panels read step by step). The toy defaults also read a perfect
+reference (`read-world`): every panel reads a bank written from the world's own render of
+the story's first panel, which parts what the drawn reference costs from what copying does.
 
 Two calibration rows come first: the same stories drawn by the world itself with one
 look each (five looks per story), read as drawn and after the model's VAE round trip.
@@ -27,7 +29,7 @@ WORLD_DRAWS = 5
 
 def run() -> list[dict]:
     from storyd.models import get_preset, load_pipeline, model_consistency
-    from storyd.toy.consistency import make_cases, measure, score, world_stories
+    from storyd.toy.consistency import READ_WORLD, make_cases, measure, score, world_stories
 
     preset = get_preset("toy")
     pipe = load_pipeline(preset, device="cpu")
@@ -38,7 +40,7 @@ def run() -> list[dict]:
         stories = [story for seed in range(WORLD_DRAWS) for story in world_stories(cases, vae=vae, seed=seed)]
         rows.append({"csa": "perfect consistency", **_fmt({"mode": label, **score(stories, cases * WORLD_DRAWS)})})
     both_halves = dataclasses.replace(toy, uncond_reads=True)
-    for label, settings, modes in (("toy defaults", toy, ("off", "write", "read")),
+    for label, settings, modes in (("toy defaults", toy, ("off", "write", "read", READ_WORLD)),
                                    ("toy defaults, both halves read", both_halves, ("read",)),
                                    ("published", ConsistencySettings(), ("write", "read"))):
         for row in measure(pipe, cases, settings, modes=modes):

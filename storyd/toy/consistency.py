@@ -6,6 +6,11 @@ panels of a story in one batch, sharing tokens); and read mode, the way storyd d
 story: ``id_panels`` reference panels in write mode, the rest reading their bank. The
 attribute reader then scores identity agreement (panel pairs whose free attributes all
 match) and prompt adherence (setting and action as named).
+
+A fourth mode, ``read-world``, takes the model's own reference out of the measure: every
+panel reads a bank written from the world's render of the story's first panel, a reference
+as clean as the world draws it. What read mode loses against it is the drawn reference's
+fault; what it loses against perfect consistency is the copying's.
 """
 
 from __future__ import annotations
@@ -15,13 +20,18 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from storyd.story import Character, ConsistencySettings, Panel, Story
 from storyd.toy.captions import describe
 from storyd.toy.world import ACTIONS, LOOK_ATTRS, SETTINGS, CharacterLook, posed_scene, random_look, render
 
 MODES = ("off", "write", "read")
+READ_WORLD = "read-world"
 NAMED = ("hair_colour", "hair_style", "skin", "trousers")  # what every panel's prompt says of the kid
+
+if TYPE_CHECKING:
+    from storyd.bank import CharacterBank
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,8 @@ def make_cases(count: int = 20, *, seed: int = 0, panels: tuple[int, int] = (4, 
 
 
 def settings_for(mode: str, base: ConsistencySettings, panels: int) -> ConsistencySettings:
+    if mode == READ_WORLD and base.read_step != "last":
+        raise ValueError("a bank written from an image holds one step: read it with read_step 'last'")
     if mode == "off":
         return dataclasses.replace(base, enabled=False)
     if mode == "write":
@@ -67,13 +79,46 @@ def draw_cases(pipe, cases: list[Case], mode: str, base: ConsistencySettings) ->
     from storyd.generator import PanelGenerator
     from storyd.plan import plan_story
 
+    references = [s[0] for s in world_stories(cases)] if mode == READ_WORLD else [None] * len(cases)
     stories, started, total = [], time.perf_counter(), 0
-    for case in cases:
-        plan = plan_story(case.story, consistency=settings_for(mode, base, len(case.story.panels)))
-        images = PanelGenerator(pipe, plan, device="cpu").draw()
+    for case, reference in zip(cases, references):
+        settings = settings_for(mode, base, len(case.story.panels))
+        if reference is None:
+            plan = plan_story(case.story, consistency=settings)
+            generator = PanelGenerator(pipe, plan, device="cpu")
+        else:
+            plan = plan_story(case.story, consistency=settings, loaded_banks=("Kid",))
+            bank = image_bank(pipe, plan, reference, 0, "Kid")
+            generator = PanelGenerator(pipe, plan, device="cpu", bank=bank)
+        images = generator.draw()
         stories.append([images[i] for i in sorted(images)])
         total += len(images)
     return stories, (time.perf_counter() - started) / max(total, 1)
+
+
+def image_bank(pipe, plan, image, index: int, character: str) -> CharacterBank:
+    """``character``'s bank written from an image rather than a drawn reference panel: the
+    image's latent, noised to the level of the plan's last step, through the UNet once in
+    write mode with the prompt of panel ``index``. That last step is all that ``read_step: last`` reads."""
+    import torch
+
+    from storyd.attention import WRITE, ConsistencyState, consistent_attention
+
+    prompt = plan.jobs[index].prompt
+    scheduler = pipe.scheduler
+    scheduler.set_timesteps(plan.steps)
+    t = scheduler.timesteps[-1:]
+    g = torch.Generator().manual_seed(plan.story.seed)
+    with torch.inference_mode():
+        z0 = pipe.vae.encode(pipe.image_processor.preprocess([image])).latent_dist.mean * pipe.vae.config.scaling_factor
+        zt = scheduler.add_noise(z0, torch.randn(z0.shape, generator=g), t)
+        cond, uncond = pipe.encode_prompt(prompt.prompt, "cpu", 1, True, prompt.negative)
+        state = ConsistencyState(plan.consistency, seed=plan.story.seed)
+        with consistent_attention(pipe.unet, state, plan.consistency.layers):
+            state.begin_batch(WRITE, [(character,)], cfg=True)
+            state.begin_step(plan.steps - 1)
+            pipe.unet(torch.cat([zt, zt]), t, encoder_hidden_states=torch.cat([uncond, cond]))
+    return state.bank
 
 
 def measure(pipe, cases: list[Case], base: ConsistencySettings | None = None, modes=MODES, reader=None) -> list[dict]:
