@@ -2,7 +2,10 @@
 
 Ownership is a pure function of the plan, so every process agrees without talking:
 a character's reference panels (and the drawing of its bank) belong to shard
-`character position % N`; every other panel to shard `its position among them % N`.
+`character position % N`; the other panels go by whole batches, as one process would
+batch them: batch `k` to shard `k % N`. A panel is then drawn beside the same panels
+as in one process, which keeps shards pixel-identical to it on CPUs whose kernels round
+a batch of three differently from a batch of four.
 Each process writes only the panel files it owns and its own manifest
 (`manifest.shard-I-of-N.json`); an unsharded run, or `--merge`, folds them together.
 """
@@ -14,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from storyd.errors import InputError
-from storyd.plan import REFERENCE, RenderPlan
+from storyd.plan import RenderPlan
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,8 @@ def owned_characters(plan: RenderPlan, shard: Shard) -> list[str]:
 def owned_panels(plan: RenderPlan, shard: Shard) -> set[int]:
     """The panels whose files this shard writes."""
     mine = {i for name in owned_characters(plan, shard) for i in plan.references[name]}
-    others = [j.index for j in plan.jobs if j.role != REFERENCE]
-    return mine | {index for position, index in enumerate(others) if position % shard.count == shard.index}
+    batches = [b.panels for b in plan.batches({j.index for j in plan.jobs}) if b.mode != "write"]
+    return mine | {i for k, panels in enumerate(batches) if k % shard.count == shard.index for i in panels}
 
 
 @dataclass

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from storyd.cli import app
@@ -81,6 +83,10 @@ def panels(out) -> list[bytes]:
     return [p.read_bytes() for p in sorted((out / "panels").glob("*.png"))]
 
 
+def pixels(out) -> list[np.ndarray]:
+    return [np.asarray(Image.open(p), dtype=float) for p in sorted((out / "panels").glob("*.png"))]
+
+
 def snapshot(pipe) -> dict:
     """Everything LoRA loading could leave behind: parameters, module classes, adapters."""
     modules = {}
@@ -132,9 +138,12 @@ def test_a_character_lora_changes_only_the_panels_that_show_the_character(write_
     for batch in plan.batches({j.index for j in plan.jobs}):  # never a Mia-LoRA panel beside one without
         assert len({plan.jobs[i].loras for i in batch.panels}) == 1
     render_comic(story, ComicOptions(out_dir=tmp_path / "mia"), pipes=pipes)
-    base, mia_run = panels(tmp_path / "plain"), panels(tmp_path / "mia")
-    changed = [i for i, (x, y) in enumerate(zip(base, mia_run)) if x != y]
-    assert changed == MIA_PANELS + [BOTH]  # Sam's panels, and the panel with nobody, are byte for byte the same
+    base, mia_run = pixels(tmp_path / "plain"), pixels(tmp_path / "mia")
+    change = [float(np.abs(x - y).mean()) for x, y in zip(base, mia_run)]
+    # Mia's panels change by about 14 levels on average. Sam's and nobody's keep their pixels:
+    # byte for byte, or, where leaving Mia's panels out of their batch lets the CPU's kernels
+    # round differently, within a level (measured: 8e-5).
+    assert [i for i, d in enumerate(change) if d > 0.5] == MIA_PANELS + [BOTH], change
     manifest = json.loads((tmp_path / "mia" / "manifest.json").read_text())
     assert manifest["loras"][0]["character"] == "Mia" and manifest["loras"][0]["sha256"] == file_sha256(loras["ink"])
 
