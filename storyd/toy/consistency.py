@@ -26,12 +26,12 @@ from storyd.story import Character, ConsistencySettings, Panel, Story
 from storyd.toy.captions import describe
 from storyd.toy.world import ACTIONS, LOOK_ATTRS, SETTINGS, CharacterLook, posed_scene, random_look, render
 
+if TYPE_CHECKING:
+    from storyd.bank import CharacterBank
+
 MODES = ("off", "write", "read")
 READ_WORLD = "read-world"
 NAMED = ("hair_colour", "hair_style", "skin", "trousers")  # what every panel's prompt says of the kid
-
-if TYPE_CHECKING:
-    from storyd.bank import CharacterBank
 
 
 @dataclass(frozen=True)
