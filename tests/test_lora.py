@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -84,7 +85,7 @@ def panels(out) -> list[bytes]:
 
 
 def pixels(out) -> list[np.ndarray]:
-    return [np.asarray(Image.open(p), dtype=float) for p in sorted((out / "panels").glob("*.png"))]
+    return [np.asarray(Image.open(io.BytesIO(data)), dtype=float) for data in panels(out)]
 
 
 def snapshot(pipe) -> dict:
