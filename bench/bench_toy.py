@@ -11,6 +11,9 @@ reading, and the published ones (up blocks, rate 0.5, warm-up 1, random
 skip, two reference panels read step by step). The toy defaults also read a perfect
 reference (`read-world`): every panel reads a bank written from the world's own render of
 the story's first panel, which parts what the drawn reference costs from what copying does.
+Last, the same stories with every prompt naming the kid's whole look (free attributes drawn
+at random per story), CSA off and read, scored on the same four attributes: how far the
+prompt alone carries a look, and the most this model draws when both told and shown it.
 
 Two calibration rows come first: the same stories drawn by the world itself with one
 look each (five looks per story), read as drawn and after the model's VAE round trip.
@@ -29,7 +32,7 @@ WORLD_DRAWS = 5
 
 def run() -> list[dict]:
     from storyd.models import get_preset, load_pipeline, model_consistency
-    from storyd.toy.consistency import READ_WORLD, make_cases, measure, score, world_stories
+    from storyd.toy.consistency import READ_WORLD, make_cases, measure, name_the_look, score, world_stories
 
     preset = get_preset("toy")
     pipe = load_pipeline(preset, device="cpu")
@@ -45,6 +48,9 @@ def run() -> list[dict]:
                                    ("published", ConsistencySettings(), ("write", "read"))):
         for row in measure(pipe, cases, settings, modes=modes):
             rows.append({"csa": label if row["mode"] != "off" else "-", **_fmt(row)})
+    for row in measure(pipe, name_the_look(cases), toy, modes=("off", "read")):
+        rows.append({"csa": "toy defaults" if row["mode"] != "off" else "-",
+                     **_fmt({**row, "mode": f"{row['mode']}, every prompt names the whole look"})})
     return rows
 
 

@@ -51,3 +51,20 @@ def test_panels_read_the_look_of_a_bank_written_from_an_image():
     hits = sum(colour == want for want, colours in zip(wanted, drawn) for colour in colours)
     # Measured here: 11 of 12, and 3 of 12 with an empty bank (six colours: chance is 2 of 12).
     assert hits >= 9, (wanted, drawn)
+
+
+def test_naming_the_look_spells_out_the_free_attributes_and_scores_them_still():
+    """`bench toy`'s last rows: every prompt names the whole look, yet the measure still scores
+    the four attributes the original prompts leave free."""
+    from storyd.toy.consistency import name_the_look
+
+    cases = make_cases(6, seed=3)
+    named = name_the_look(cases)
+    texts = [case.story.characters["Kid"].description for case in named]
+    for case, text in zip(cases, texts):
+        fixed = case.named[0]["figures"][0]
+        assert f"{fixed['hair_style']} {fixed['hair_colour']} hair" in text and f"{fixed['trousers']} trousers" in text
+        assert "shirt" in text and ("no hat" in text or "a hat" in text) and "glasses" in text, text
+    assert [c.named for c in named] == [c.named for c in cases]
+    assert [c.story.panels for c in named] == [c.story.panels for c in cases]
+    assert len(set(texts)) > 1 and texts == [c.story.characters["Kid"].description for c in name_the_look(cases)]

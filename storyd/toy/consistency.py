@@ -139,8 +139,7 @@ def world_stories(cases: list[Case], *, vae=None, seed: int = 0) -> list[list]:
     rng = random.Random(seed)
     stories = []
     for case in cases:
-        named, drawn = case.named[0]["figures"][0], random_look(rng)
-        look = CharacterLook(**{a: named.get(a, getattr(drawn, a)) for a in LOOK_ATTRS})
+        look = _story_look(case, rng)
         stories.append([render(posed_scene(rng, look, n["figures"][0]["action"], n["setting"])) for n in case.named])
     if vae is None:
         return stories
@@ -149,6 +148,22 @@ def world_stories(cases: list[Case], *, vae=None, seed: int = 0) -> list[list]:
 
     flat = iter(tensor_to_images(vae_round_trip(images_to_tensor([im for s in stories for im in s]), vae.float())))
     return [[next(flat) for _ in s] for s in stories]
+
+
+def _story_look(case: Case, rng: random.Random) -> CharacterLook:
+    """A whole look for ``case``'s kid: what its prompts name, the free attributes at random."""
+    named, drawn = case.named[0]["figures"][0], random_look(rng)
+    return CharacterLook(**{a: named.get(a, getattr(drawn, a)) for a in LOOK_ATTRS})
+
+
+def name_the_look(cases: list[Case], *, seed: int = 0) -> list[Case]:
+    """The same stories with the kid's description naming the whole look, the free attributes
+    drawn at random per story: what a user without CSA would write. Each case's ``named`` is
+    left as it was, so ``score`` still measures the attributes the original prompts leave free:
+    how often two panels agree on them when every prompt spells them out."""
+    rng = random.Random(seed)
+    return [dataclasses.replace(case, story=dataclasses.replace(
+        case.story, characters={"Kid": Character("Kid", describe(_story_look(case, rng)))})) for case in cases]
 
 
 def score(stories: list[list], cases: list[Case], reader=None) -> dict:
