@@ -10,7 +10,9 @@ match) and prompt adherence (setting and action as named).
 A fourth mode, ``read-world``, takes the model's own reference out of the measure: every
 panel reads a bank written from the world's render of the story's first panel, a reference
 as clean as the world draws it. What read mode loses against it is the drawn reference's
-fault; what it loses against perfect consistency is the copying's.
+fault; what it loses against perfect consistency is the copying's. ``name_the_look`` gives
+the same stories with every prompt spelling out the whole look: how far a description alone
+carries it.
 """
 
 from __future__ import annotations
