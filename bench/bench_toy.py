@@ -5,9 +5,10 @@ but leave shirt colour, shirt pattern, hat and glasses to the model. `agreement`
 fraction of panel pairs of a story whose free attributes all match, as the attribute
 reader reads them; `agree_*`: per attribute. `adherence_*`: the fraction of panels whose
 setting and action are what the prompt names. Three CSA settings: the toy model's own
-defaults (model.json: one reference panel, every self-attention layer, read at the
-reference's last step by the conditional half only), the same with both guidance halves
-reading, and the published ones (up blocks, rate 0.5, warm-up 1, random
+defaults (model.json: one reference panel drawn at guidance 7, every self-attention layer,
+read at the reference's last step by the conditional half only), the same with the
+reference drawn at the story's guidance (4) and with both guidance halves reading, and the
+published ones (up blocks, rate 0.5, warm-up 1, random
 skip, two reference panels read step by step). The toy defaults also read a perfect
 reference (`read-world`): every panel reads a bank written from the world's own render of
 the story's first panel, which parts what the drawn reference costs from what copying does.
@@ -43,7 +44,9 @@ def run() -> list[dict]:
         stories = [story for seed in range(WORLD_DRAWS) for story in world_stories(cases, vae=vae, seed=seed)]
         rows.append({"csa": "perfect consistency", **_fmt({"mode": label, **score(stories, cases * WORLD_DRAWS)})})
     both_halves = dataclasses.replace(toy, uncond_reads=True)
+    story_guidance = dataclasses.replace(toy, reference_guidance=None)
     for label, settings, modes in (("toy defaults", toy, ("off", "write", "read", READ_WORLD)),
+                                   ("toy defaults, reference at the story's guidance", story_guidance, ("read",)),
                                    ("toy defaults, both halves read", both_halves, ("read",)),
                                    ("published", ConsistencySettings(), ("write", "read"))):
         for row in measure(pipe, cases, settings, modes=modes):

@@ -111,7 +111,10 @@ class PanelGenerator:
         self, batch: Batch, jobs: list[PanelJob], progress: Progress, steer: Conditioning, loras: LoraSwitch
     ) -> list:
         plan = self.plan
-        cfg = plan.guidance > 1
+        guidance = plan.guidance
+        if batch.mode == WRITE and plan.consistency.reference_guidance is not None:
+            guidance = plan.consistency.reference_guidance
+        cfg = guidance > 1
         if batch.mode == WRITE:
             self.state.begin_batch(WRITE, [(batch.character,)] * len(jobs), cfg=cfg)
         elif batch.mode == READ:
@@ -132,7 +135,7 @@ class PanelGenerator:
                 prompt=[j.prompt.prompt for j in jobs],
                 negative_prompt=[j.prompt.negative for j in jobs] if cfg else None,
                 num_inference_steps=plan.steps,
-                guidance_scale=plan.guidance,
+                guidance_scale=guidance,
                 width=plan.width,
                 height=plan.height,
                 generator=[torch.Generator().manual_seed(j.seed) for j in jobs],

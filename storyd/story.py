@@ -95,6 +95,9 @@ class ConsistencySettings:
     # published. Off, only the conditional half does, so guidance amplifies what the panel
     # copies from its references instead of cancelling it.
     uncond_reads: bool = True
+    # Guidance for reference (write-mode) panels; None: the story's. A reference drawn more
+    # decisively than the panels that copy it leaves less ambiguity to copy (the toy model's 7).
+    reference_guidance: float | None = None
     bank_device: str = "auto"  # auto | cpu | the compute device
 
 

@@ -167,6 +167,10 @@ def _consistency(doc: YamlDoc, node: Node) -> tuple[ConsistencySettings, frozens
             values[key] = doc.string(value, what)
         elif key == "read_step":
             values[key] = doc.string(value, what, choices=READ_STEPS)
+        elif key == "reference_guidance":
+            values[key] = doc.number(value, what, minimum=1, maximum=50)
+            if values[key] <= 1:  # at 1 the pipeline drops its unconditional half, which readers need
+                raise doc.error(value, f"{what} must be above 1", "e.g. reference_guidance: 7, or leave it out")
     return ConsistencySettings(**values), frozenset(values)
 
 

@@ -141,15 +141,24 @@ def test_a_bad_read_step_is_exit_2(write_story):
     assert result.exit_code == 2 and "--read-step 'first'" in result.stderr and "same, last" in result.stderr
 
 
+def test_a_reference_guidance_of_1_or_less_is_exit_2(write_story, tmp_path):
+    result = runner.invoke(app, ["comic", str(write_story(STORY)), "--out", str(tmp_path / "out"),
+                                 "--reference-guidance", "1"])
+    assert result.exit_code == 2 and "--reference-guidance 1 is out of range" in result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
 def test_csa_options_override_the_story_and_the_model(write_story):
     from storyd.cli.comic import consistency_overrides
     from storyd.story_loader import load_story
 
     story = load_story(write_story(STORY))
     plain = consistency_overrides(story, None)
-    changed = consistency_overrides(story, None, read_step="last", uncond_reads=False, id_panels=1)
-    assert (plain.read_step, plain.uncond_reads, plain.id_panels) == ("same", True, 2)
-    assert (changed.read_step, changed.uncond_reads, changed.id_panels) == ("last", False, 1)
+    changed = consistency_overrides(story, None, read_step="last", uncond_reads=False, id_panels=1,
+                                    reference_guidance=6.5)
+    assert (plain.read_step, plain.uncond_reads, plain.id_panels, plain.reference_guidance) == ("same", True, 2, None)
+    assert (changed.read_step, changed.uncond_reads, changed.id_panels, changed.reference_guidance) == (
+        "last", False, 1, 6.5)
 
 
 def test_validate_json_prints_the_plan(write_story):

@@ -70,3 +70,21 @@ def test_read_cost_is_flat_as_the_story_grows(pipe, write_story):
         assert len(images) == 2 + read_panels
         costs.append((gen.bank.nbytes(), gen.state.max_context_tokens))
     assert costs[0] == costs[1]
+
+
+def test_reference_panels_are_drawn_at_the_reference_guidance(pipe, write_story, monkeypatch):
+    """A write batch uses `reference_guidance`; the panels that read it keep the story's."""
+    plan = plan_story(load_story(write_story(story_text(1))))
+    plan = dataclasses.replace(plan, consistency=dataclasses.replace(plan.consistency, id_panels=1,
+                                                                     reference_guidance=7.0))
+    scales = []
+    call = type(pipe).__call__
+
+    def recording(self, **kw):
+        scales.append(kw["guidance_scale"])
+        return call(self, **kw)
+
+    monkeypatch.setattr(type(pipe), "__call__", recording)
+    gen, images = draw(pipe, plan)
+    assert plan.guidance != 7.0 and scales[0] == 7.0 and set(scales[1:]) == {plan.guidance}, scales
+    assert len(images) == 3 and gen.bank.entries["Mia"]  # the bank the readers read was written

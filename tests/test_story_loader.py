@@ -91,6 +91,7 @@ def test_a_full_story_loads_with_every_field(write_story):
         ("consistency:\n  sampling_rate: 1.5\npanels: [a]\n", 2, 18, "above the maximum"),
         ("consistency:\n  read_step: first\npanels: [a]\n", 2, 14, "not one of the known values"),
         ("consistency:\n  uncond_reads: maybe\npanels: [a]\n", 2, 17, "true or false"),
+        ("consistency:\n  reference_guidance: 1\npanels: [a]\n", 2, 23, "must be above 1"),
     ],
 )
 def test_each_error_names_file_line_column_and_a_fix(write_story, text, line, col, fragment):

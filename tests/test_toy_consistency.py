@@ -18,8 +18,9 @@ def test_csa_makes_panels_agree_on_what_the_prompts_leave_free():
     cases = make_cases(3, seed=7, panels=(4, 4))  # 18 panel pairs, about 25 s on 2 cores
     rows = {row["mode"]: row for row in measure(load_pipeline(preset), cases, settings, modes=("off", "read"))}
     off, on = rows["off"], rows["read"]
-    # Measured here: mean per-attribute agreement 0.47 off, 0.92 read; all free attributes 0.06, 0.83;
-    # setting adherence 1.00 both (0.97 in read mode over the 20 stories of `bench toy`).
+    # Measured here: mean per-attribute agreement 0.47 off, 0.83 read; all free attributes 0.06, 0.44;
+    # setting adherence 1.00 both (0.97 in read mode over the 20 stories of `bench toy`). With the
+    # reference at the story's guidance, 0.92 and 0.83 read: 18 pairs are few (`bench toy`: 0.54 -> 0.58).
     assert on["agreement_mean_attr"] >= off["agreement_mean_attr"] + 0.2, (off, on)
     assert on["agreement"] > off["agreement"], (off, on)
     assert on["adherence_setting"] >= off["adherence_setting"] - 0.2, (off, on)

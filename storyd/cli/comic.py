@@ -47,6 +47,11 @@ UncondReadsOpt = Annotated[
     bool | None,
     typer.Option("--uncond-reads/--no-uncond-reads", help="The unconditional guidance half reads the bank too."),
 ]
+RefGuidanceOpt = Annotated[
+    float | None,
+    typer.Option("--reference-guidance", help="Guidance for reference panels (above 1; default: the model's, "
+                 "else the story's)."),
+]
 SchedulerOpt = Annotated[
     str | None,
     typer.Option(
@@ -56,7 +61,8 @@ SchedulerOpt = Annotated[
 
 
 def consistency_overrides(story, model, *, csa=None, id_panels=None, sampling_rate=None, warmup_steps=None,
-                          layers=None, random_skip=None, batch_size=None, read_step=None, uncond_reads=None):
+                          layers=None, random_skip=None, batch_size=None, read_step=None, uncond_reads=None,
+                          reference_guidance=None):
     from storyd.plan import override_consistency, story_consistency
     from storyd.story import LAYER_SETS, READ_STEPS
 
@@ -74,6 +80,9 @@ def consistency_overrides(story, model, *, csa=None, id_panels=None, sampling_ra
         raise InputError(f"--layers '{layers}' is not a layer set", f"use one of {', '.join(LAYER_SETS)} or levels:0,1")
     if read_step is not None and read_step not in READ_STEPS:
         raise InputError(f"--read-step '{read_step}' is not a read step", f"use one of {', '.join(READ_STEPS)}")
+    if reference_guidance is not None and not 1 < reference_guidance <= 50:
+        raise InputError(f"--reference-guidance {reference_guidance:g} is out of range",
+                         "use a value above 1, up to 50")
     return override_consistency(
         story_consistency(story, model),
         enabled=csa,
@@ -85,6 +94,7 @@ def consistency_overrides(story, model, *, csa=None, id_panels=None, sampling_ra
         batch_size=batch_size,
         read_step=read_step,
         uncond_reads=uncond_reads,
+        reference_guidance=reference_guidance,
     )
 
 
@@ -114,6 +124,7 @@ def comic(
     batch_size: BatchOpt = None,
     read_step: ReadStepOpt = None,
     uncond_reads: UncondReadsOpt = None,
+    reference_guidance: RefGuidanceOpt = None,
     scheduler: SchedulerOpt = None,
     redo: Annotated[
         int | None, typer.Option("--redo", min=1, help="Redraw only this panel (1-based), with a new seed.")
@@ -187,7 +198,7 @@ def comic(
             changes = consistency_overrides(
                 story, model, csa=csa, id_panels=id_panels, sampling_rate=sampling_rate, warmup_steps=warmup_steps,
                 layers=layers, random_skip=random_skip, batch_size=batch_size, read_step=read_step,
-                uncond_reads=uncond_reads,
+                uncond_reads=uncond_reads, reference_guidance=reference_guidance,
             )
             out_dir = out / story.name if out and len(paths) > 1 else out
             results.append(render_comic(story, replace(options, out_dir=out_dir, consistency=changes), progress, pipes))
