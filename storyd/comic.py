@@ -276,7 +276,7 @@ def _bank_validity(plan: RenderPlan, revision: str | None, character: str) -> di
         "height": plan.height,
         "steps": plan.steps,
         "scheduler": plan.scheduler,
-        "cfg": plan.guidance > 1,
+        "cfg": plan.consistency.guidance_for_references(plan.guidance) > 1,  # whether it holds both halves
         "layers": plan.consistency.layers,
         "read_step": plan.consistency.read_step,
         "loras": [list(pair) for pair in character_loras(plan.loras, character)],

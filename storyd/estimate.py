@@ -181,7 +181,7 @@ def estimate_run(
                     steps,
                     consistency,
                     count,
-                    cfg=guidance > 1,
+                    cfg=consistency.guidance_for_references(guidance) > 1,
                     dtype_bytes=dtype_bytes,
                 )
             )

@@ -111,9 +111,7 @@ class PanelGenerator:
         self, batch: Batch, jobs: list[PanelJob], progress: Progress, steer: Conditioning, loras: LoraSwitch
     ) -> list:
         plan = self.plan
-        guidance = plan.guidance
-        if batch.mode == WRITE and plan.consistency.reference_guidance is not None:
-            guidance = plan.consistency.reference_guidance
+        guidance = plan.consistency.guidance_for_references(plan.guidance) if batch.mode == WRITE else plan.guidance
         cfg = guidance > 1
         if batch.mode == WRITE:
             self.state.begin_batch(WRITE, [(batch.character,)] * len(jobs), cfg=cfg)

@@ -100,6 +100,11 @@ class ConsistencySettings:
     reference_guidance: float | None = None
     bank_device: str = "auto"  # auto | cpu | the compute device
 
+    def guidance_for_references(self, guidance: float) -> float:
+        """The guidance reference (write-mode) panels are drawn at, given the story's; above 1, their
+        bank holds both guidance halves."""
+        return guidance if self.reference_guidance is None else self.reference_guidance
+
 
 @dataclass(frozen=True)
 class LayoutSettings:

@@ -88,3 +88,14 @@ def test_reference_panels_are_drawn_at_the_reference_guidance(pipe, write_story,
     gen, images = draw(pipe, plan)
     assert plan.guidance != 7.0 and scales[0] == 7.0 and set(scales[1:]) == {plan.guidance}, scales
     assert len(images) == 3 and gen.bank.entries["Mia"]  # the bank the readers read was written
+
+
+def test_references_with_guidance_serve_panels_without_it(pipe, write_story):
+    """At story guidance 1 the readers have one half; a reference drawn at 7 leaves two, and they read its
+    conditional one."""
+    plan = plan_story(load_story(write_story(story_text(1))))
+    plan = dataclasses.replace(plan, guidance=1.0, consistency=dataclasses.replace(
+        plan.consistency, id_panels=1, reference_guidance=7.0))
+    gen, images = draw(pipe, plan)
+    assert {t.shape[0] for t in gen.bank.entries["Mia"].values()} == {2} and len(images) == 3
+    assert plan.consistency.guidance_for_references(plan.guidance) == 7.0
