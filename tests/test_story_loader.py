@@ -18,6 +18,7 @@ consistency:
   sampling_rate: [0.4, 0.6]
   layers: [0, 1]
   random_skip: false
+  reference_guidance: 8
 characters:
   Maya: a kid with red hair in a blue shirt
   Leo:
@@ -52,6 +53,7 @@ def test_a_full_story_loads_with_every_field(write_story):
     assert story.steps == 20 and story.guidance == 6.5 and story.negative == "blurry"
     assert story.consistency.id_panels == 3 and story.consistency.sampling_rate == (0.4, 0.6)
     assert story.consistency.layers == "levels:0,1" and story.consistency.random_skip is False
+    assert story.consistency.reference_guidance == 8.0
     assert list(story.characters) == ["Maya", "Leo"]
     p = story.panels
     assert p[0].characters == ("Maya",) and p[0].caption == "Morning." and p[0].span == "wide"
@@ -64,7 +66,7 @@ def test_a_full_story_loads_with_every_field(write_story):
     assert p[3].characters == ("Maya", "Leo")
     assert p[4].characters == ("Leo",)
     assert story.layout.template == "grid" and story.layout.page == "1200x1800px"
-    assert p[0].line == 18
+    assert p[0].line == 19
 
 
 @pytest.mark.parametrize(
