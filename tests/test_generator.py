@@ -91,8 +91,8 @@ def test_reference_panels_are_drawn_at_the_reference_guidance(pipe, write_story,
 
 
 def test_references_with_guidance_serve_panels_without_it(pipe, write_story):
-    """At story guidance 1 the readers have one half; a reference drawn at 7 leaves two, and they read its
-    conditional one."""
+    """At story guidance 1 the readers have one guidance half; a reference drawn at 7 leaves a bank of
+    two, which still serves them."""
     plan = plan_story(load_story(write_story(story_text(1))))
     plan = dataclasses.replace(plan, guidance=1.0, consistency=dataclasses.replace(
         plan.consistency, id_panels=1, reference_guidance=7.0))
