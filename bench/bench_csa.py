@@ -54,8 +54,8 @@ def case(mode: str, n: int, device: str) -> dict:
     import psutil
     import torch
 
-    from storyd.attention import OFF, READ, WRITE, ConsistencyState, consistent_attention
-    from storyd.story import ConsistencySettings
+    from storyd.csa.processor import OFF, READ, WRITE, ConsistencyState, consistent_attention
+    from storyd.story.model import ConsistencySettings
 
     torch.set_grad_enabled(False)
     unet = build_unet().to(device).eval()

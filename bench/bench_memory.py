@@ -23,7 +23,7 @@ import sys
 
 PANELS = 2
 STEPS = 4
-OPTIONS = {  # name -> storyd.memory.MemorySettings fields
+OPTIONS = {  # name -> storyd.render.memory.MemorySettings fields
     "default": {},
     "vae slicing": {"vae_slicing": True},
     "vae tiling": {"vae_tiling": True},
@@ -53,8 +53,8 @@ def build_pipeline():
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from bench.bench_csa import build_unet
-    from storyd.tiny_models import SCHEDULER_CONFIG, TEXT_CONFIG
-    from storyd.tokenizer import load_clip_tokenizer
+    from storyd.plan.tiny_configs import SCHEDULER_CONFIG, TEXT_CONFIG
+    from storyd.render.tokenizer import load_clip_tokenizer
     from storyd.weights.paths import storyd_home
 
     with torch.random.fork_rng(devices=[]):
@@ -72,7 +72,7 @@ def build_pipeline():
 
 def memory_plan(option: str, device: str):
     """storyd's choice for this option on this device; InputError where storyd refuses it."""
-    from storyd.memory import GB, MemorySettings, choose_memory, free_memory
+    from storyd.render.memory import GB, MemorySettings, choose_memory, free_memory
 
     return choose_memory(MemorySettings(**OPTIONS[option]), device, GB // 10, free_memory(device))
 
@@ -86,7 +86,7 @@ def case(option: str, device: str) -> dict:
     import torch
 
     from bench.bench_csa import LATENT
-    from storyd.memory import apply_memory
+    from storyd.render.memory import apply_memory
 
     pipe = apply_memory(build_pipeline(), memory_plan(option, device), device)
     pipe.set_progress_bar_config(disable=True)

@@ -33,7 +33,7 @@ def _timed(cmd: list[str], env: dict) -> float:
 
 
 def run() -> list[dict]:
-    from storyd.models import default_preset_name
+    from storyd.plan.presets import default_preset_name
 
     model = default_preset_name()
     rows = []

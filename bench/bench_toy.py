@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from storyd.story import ConsistencySettings
+from storyd.story.model import ConsistencySettings
 
 WORLD_DRAWS = 5
 
 
 def run() -> list[dict]:
-    from storyd.models import get_preset, load_pipeline, model_consistency
+    from storyd.plan.presets import get_preset, model_consistency
+    from storyd.render.pipelines import load_pipeline
     from storyd.toy.consistency import READ_WORLD, make_cases, measure, name_the_look, score, world_stories
 
     preset = get_preset("toy")

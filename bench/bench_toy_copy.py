@@ -18,10 +18,11 @@ PANELS, STORIES = 5, 8
 
 
 def run() -> list[dict]:
-    from storyd.attention import OFF, READ, WRITE, ConsistencyState, consistent_attention
-    from storyd.bank import CharacterBank
-    from storyd.models import get_preset, load_pipeline
-    from storyd.story import ConsistencySettings
+    from storyd.csa.bank import CharacterBank
+    from storyd.csa.processor import OFF, READ, WRITE, ConsistencyState, consistent_attention
+    from storyd.plan.presets import get_preset
+    from storyd.render.pipelines import load_pipeline
+    from storyd.story.model import ConsistencySettings
     from storyd.toy.captions import story_captions
     from storyd.toy.train import figure_weights, render_dataset, to_unit, tokenize, training_scheduler
 

@@ -8,22 +8,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storyd.bank import CharacterBank
-from storyd.conditioning import check_weights, conditioning_warnings
+from storyd.csa.bank import CharacterBank
 from storyd.errors import InputError
-from storyd.estimate import weights_bytes
-from storyd.generator import DrawnPanel, PanelGenerator
-from storyd.lora import character_loras
-from storyd.memory import MemoryPlan, MemorySettings, choose_memory, free_memory
-from storyd.models import load_pipeline, model_revision, pick_device
 from storyd.output import OutputFolder, apply_seed_overrides, input_hashes, read_seed_overrides
-from storyd.plan import RenderPlan, plan_story
+from storyd.plan.estimate import weights_bytes
+from storyd.plan.loras import character_loras
+from storyd.plan.presets import model_revision
+from storyd.plan.render_plan import RenderPlan, plan_story
+from storyd.plan.seeds import derive_seed, panel_seed
 from storyd.progress import NullProgress, Progress
-from storyd.scale import Launch, Shard, owned_characters, owned_panels
-from storyd.seeds import derive_seed, panel_seed
-from storyd.story import ConsistencySettings, Story
-from storyd.story_loader import load_story
-from storyd.tokenizer import load_clip_tokenizer
+from storyd.render.conditioning import check_weights, conditioning_warnings
+from storyd.render.device import pick_device
+from storyd.render.distributed import Launch, Shard, owned_characters, owned_panels
+from storyd.render.generator import DrawnPanel, PanelGenerator
+from storyd.render.memory import MemoryPlan, MemorySettings, choose_memory, free_memory
+from storyd.render.pipelines import load_pipeline
+from storyd.render.tokenizer import load_clip_tokenizer
+from storyd.story.loader import load_story
+from storyd.story.model import ConsistencySettings, Story
 from storyd.weights.paths import storyd_home
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import platform
 
-from storyd.estimate import weights_bytes
-from storyd.memory import MemorySettings, choose_memory, free_memory
-from storyd.models import PRESETS, default_preset_name, pick_device
+from storyd.plan.estimate import weights_bytes
+from storyd.plan.presets import PRESETS, default_preset_name
+from storyd.render.device import pick_device
+from storyd.render.memory import MemorySettings, choose_memory, free_memory
 
 
 def diagnose(device: str = "auto", model: str = "sdxl", weights_dir=None) -> dict:

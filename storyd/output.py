@@ -17,12 +17,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from storyd import __version__
-from storyd.conditioning import hash_inputs as conditioning_inputs
 from storyd.errors import InputError
 from storyd.fsutil import atomic_save_image, atomic_write_text, file_sha256
-from storyd.plan import PLAIN, PanelJob, RenderPlan
-from storyd.scale import Shard
-from storyd.story import Story
+from storyd.plan.render_plan import PLAIN, PanelJob, RenderPlan
+from storyd.render.conditioning import hash_inputs as conditioning_inputs
+from storyd.render.distributed import Shard
+from storyd.story.model import Story
 
 MANIFEST = "manifest.json"
 GENERATION_VERSION = 1  # bump when a change to storyd changes the pixels of unchanged inputs

@@ -45,7 +45,7 @@ def write_story(tmp_path):
 
 @pytest.fixture(scope="session")
 def tokenizer(tmp_path_factory):
-    from storyd.tokenizer import load_clip_tokenizer
+    from storyd.render.tokenizer import load_clip_tokenizer
 
     SHARED_HOME.mkdir(parents=True, exist_ok=True)
     return load_clip_tokenizer(SHARED_HOME)

@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from storyd.attention import OFF, READ, WRITE, ConsistencyState, consistent_attention, self_attention_layers
-from storyd.story import ConsistencySettings
-from storyd.tiny_models import build_unet
+from storyd.csa.processor import OFF, READ, WRITE, ConsistencyState, consistent_attention, self_attention_layers
+from storyd.render.tiny_models import build_unet
+from storyd.story.model import ConsistencySettings
 
 FAMILIES = ("sd15", "sd21", "sdxl")
 ALWAYS = ConsistencySettings(sampling_rate=(1.0,), warmup_steps=0, random_skip=False)

@@ -8,7 +8,7 @@ import pytest
 
 from storyd.comic import ComicOptions, render_comic
 from storyd.errors import InputError
-from storyd.story_loader import load_story
+from storyd.story.loader import load_story
 
 FIRST = """
 model: tiny

@@ -83,7 +83,7 @@ def test_rerun_skips_unchanged_panels_and_redraws_only_what_changed(rendered, tm
 def test_an_interrupted_run_keeps_finished_panels(tmp_path, monkeypatch):
     story = tmp_path / "s.yaml"
     story.write_text(STORY.lstrip(), encoding="utf-8")
-    from storyd.generator import PanelGenerator
+    from storyd.render.generator import PanelGenerator
 
     real = PanelGenerator._draw
     calls = []
@@ -150,7 +150,7 @@ def test_a_reference_guidance_of_1_or_less_is_exit_2(write_story, tmp_path):
 
 def test_csa_options_override_the_story_and_the_model(write_story):
     from storyd.cli.comic import consistency_overrides
-    from storyd.story_loader import load_story
+    from storyd.story.loader import load_story
 
     story = load_story(write_story(STORY))
     plain = consistency_overrides(story, None)

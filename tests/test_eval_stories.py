@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from storyd.eval.toy_metrics import parse_toy_prompt
-from storyd.prompts import build_prompts
-from storyd.story_loader import load_story
+from storyd.story.loader import load_story
+from storyd.story.prompts import build_prompts
 from storyd.toy.captions import VOCABULARY
 from storyd.toy.world import LOOK_ATTRS
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from storyd.cli import app
 from storyd.comic import ComicOptions, render_comic
 from storyd.errors import InputError
-from storyd.memory import GB, MemorySettings, choose_memory
-from storyd.story_loader import load_story
+from storyd.render.memory import GB, MemorySettings, choose_memory
+from storyd.story.loader import load_story
 
 STORY = """
 model: tiny
@@ -119,7 +119,7 @@ def test_doctor_reports_device_choices_and_weights():
 
 
 def test_a_scheduler_without_zero_terminal_snr_is_refused_for_a_model_trained_with_it():
-    from storyd.schedulers import make_scheduler
+    from storyd.render.schedulers import make_scheduler
 
     config = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
               "beta_end": 0.012, "prediction_type": "v_prediction", "rescale_betas_zero_snr": True,

@@ -7,11 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from storyd.generator import PanelGenerator
-from storyd.models import PRESETS, load_pipeline
-from storyd.plan import plan_story
-from storyd.schedulers import make_scheduler
-from storyd.story_loader import load_story
+from storyd.plan.presets import PRESETS
+from storyd.plan.render_plan import plan_story
+from storyd.render.generator import PanelGenerator
+from storyd.render.pipelines import load_pipeline
+from storyd.render.schedulers import make_scheduler
+from storyd.story.loader import load_story
 
 
 @pytest.fixture(scope="module")

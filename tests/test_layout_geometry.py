@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from storyd.errors import InputError
 from storyd.layout.geometry import PageSpec, plan_pages
 from storyd.layout.units import color, length_px, page_px
-from storyd.story import SPANS
+from storyd.story.model import SPANS
 
 A4 = PageSpec(1240, 1754, margin=59, gutter=24)
 

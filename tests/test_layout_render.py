@@ -21,7 +21,7 @@ from storyd.layout.captions import plan_caption
 from storyd.layout.fonts import Lettering
 from storyd.layout.geometry import Box, plan_pages
 from storyd.layout.render import PageStyle, fit_image
-from storyd.story import DIALOGUE_KINDS, DialogueLine, LayoutSettings, Panel, Story
+from storyd.story.model import DIALOGUE_KINDS, DialogueLine, LayoutSettings, Panel, Story
 
 COLOURS = [(200, 40, 40), (40, 160, 60), (40, 60, 200), (220, 200, 40), (150, 60, 160), (40, 180, 190), (120, 90, 30)]
 

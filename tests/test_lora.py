@@ -15,8 +15,8 @@ from storyd.cli import app
 from storyd.comic import ComicOptions, render_comic
 from storyd.errors import InputError
 from storyd.fsutil import file_sha256
-from storyd.plan import plan_story
-from storyd.story_loader import load_story
+from storyd.plan.render_plan import plan_story
+from storyd.story.loader import load_story
 
 runner = CliRunner()
 
@@ -49,7 +49,7 @@ def make_lora(folder, family: str, seed: int = 1):
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig, get_peft_model_state_dict
 
-    from storyd.tiny_models import build_unet
+    from storyd.render.tiny_models import build_unet
 
     unet = build_unet(family)
     unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))

@@ -1,8 +1,8 @@
 import pytest
 
-from storyd.prompts import build_prompts, lost_words
-from storyd.story_loader import load_story
-from storyd.styles import STYLES
+from storyd.story.loader import load_story
+from storyd.story.prompts import build_prompts, lost_words
+from storyd.story.styles import STYLES
 
 STORY = """
 style: {style}

@@ -14,14 +14,15 @@ from typer.testing import CliRunner
 from storyd import weights
 from storyd.cli import app
 from storyd.comic import ComicOptions, plan_warnings, render_comic
-from storyd.control import control_image, looks_like_edges
 from storyd.errors import InputError, WeightsError
-from storyd.generator import PanelGenerator
-from storyd.models import PRESETS, load_pipeline
 from storyd.output import input_hashes
-from storyd.plan import plan_story
-from storyd.story_loader import load_story
-from storyd.tiny_models import write_tiny_controlnet, write_tiny_ip_adapter
+from storyd.plan.presets import PRESETS
+from storyd.plan.render_plan import plan_story
+from storyd.render.control import control_image, looks_like_edges
+from storyd.render.generator import PanelGenerator
+from storyd.render.pipelines import load_pipeline
+from storyd.render.tiny_models import write_tiny_controlnet, write_tiny_ip_adapter
+from storyd.story.loader import load_story
 
 FAMILY_OF = {"tiny": "sd15", "tiny-sdxl": "sdxl"}
 
@@ -235,7 +236,7 @@ def test_missing_weights_fail_before_the_model_loads(write_story, tmp_path, monk
 
 
 def test_canny_images_become_edge_maps_and_others_are_used_as_given(tmp_path):
-    from storyd.story import PanelControl
+    from storyd.story.model import PanelControl
 
     photo = picture(tmp_path / "photo.png", (200, 120, 40), size=128)
     edges = Image.new("RGB", (128, 96))
@@ -253,8 +254,8 @@ def test_canny_images_become_edge_maps_and_others_are_used_as_given(tmp_path):
 
 
 def test_several_reference_images_are_averaged(tiny_weights, tmp_path):
-    from storyd.reference import IMAGE_ENCODER, encode_references
-    from storyd.story import Character
+    from storyd.render.reference import IMAGE_ENCODER, encode_references
+    from storyd.story.model import Character
 
     red, blue = picture(tmp_path / "red.png", (200, 0, 0)), picture(tmp_path / "blue.png", (0, 0, 200))
     folder = tiny_weights["ip-adapter-sd15"] / IMAGE_ENCODER

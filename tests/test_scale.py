@@ -15,12 +15,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import storyd.comic
-import storyd.plan
+import storyd.plan.render_plan
 from storyd.cli import app
 from storyd.comic import ComicOptions, render_comic
 from storyd.errors import InputError
-from storyd.scale import Shard, owned_panels, parse_shard
-from storyd.story_loader import load_story
+from storyd.render.distributed import Shard, owned_panels, parse_shard
+from storyd.story.loader import load_story
 
 STORY = """
 model: tiny
@@ -63,7 +63,7 @@ def test_shard_labels_parse_and_cover_every_panel_once(single):
     with pytest.raises(InputError, match="I/N"):
         parse_shard("3/2")
     assert parse_shard("2/4") == Shard(1, 4)
-    plan = storyd.plan.plan_story(load_story(single[0]))
+    plan = storyd.plan.render_plan.plan_story(load_story(single[0]))
     parts = [owned_panels(plan, Shard(i, 3)) for i in range(3)]
     assert sum(len(p) for p in parts) == 8 and set().union(*parts) == set(range(8))
 
@@ -90,7 +90,7 @@ def test_shards_and_merge_give_the_single_run(single, tmp_path):
 def test_merge_refuses_missing_panels_and_a_rerun_completes_an_interrupted_shard(single, tmp_path, monkeypatch):
     story, one = single
     out = tmp_path / "out"
-    from storyd.generator import PanelGenerator
+    from storyd.render.generator import PanelGenerator
 
     real = PanelGenerator._draw
     calls = []
@@ -109,7 +109,7 @@ def test_merge_refuses_missing_panels_and_a_rerun_completes_an_interrupted_shard
     refused = runner.invoke(app, ["comic", str(story), "-o", str(out), "--merge"])
     assert refused.exit_code == 2 and "not drawn yet" in refused.stderr
     runner.invoke(app, ["comic", str(story), "-o", str(out), "--shard", "2/2", "-q"])
-    plan = storyd.plan.plan_story(load_story(story))
+    plan = storyd.plan.render_plan.plan_story(load_story(story))
     rerun = json.loads(runner.invoke(app, ["comic", str(story), "-o", str(out), "--json", "-q"]).stdout)
     assert set(rerun["rendered"]) == owned_panels(plan, Shard(0, 2)) - kept  # exactly what was missing
     assert panels(out) == panels(one)

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from storyd.errors import InputError
-from storyd.story_loader import load_story
+from storyd.story.loader import load_story
 
 GOOD = """
 title: Beach day

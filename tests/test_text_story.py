@@ -1,8 +1,8 @@
 import yaml
 
 from storyd.errors import InputError
-from storyd.story_loader import load_story
-from storyd.text_story import story_to_yaml
+from storyd.story.loader import load_story
+from storyd.story.text_format import story_to_yaml
 
 TEXT = """\
 [Bob] a man with short black hair, wearing a black suit

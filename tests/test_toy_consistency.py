@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from storyd.models import ASSETS, get_preset, load_pipeline, model_consistency
+from storyd.plan.presets import ASSETS, get_preset, model_consistency
+from storyd.render.pipelines import load_pipeline
 from storyd.toy.consistency import make_cases, measure, score, world_stories
 
 pytestmark = pytest.mark.skipif(not (ASSETS / "toy" / "unet").is_dir(), reason="toy model not shipped")

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-from storyd.tokenizer import load_clip_tokenizer
+from storyd.render.tokenizer import load_clip_tokenizer
 from storyd.toy.captions import write_caption
 from storyd.toy.model_config import ToyModelConfig, build_text_encoder
 from storyd.toy.text_pretrain import HEADS, caption_labels, pretrain_text_encoder

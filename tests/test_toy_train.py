@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from storyd.errors import InputError
-from storyd.models import load_folder_pipeline
-from storyd.tokenizer import load_clip_tokenizer
+from storyd.render.pipelines import load_folder_pipeline
+from storyd.render.tokenizer import load_clip_tokenizer
 from storyd.toy.model_config import ToyModelConfig
 from storyd.toy.train import (
     TrainSettings,

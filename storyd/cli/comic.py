@@ -63,8 +63,8 @@ SchedulerOpt = Annotated[
 def consistency_overrides(story, model, *, csa=None, id_panels=None, sampling_rate=None, warmup_steps=None,
                           layers=None, random_skip=None, batch_size=None, read_step=None, uncond_reads=None,
                           reference_guidance=None):
-    from storyd.plan import override_consistency, story_consistency
-    from storyd.story import LAYER_SETS, READ_STEPS
+    from storyd.plan.render_plan import override_consistency, story_consistency
+    from storyd.story.model import LAYER_SETS, READ_STEPS
 
     rates = None
     if sampling_rate is not None:
@@ -164,10 +164,10 @@ def comic(
     """Render stories into panels, comic pages and a manifest. Re-running resumes; shards split the work."""
     from storyd.cli.progress_view import RichProgress
     from storyd.comic import ComicOptions, find_stories, render_comic
-    from storyd.memory import MemorySettings
-    from storyd.scale import parse_shard
-    from storyd.schedulers import check_scheduler
-    from storyd.story_loader import load_story
+    from storyd.render.distributed import parse_shard
+    from storyd.render.memory import MemorySettings
+    from storyd.render.schedulers import check_scheduler
+    from storyd.story.loader import load_story
 
     output = Output(json_mode=json_, quiet=quiet)
     if seed is not None and redo is None:
@@ -234,10 +234,10 @@ def validate(
 ) -> None:
     """Check a story and print its plan: prompts, characters, seeds, reference panels, estimates."""
     from storyd.comic import plan_warnings
-    from storyd.models import pick_device
-    from storyd.plan import plan_story
-    from storyd.story_loader import load_story
-    from storyd.tokenizer import load_clip_tokenizer
+    from storyd.plan.render_plan import plan_story
+    from storyd.render.device import pick_device
+    from storyd.render.tokenizer import load_clip_tokenizer
+    from storyd.story.loader import load_story
     from storyd.weights.paths import storyd_home
 
     output = Output(json_mode=json_)
@@ -258,7 +258,7 @@ def validate(
 
 
 def plan_record(plan, warnings: list[str]) -> dict:
-    from storyd.conditioning import panel_summary
+    from storyd.render.conditioning import panel_summary
 
     return {
         "story": str(plan.story.path),
@@ -295,7 +295,7 @@ def _print_plan(console, plan) -> None:
         f"[bold]{escape(plan.story.title)}[/bold]: {len(plan.jobs)} panels, model {plan.preset.name} "
         f"({plan.width}x{plan.height}, {plan.steps} steps, guidance {plan.guidance})"
     )
-    from storyd.conditioning import panel_summary
+    from storyd.render.conditioning import panel_summary
 
     table = Table("#", "role", "characters", "seed", "prompt")
     for j in plan.jobs:

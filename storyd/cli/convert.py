@@ -22,8 +22,8 @@ def convert(
 ) -> None:
     """Write the YAML equivalent of a plain-text story."""
     from storyd.fsutil import atomic_write_text
-    from storyd.story_loader import load_story
-    from storyd.text_story import story_to_yaml
+    from storyd.story.loader import load_story
+    from storyd.story.text_format import story_to_yaml
 
     if story.suffix.lower() != ".txt":
         raise InputError(f"{story} is not a .txt story", "convert reads the published plain-text format")

@@ -21,7 +21,7 @@ def doctor(
 ) -> None:
     """Print the device, its free memory, the dtype and offload storyd would pick, and the weights' state."""
     from storyd.doctor import diagnose
-    from storyd.models import get_preset
+    from storyd.plan.presets import get_preset
 
     get_preset(model)
     info = diagnose(device, model, weights_dir)

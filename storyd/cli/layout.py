@@ -10,7 +10,7 @@ import typer
 
 from storyd.cli.common import ForceOpt, JsonOpt, Output, QuietOpt, handle_errors
 from storyd.errors import InputError
-from storyd.story import TEMPLATES
+from storyd.story.model import TEMPLATES
 
 
 @handle_errors
@@ -32,7 +32,7 @@ def layout(
 ) -> None:
     """Lay existing panel images out as comic pages: PNG per page, a PDF, and a CBZ if the story asks."""
     from storyd.layout import load_panel_images, render_pages, write_pages
-    from storyd.story_loader import load_story
+    from storyd.story.loader import load_story
 
     output = Output(json_mode=json, quiet=quiet)
     if template is not None and template not in TEMPLATES:

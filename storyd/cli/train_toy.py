@@ -29,7 +29,7 @@ def train_toy(
     quiet: QuietOpt = False,
 ) -> None:
     """Train the toy model (VAE, text encoder, UNet, VAE decoder) reproducibly from a seed."""
-    from storyd.tokenizer import load_clip_tokenizer
+    from storyd.render.tokenizer import load_clip_tokenizer
     from storyd.toy.train import TrainSettings, train
     from storyd.weights.paths import storyd_home
 

@@ -37,8 +37,8 @@ def run_suite(
 ) -> list[Path]:
     """Render every story of ``stories_dir`` once per CSA mode; returns one run folder per mode."""
     from storyd.comic import ComicOptions, render_comic
-    from storyd.plan import override_consistency, story_consistency
-    from storyd.story_loader import load_story
+    from storyd.plan.render_plan import override_consistency, story_consistency
+    from storyd.story.loader import load_story
 
     unknown = [m for m in csa_modes if m not in CSA_MODES]
     if unknown:

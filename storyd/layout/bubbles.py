@@ -19,7 +19,7 @@ from PIL import Image, ImageChops, ImageDraw
 from storyd.layout.fonts import Lettering
 from storyd.layout.geometry import Box
 from storyd.layout.text import ELLIPSIS, TextBlock, fit_text, widest_word
-from storyd.story import DialogueLine
+from storyd.story.model import DialogueLine
 
 SHOUT_STROKE = 0.045  # of the font size: shouted lettering is drawn bold
 TEXT_COLOURS = {"whisper": (95, 95, 95)}

@@ -12,7 +12,7 @@ from PIL import Image
 
 from storyd.errors import InputError
 from storyd.fsutil import atomic_open, atomic_write_bytes
-from storyd.story import LayoutSettings
+from storyd.story.model import LayoutSettings
 
 PAGE_NAME = "page-{:03d}.png"
 PDF_JPEG_QUALITY = 92  # Pillow stores RGB pages in a PDF as JPEG; its default (75) smears lettering

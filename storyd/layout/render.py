@@ -14,7 +14,7 @@ from storyd.layout.fonts import Lettering
 from storyd.layout.geometry import Box, PageLayout, PageSpec, plan_pages
 from storyd.layout.text import fit_text
 from storyd.layout.units import color, length_px, page_px
-from storyd.story import LayoutSettings, Panel, Story
+from storyd.story.model import LayoutSettings, Panel, Story
 
 INK = (0, 0, 0)
 # Lettering in points, so a page prints the same at any DPI (comic lettering is about 8-12 pt).

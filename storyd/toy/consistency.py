@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from storyd.story import Character, ConsistencySettings, Panel, Story
+from storyd.story.model import Character, ConsistencySettings, Panel, Story
 from storyd.toy.captions import describe
 from storyd.toy.world import ACTIONS, LOOK_ATTRS, SETTINGS, CharacterLook, posed_scene, random_look, render
 
 if TYPE_CHECKING:
-    from storyd.bank import CharacterBank
+    from storyd.csa.bank import CharacterBank
 
 MODES = ("off", "write", "read")
 READ_WORLD = "read-world"
@@ -78,8 +78,8 @@ def settings_for(mode: str, base: ConsistencySettings, panels: int) -> Consisten
 
 def draw_cases(pipe, cases: list[Case], mode: str, base: ConsistencySettings) -> tuple[list[list], float]:
     """Every story's panels in story order, and the seconds per panel."""
-    from storyd.generator import PanelGenerator
-    from storyd.plan import plan_story
+    from storyd.plan.render_plan import plan_story
+    from storyd.render.generator import PanelGenerator
 
     references = [s[0] for s in world_stories(cases)] if mode == READ_WORLD else [None] * len(cases)
     stories, started, total = [], time.perf_counter(), 0
@@ -99,7 +99,7 @@ def image_bank(pipe, plan, image, index: int, character: str) -> CharacterBank:
     write mode with the prompt of panel ``index``. That last step is all that ``read_step: last`` reads."""
     import torch
 
-    from storyd.attention import WRITE, ConsistencyState, consistent_attention
+    from storyd.csa.processor import WRITE, ConsistencyState, consistent_attention
 
     prompt = plan.jobs[index].prompt
     scheduler = pipe.scheduler

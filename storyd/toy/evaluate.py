@@ -57,8 +57,8 @@ def contact_sheet(images: list, columns: int = 10):
 def main() -> None:
     import sys
 
-    from storyd.models import load_folder_pipeline
-    from storyd.tokenizer import load_clip_tokenizer
+    from storyd.render.pipelines import load_folder_pipeline
+    from storyd.render.tokenizer import load_clip_tokenizer
     from storyd.toy.reader import AttributeReader
     from storyd.weights.paths import storyd_home
 

@@ -12,7 +12,7 @@ import torch
 from storyd.fsutil import atomic_write_text
 
 SAMPLING = {"width": 64, "height": 64, "steps": 25, "guidance": 4.0, "scheduler": "ddim"}  # storyd scheduler names
-# The model's CSA defaults (storyd.models.model_consistency): it learnt to copy a character
+# The model's CSA defaults (storyd.plan.presets.model_consistency): it learnt to copy a character
 # from a finished reference panel through every self-attention layer (storyd.toy.train), so
 # one reference panel, read at its last step with all its tokens, from the first step on, by
 # the conditional half only, so that guidance amplifies the copy; the reference drawn at guidance

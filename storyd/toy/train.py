@@ -39,11 +39,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from storyd.attention import READ, WRITE, ConsistencyState, consistent_attention
-from storyd.bank import CharacterBank
+from storyd.csa.bank import CharacterBank
+from storyd.csa.processor import READ, WRITE, ConsistencyState, consistent_attention
 from storyd.errors import InputError
 from storyd.fsutil import atomic_open
-from storyd.story import ConsistencySettings
+from storyd.story.model import ConsistencySettings
 from storyd.toy.captions import caption, story_captions
 from storyd.toy.model_config import ToyModelConfig, build_text_encoder, build_unet, build_vae
 from storyd.toy.text_pretrain import pretrain_text_encoder

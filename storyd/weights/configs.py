@@ -43,7 +43,7 @@ def prepare_config_dir(entry: LockEntry, cache_dir: Path | None = None) -> Path:
 
 
 def _write_tokenizer(tok_config: Path) -> None:
-    from storyd.tokenizer import write_tokenizer_files
+    from storyd.render.tokenizer import write_tokenizer_files
 
     folder = tok_config.parent
     pad = json.loads(tok_config.read_text(encoding="utf-8"))["pad_token"]

@@ -13,9 +13,9 @@ from pathlib import Path
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from storyd.errors import InputError
-from storyd.lora import parse_loras
-from storyd.schedulers import SCHEDULERS
-from storyd.story import (
+from storyd.render.schedulers import SCHEDULERS
+from storyd.story.loras import parse_loras
+from storyd.story.model import (
     CAPTION_POSITIONS,
     CONTROL_KINDS,
     DIALOGUE_KINDS,
@@ -34,9 +34,9 @@ from storyd.story import (
     PanelControl,
     Story,
 )
-from storyd.styles import STYLES
-from storyd.text_story import parse_text_story
-from storyd.yaml_nodes import YamlDoc, line_of
+from storyd.story.styles import STYLES
+from storyd.story.text_format import parse_text_story
+from storyd.story.yaml_nodes import YamlDoc, line_of
 
 TOP_KEYS = (
     "title",

@@ -1,5 +1,5 @@
-"""What steers a panel besides its prompt: reference images (storyd.reference, IP-Adapter) and
-pose/edge/depth control (storyd.control, ControlNet). One entry point for the generator,
+"""What steers a panel besides its prompt: reference images (storyd.render.reference, IP-Adapter) and
+pose/edge/depth control (storyd.render.control, ControlNet). One entry point for the generator,
 the output folder's input hashes, the plan's warnings and the weights check."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from storyd import control, reference
+from storyd.render import control, reference
 
 
 def hash_inputs(plan, job) -> dict:

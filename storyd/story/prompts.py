@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from storyd.story import Panel, Story
-from storyd.styles import STYLES
+from storyd.story.model import Panel, Story
+from storyd.story.styles import STYLES
 
 _TAG_RE = re.compile(r"\[([^\[\]]+)\]\s*")
 

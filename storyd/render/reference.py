@@ -28,7 +28,7 @@ from pathlib import Path
 
 from storyd.errors import WeightsError
 from storyd.fsutil import file_sha256
-from storyd.story import Character
+from storyd.story.model import Character
 
 # family -> (weights.lock entry, the adapter file inside it); both use the ViT-H image encoder
 ADAPTERS = {

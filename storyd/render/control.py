@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storyd.fsutil import file_sha256
-from storyd.story import PanelControl
+from storyd.story.model import PanelControl
 
 WEIGHT_NAMES = {"pose": "openpose", "canny": "canny", "depth": "depth"}  # kind -> the lock entries' word for it
 FAMILIES = ("sd15", "sdxl")

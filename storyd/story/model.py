@@ -1,6 +1,6 @@
 """The story model: typed, frozen records of what a story file says.
 
-`load_story` (in `storyd.story_loader`) builds these from YAML or the published
+`load_story` (in `storyd.story.loader`) builds these from YAML or the published
 plain-text format; everything else in storyd reads only these records.
 """
 
@@ -18,7 +18,7 @@ CAPTION_POSITIONS = ("top", "bottom")
 FITS = ("cover", "contain")
 LAYER_SETS = ("up", "all", "down", "mid")
 READ_STEPS = ("same", "last")
-CONTROL_KINDS = ("pose", "canny", "depth")  # a panel's `control: kind:` (storyd.control)
+CONTROL_KINDS = ("pose", "canny", "depth")  # a panel's `control: kind:` (storyd.render.control)
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Panel:
     seed: int | None = None  # None: derived from the story seed and the index
     span: str = "normal"  # one of SPANS: a layout hint
     line: int = 0  # where the panel starts in the story file (1-based), for messages
-    control: PanelControl | None = None  # pose / edges / depth to follow (storyd.control)
+    control: PanelControl | None = None  # pose / edges / depth to follow (storyd.render.control)
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class PanelControl:
 
 @dataclass(frozen=True)
 class Lora:
-    """A LoRA named in a story (`storyd.lora`): a .safetensors file, or a name pinned in weights.lock."""
+    """A LoRA named in a story (`storyd.story.loras`): a .safetensors file, or a name pinned in weights.lock."""
 
     source: str  # as written: the path, or the pinned name
     path: Path | None = None  # the file, resolved against the story's folder; None for a pinned name
@@ -67,7 +67,7 @@ class Lora:
 class Character:
     name: str
     description: str
-    references: tuple[Path, ...] = ()  # images of the character (IP-Adapter, storyd.reference), resolved
+    references: tuple[Path, ...] = ()  # images of the character (IP-Adapter, storyd.render.reference), resolved
     line: int = 0
     reference_scale: float = 0.6  # IP-Adapter scale for the panels this character steers; 0 turns it off
     loras: tuple[Lora, ...] = ()  # active for the panels that show this character

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from storyd.bank import CharacterBank
-from storyd.seeds import generator
-from storyd.story import ConsistencySettings
+from storyd.csa.bank import CharacterBank
+from storyd.plan.seeds import generator
+from storyd.story.model import ConsistencySettings
 
 OFF, WRITE, READ = "off", "write", "read"
 _BLOCK_RE = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.|^mid_block\.")

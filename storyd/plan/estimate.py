@@ -11,10 +11,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from storyd.models import Preset
-from storyd.story import ConsistencySettings
+from storyd.plan.presets import Preset
+from storyd.story.model import ConsistencySettings
 
-CONFIGS = Path(__file__).parent / "configs"
+CONFIGS = Path(__file__).parent.parent / "configs"
 
 # Parameter counts of the real models (UNet + VAE + text encoders).
 PARAMS = {"sd15": 1_066_000_000, "sd21": 1_290_000_000, "sdxl": 3_469_000_000}
@@ -53,7 +53,7 @@ class Estimate:
 
 def unet_config(preset: Preset) -> dict | None:
     if preset.source == "tiny":
-        from storyd.tiny_models import UNET_CONFIGS
+        from storyd.plan.tiny_configs import UNET_CONFIGS
 
         return dict(UNET_CONFIGS[preset.family])
     folder = preset.local_dir if preset.source == "local" else CONFIGS / preset.name
@@ -65,7 +65,7 @@ def vae_factor(preset: Preset) -> int:
     if preset.source == "lock":
         return 8
     if preset.source == "tiny":
-        from storyd.tiny_models import VAE_CONFIG
+        from storyd.plan.tiny_configs import VAE_CONFIG
 
         return 2 ** (len(VAE_CONFIG["block_out_channels"]) - 1)
     config = json.loads((preset.local_dir / "vae" / "config.json").read_text())

@@ -10,12 +10,12 @@ import dataclasses
 from dataclasses import dataclass
 
 from storyd.errors import InputError
-from storyd.estimate import Estimate, estimate_run
-from storyd.lora import LoraUse, plan_loras
-from storyd.models import Preset, get_preset, model_consistency, scheduler_name
-from storyd.prompts import PanelPrompt, build_prompts
-from storyd.seeds import panel_seed
-from storyd.story import ConsistencySettings, Story
+from storyd.plan.estimate import Estimate, estimate_run
+from storyd.plan.loras import LoraUse, plan_loras
+from storyd.plan.presets import Preset, get_preset, model_consistency, scheduler_name
+from storyd.plan.seeds import panel_seed
+from storyd.story.model import ConsistencySettings, Story
+from storyd.story.prompts import PanelPrompt, build_prompts
 
 REFERENCE, READ, PLAIN = "reference", "read", "plain"
 
@@ -26,7 +26,7 @@ class PanelJob:
     prompt: PanelPrompt
     seed: int
     role: str  # reference: drawn in write mode for its character; read: reads banks; plain: no character / CSA off
-    loras: tuple[tuple[str, float], ...] = ()  # (LoRA key, weight) active for this panel (storyd.lora)
+    loras: tuple[tuple[str, float], ...] = ()  # (LoRA key, weight) active for this panel (storyd.plan.loras)
 
 
 @dataclass(frozen=True)

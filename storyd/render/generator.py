@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
-from storyd.attention import OFF, READ, WRITE, ConsistencyState, consistent_attention
-from storyd.bank import CharacterBank
-from storyd.conditioning import Conditioning, conditioning
-from storyd.lora import LoraSwitch, applied_loras
-from storyd.plan import Batch, PanelJob, RenderPlan
+from storyd.csa.bank import CharacterBank
+from storyd.csa.processor import OFF, READ, WRITE, ConsistencyState, consistent_attention
+from storyd.plan.render_plan import Batch, PanelJob, RenderPlan
 from storyd.progress import NullProgress, Progress
+from storyd.render.conditioning import Conditioning, conditioning
+from storyd.render.lora import LoraSwitch, applied_loras
 
 
 @dataclass
@@ -61,7 +61,7 @@ class PanelGenerator:
         progress: Progress | None = None,
     ) -> None:
         """Draw every batch in order; `on_batch` receives the drawn panels whose index is in `keep`."""
-        from storyd.schedulers import SCHEDULERS, make_scheduler
+        from storyd.render.schedulers import SCHEDULERS, make_scheduler
 
         progress = progress or NullProgress()
         jobs = {j.index: j for j in self.plan.jobs}

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from storyd.errors import InputError
-from storyd.plan import RenderPlan
+from storyd.plan.render_plan import RenderPlan
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from storyd.errors import InputError
-from storyd.story import Character, Panel, Story
+from storyd.story.model import Character, Panel, Story
 
 _DEFINITION_RE = re.compile(r"^\[([^\[\]]+)\]\s*(.+)$")
 _TAG_RE = re.compile(r"\[([^\[\]]+)\]")

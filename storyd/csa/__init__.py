@@ -1,0 +1,1 @@
+"""Consistent Self-Attention: the attention processor, its explicit state, and the character bank."""
