@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from storyd.csa.bank import CharacterBank
 from storyd.errors import InputError
-from storyd.output import OutputFolder, apply_seed_overrides, input_hashes, read_seed_overrides
+from storyd.output import OutputFolder, input_hashes, read_seed_overrides
 from storyd.plan.estimate import weights_bytes
 from storyd.plan.loras import character_loras
 from storyd.plan.presets import model_revision
@@ -18,14 +18,13 @@ from storyd.plan.render_plan import RenderPlan, plan_story
 from storyd.plan.seeds import derive_seed, panel_seed
 from storyd.progress import NullProgress, Progress
 from storyd.render.conditioning import check_weights, conditioning_warnings
-from storyd.render.device import pick_device
 from storyd.render.distributed import Launch, Shard, owned_characters, owned_panels
 from storyd.render.generator import DrawnPanel, PanelGenerator
 from storyd.render.memory import MemoryPlan, MemorySettings, choose_memory, free_memory
 from storyd.render.pipelines import load_pipeline
 from storyd.render.tokenizer import load_clip_tokenizer
 from storyd.story.loader import load_story
-from storyd.story.model import ConsistencySettings, Story
+from storyd.story.model import Story
 from storyd.weights.paths import storyd_home
 
 
@@ -33,13 +32,15 @@ from storyd.weights.paths import storyd_home
 class ComicOptions:
     out_dir: Path | None = None  # default: out/<story name>/
     model: str | None = None  # default: the story's, else the embedded model
-    device: str = "auto"
+    device: str = "auto"  # storyd.render.device.pick_device's policy; under a launcher, each rank's GPU
     force: bool = False  # regenerate every panel and write into a non-storyd folder
-    consistency: ConsistencySettings | None = None  # default: the story's
+    # CSA settings to change, by name, over the model's and the story's (storyd.plan.settings)
+    consistency: Mapping[str, object] = field(default_factory=dict)
+    seed: int | None = None  # the run's base seed, in place of the story's `seed:`
     scheduler: str | None = None  # a storyd scheduler name; default: the story's, else the model's
     memory: MemorySettings = field(default_factory=MemorySettings)
     redo: int | None = None  # 1-based: redraw only this panel, with a new seed
-    redo_seed: int | None = None  # the new seed for --redo (default: derived from the old one)
+    redo_seed: int | None = None  # the new seed for `redo` (default: derived from the old one)
     save_characters: Path | None = None
     load_characters: Path | None = None
     weights_dir: Path | None = None
@@ -104,20 +105,21 @@ def render_comic(
     progress = progress or NullProgress()
     if not isinstance(story, Story):
         story = load_story(story)
-    out_dir = options.out_dir or Path("out") / story.name
-    launch = Launch.from_environment()
+    out_dir = output_dir(story, options.out_dir)
+    launch = Launch.from_environment(options.device)
     shard = options.shard or launch.shard
-    device = pick_device(options.device)
-    overrides = {} if options.force else read_seed_overrides(out_dir)
-    if options.redo is not None:
-        overrides[options.redo - 1] = _redo_seed(story, options, overrides)
-    story = apply_seed_overrides(story, overrides)
+    device = launch.device
+    overrides = run_seeds(
+        story, out_dir, seed=options.seed, force=options.force, redo=options.redo, redo_seed=options.redo_seed
+    )
     bank = CharacterBank()
     loaded = _load_banks(options.load_characters, bank) if options.load_characters else ()
     plan = plan_story(
         story,
         model=options.model,
         consistency=options.consistency,
+        seed=options.seed,
+        panel_seeds=overrides,
         loaded_banks=loaded,
         tokenizer=load_clip_tokenizer(storyd_home()),
         device=device,
@@ -244,15 +246,35 @@ def find_stories(paths: list[Path]) -> list[Path]:
     return found
 
 
-def _redo_seed(story: Story, options: ComicOptions, overrides: dict[int, int]) -> int:
-    index = options.redo - 1
+def output_dir(story: Story, out_dir: Path | None = None) -> Path:
+    """Where a run of `story` writes: `out_dir`, by default `out/<story name>/`."""
+    return out_dir or Path("out") / story.name
+
+
+def run_seeds(
+    story: Story,
+    out_dir: Path,
+    *,
+    seed: int | None = None,
+    force: bool = False,
+    redo: int | None = None,
+    redo_seed: int | None = None,
+) -> dict[int, int]:
+    """The panel seeds (0-based panel -> seed) a run into `out_dir` sets over the story's: those an
+    earlier `--redo` kept in its manifest (none with `force`), then this run's `redo` (its seed
+    `redo_seed`, else one derived from the panel's current seed under the base seed `seed`).
+    `storyd comic` draws with them and `storyd validate` prints them."""
+    overrides = {} if force else read_seed_overrides(out_dir)
+    if redo is None:
+        return overrides
+    index = redo - 1
     if not 0 <= index < len(story.panels):
-        raise InputError(f"--redo {options.redo}: the story has panels 1 to {len(story.panels)}", "name one of them")
-    if options.redo_seed is not None:
-        return options.redo_seed
-    panel = story.panels[index]
-    current = overrides.get(index, panel.seed if panel.seed is not None else panel_seed(story.seed, index))
-    return derive_seed("redo", current) % 2**32
+        raise InputError(f"--redo {redo}: the story has panels 1 to {len(story.panels)}", "name one of them")
+    if redo_seed is None:
+        panel, base = story.panels[index], story.seed if seed is None else seed
+        current = overrides.get(index, panel.seed if panel.seed is not None else panel_seed(base, index))
+        redo_seed = derive_seed("redo", current) % 2**32
+    return {**overrides, index: redo_seed}
 
 
 def write_comic_pages(story: Story, out_dir: Path, *, force: bool) -> list[Path]:

@@ -54,3 +54,18 @@ class InputError(StorydError):
 
 class WeightsError(InputError):
     """A model's weights are missing, unpinned, or fail their sha256 check."""
+
+
+class SettingError(InputError):
+    """A setting outside its bounds, raised by the settings object itself. `field` names it, so each
+    front end can say where the value came from: the story file's line, or the command-line option."""
+
+    def __init__(self, field: str, shown: str, problem: str, hint: str | None = None) -> None:
+        self.field = field
+        self.shown = shown  # the offending value, as the user would write it
+        self.problem = problem
+        super().__init__(self.message_for(f"consistency.{field}"), hint)
+
+    def message_for(self, name: str) -> str:
+        """The message with the setting called `name` (e.g. a CLI option's `--sampling-rate`)."""
+        return f"{name} {self.shown} {self.problem}"

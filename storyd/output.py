@@ -8,7 +8,6 @@ rewritten after every batch, so an interrupted run loses no finished panel.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -22,7 +21,6 @@ from storyd.fsutil import atomic_save_image, atomic_write_text, file_sha256
 from storyd.plan.render_plan import PLAIN, PanelJob, RenderPlan
 from storyd.render.conditioning import hash_inputs as conditioning_inputs
 from storyd.render.distributed import Shard
-from storyd.story.model import Story
 
 MANIFEST = "manifest.json"
 GENERATION_VERSION = 1  # bump when a change to storyd changes the pixels of unchanged inputs
@@ -76,11 +74,6 @@ def read_seed_overrides(root: Path) -> dict[int, int]:
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
     return {int(i): int(seed) for i, seed in manifest.get("seed_overrides", {}).items()}
-
-
-def apply_seed_overrides(story: Story, overrides: dict[int, int]) -> Story:
-    panels = tuple(dataclasses.replace(p, seed=overrides[p.index]) if p.index in overrides else p for p in story.panels)
-    return dataclasses.replace(story, panels=panels)
 
 
 class OutputFolder:

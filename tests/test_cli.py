@@ -149,16 +149,9 @@ def test_a_reference_guidance_of_1_or_less_is_exit_2(write_story, tmp_path):
 
 
 def test_csa_options_override_the_story_and_the_model(write_story):
-    from storyd.cli.comic import consistency_overrides
-    from storyd.story.loader import load_story
-
-    story = load_story(write_story(STORY))
-    plain = consistency_overrides(story, None)
-    changed = consistency_overrides(story, None, read_step="last", uncond_reads=False, id_panels=1,
-                                    reference_guidance=6.5)
-    assert (plain.read_step, plain.uncond_reads, plain.id_panels, plain.reference_guidance) == ("same", True, 2, None)
-    assert (changed.read_step, changed.uncond_reads, changed.id_panels, changed.reference_guidance) == (
-        "last", False, 1, 6.5)
+    plain = json.loads(invoke("validate", write_story(STORY), "--json").stdout)
+    changed = json.loads(invoke("validate", write_story(STORY), "--json", "--id-panels", "1").stdout)
+    assert plain["references"] == {"Mia": [1, 2]} and changed["references"] == {"Mia": [1]}
 
 
 def test_validate_json_prints_the_plan(write_story):

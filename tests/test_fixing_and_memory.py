@@ -38,7 +38,7 @@ def test_redo_changes_exactly_one_panel_and_keeps_the_old_one(write_story, tmp_p
     out = tmp_path / "out"
     render_comic(load_story(story), ComicOptions(out_dir=out))
     before = panel_bytes(out)
-    result = runner.invoke(app, ["comic", str(story), "-o", str(out), "--redo", "3", "--seed", "1234", "--json"])
+    result = runner.invoke(app, ["comic", str(story), "-o", str(out), "--redo", "3", "--redo-seed", "1234", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["rendered"] == [2]
     after = panel_bytes(out)
@@ -60,8 +60,8 @@ def test_redo_without_a_seed_picks_a_new_one_and_bad_numbers_are_refused(write_s
     assert json.loads((out / "manifest.json").read_text())["panels"][0]["seed"] != seed_before
     with pytest.raises(InputError, match="panels 1 to 4"):
         render_comic(load_story(story), ComicOptions(out_dir=out, redo=9))
-    bad = runner.invoke(app, ["comic", str(story), "-o", str(out), "--seed", "3"])
-    assert bad.exit_code == 2 and "--seed goes with --redo" in bad.stderr
+    bad = runner.invoke(app, ["comic", str(story), "-o", str(out), "--redo-seed", "3"])
+    assert bad.exit_code == 2 and "--redo-seed goes with --redo" in bad.stderr
 
 
 def test_schedulers_by_name_run_and_change_the_panel(write_story, tmp_path):

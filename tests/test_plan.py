@@ -82,10 +82,10 @@ def test_a_bank_read_at_the_last_step_is_estimated_at_one_step(write_story):
 
 
 def test_the_model_gives_the_settings_a_story_leaves_out(write_story, monkeypatch):
-    import storyd.plan.render_plan
+    import storyd.plan.settings
 
     model = ConsistencySettings(id_panels=1, read_step="last")
-    monkeypatch.setattr(storyd.plan.render_plan, "model_consistency", lambda preset: model)
+    monkeypatch.setattr(storyd.plan.settings, "model_consistency", lambda preset: model)
     plan = plan_story(load_story(write_story(STORY)))
     assert plan.references == {"Mia": (0,), "Sam": (1,)} and plan.consistency.read_step == "last"
     named = plan_story(load_story(write_story(STORY + "consistency:\n  id_panels: 2\n")))

@@ -90,10 +90,12 @@ def test_a_full_story_loads_with_every_field(write_story):
         ("title: [unclosed\n", 2, 1, "not valid YAML"),
         ("title: x\n", 1, 1, "no 'panels:' list"),
         ("panels: []\n", 1, 9, "no panels"),
-        ("consistency:\n  sampling_rate: 1.5\npanels: [a]\n", 2, 18, "above the maximum"),
+        ("consistency:\n  sampling_rate: 1.5\npanels: [a]\n", 2, 18, "consistency.sampling_rate 1.5 is out of range"),
         ("consistency:\n  read_step: first\npanels: [a]\n", 2, 14, "not one of the known values"),
         ("consistency:\n  uncond_reads: maybe\npanels: [a]\n", 2, 17, "true or false"),
-        ("consistency:\n  reference_guidance: 1\npanels: [a]\n", 2, 23, "must be above 1"),
+        ("consistency:\n  reference_guidance: 1\npanels: [a]\n", 2, 23, "use a value above 1"),
+        ("consistency:\n  id_panels: 0\npanels: [a]\n", 2, 14, "consistency.id_panels 0 is out of range"),
+        ("consistency:\n  layers: [0, 9]\npanels: [a]\n", 2, 11, "consistency.layers 'levels:0,9' is not a layer set"),
     ],
 )
 def test_each_error_names_file_line_column_and_a_fix(write_story, text, line, col, fragment):

@@ -208,10 +208,10 @@ class DiffusionBackend:
         return sample_transition(self.models, start, end, per_frame[0, :, 0], prompt or "", self.config, generator)
 
 
-def why_unavailable() -> str | None:
-    """Why ``auto`` can't pick the diffusion backend here, or None when it can."""
-    if not torch.cuda.is_available():
-        return "no CUDA GPU on this machine"
+def why_unavailable(device: str) -> str | None:
+    """Why ``auto`` can't pick the diffusion backend on ``device``, or None when it can."""
+    if not device.startswith("cuda"):
+        return f"the device is {device}, not a CUDA GPU"
     try:
         resolve_weights()
     except InputError as exc:  # WeightsError, or an entry missing from the lock
@@ -228,7 +228,7 @@ def resolve_weights() -> dict[str, Path]:
 
 
 def load_video_models(
-    folders: dict[str, Path], device: str = "cuda", dtype: torch.dtype = torch.float16
+    folders: dict[str, Path], device: str, dtype: torch.dtype = torch.float16
 ) -> tuple[VideoModels, object]:
     """Load the video models and the CLIP image encoder from the verified local snapshots (offline)."""
     from diffusers import (
@@ -278,16 +278,17 @@ def load_video_models(
 
 
 def load_diffusion_backend(
-    *, motion_weights: Path | None, seed: int, note: Callable[[str], None], device: str = "cuda"
+    *, motion_weights: Path | None, seed: int, note: Callable[[str], None], device: str
 ) -> DiffusionBackend:
-    """The diffusion backend on the pinned weights; raises WeightsError naming what to pull."""
+    """The diffusion backend on the pinned weights, on ``device`` (already chosen by ``pick_device``);
+    raises WeightsError naming what to pull."""
     from storyd.animate.motion import load_predictor
 
     folders = resolve_weights()  # fail before any note or model load
-    if device == "cuda" and not torch.cuda.is_available():
-        note("no CUDA GPU: the diffusion backend runs on the CPU in float32 and will be very slow")
-        device = "cpu"
-    dtype = torch.float16 if device == "cuda" else torch.float32
+    on_gpu = device.startswith("cuda")
+    if not on_gpu:
+        note(f"the diffusion backend runs on {device} in float32 and will be very slow")
+    dtype = torch.float16 if on_gpu else torch.float32
     predictor = None
     if motion_weights is not None:
         predictor, _ = load_predictor(motion_weights, device)

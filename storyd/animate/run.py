@@ -16,6 +16,7 @@ from storyd.animate.frames import fit_image, load_keyframes, output_size
 from storyd.animate.video import write_gif, write_mp4
 from storyd.errors import InputError
 from storyd.fsutil import atomic_write_text
+from storyd.render.device import pick_device
 
 BACKENDS = ("auto", "interpolate", "diffusion")
 ProgressFn = Callable[[int, int, str], None]  # (done, total, what)
@@ -79,14 +80,16 @@ def animate(
     motion_weights: Path | None = None,
     metrics: bool | Scorer = False,
     seed: int = 0,
+    device: str = "auto",
 ) -> AnimationResult:
     """Render a transition video for each consecutive pair of keyframes in ``frames_dir``.
 
     ``size`` is (width, height), an int for the longer side, or None for the keyframes' own
     size rounded down to a multiple of 8. ``frames`` counts both keyframes; in the joined
     ``story.mp4`` the keyframe shared by two transitions appears once. ``backend="auto"``
-    picks ``diffusion`` where a CUDA GPU and the pinned video weights are present and
-    ``interpolate`` elsewhere. ``metrics`` is True (the pinned CLIP scorer) or a Scorer.
+    picks ``diffusion`` where the device is a CUDA GPU and the pinned video weights are present,
+    and ``interpolate`` elsewhere. ``device`` goes through ``pick_device``, the policy every
+    command shares. ``metrics`` is True (the pinned CLIP scorer) or a Scorer.
     Everything is checked before a model is loaded or a file written.
     """
     started = time.perf_counter()
@@ -101,6 +104,7 @@ def animate(
         raise InputError(f"--frames {frames} is too few", "a transition needs at least 2 frames (both keyframes)")
     if fps <= 0:
         raise InputError(f"--fps {fps} must be positive", "pass e.g. --fps 12")
+    device = pick_device(device)
     keyframes = load_keyframes(Path(frames_dir))
     video_size = output_size(keyframes[0].image.size, size)
     out_dir = Path(out_dir)
@@ -112,8 +116,8 @@ def animate(
         targets += [p.with_suffix(".gif") for p in targets]
     _check_free(targets, force)
 
-    renderer = _choose_backend(backend, motion_weights=motion_weights, seed=seed, note=note)
-    scorer = _choose_scorer(metrics)
+    renderer = _choose_backend(backend, motion_weights=motion_weights, seed=seed, note=note, device=device)
+    scorer = _choose_scorer(metrics, device)
     images = [fit_image(k.image, video_size) for k in keyframes]
     story: list[np.ndarray] = []
     scores: list[dict[str, float]] = []
@@ -160,7 +164,9 @@ def _check_free(targets: list[Path], force: bool) -> None:
             raise InputError("already exists", "pass --force to overwrite, or choose another -o folder", path=path)
 
 
-def _choose_backend(backend: str | Backend, *, motion_weights: Path | None, seed: int, note: NoteFn) -> Backend:
+def _choose_backend(
+    backend: str | Backend, *, motion_weights: Path | None, seed: int, note: NoteFn, device: str
+) -> Backend:
     if not isinstance(backend, str):
         return backend
     if backend not in BACKENDS:
@@ -174,20 +180,20 @@ def _choose_backend(backend: str | Backend, *, motion_weights: Path | None, seed
     from storyd.animate import diffusion
 
     if backend == "auto":
-        missing = diffusion.why_unavailable()
+        missing = diffusion.why_unavailable(device)
         if missing is not None:
             from storyd.animate.interpolate import InterpolateBackend
 
             note(f"using the interpolate backend: {missing}")
             return InterpolateBackend()
-    return diffusion.load_diffusion_backend(motion_weights=motion_weights, seed=seed, note=note)
+    return diffusion.load_diffusion_backend(motion_weights=motion_weights, seed=seed, note=note, device=device)
 
 
-def _choose_scorer(metrics: bool | Scorer) -> Scorer | None:
+def _choose_scorer(metrics: bool | Scorer, device: str) -> Scorer | None:
     if metrics is False:
         return None
     if metrics is True:
         from storyd.animate.metrics import load_scorer
 
-        return load_scorer()
+        return load_scorer(device)
     return metrics

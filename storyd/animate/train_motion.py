@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -26,6 +26,7 @@ from storyd.animate.frames import natural_key
 from storyd.animate.motion import MotionPredictorConfig, SemanticMotionPredictor, save_predictor
 from storyd.errors import InputError
 from storyd.fsutil import atomic_write_bytes
+from storyd.render.device import pick_device
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif")
 ProgressFn = Callable[[int, int, str], None]
@@ -44,7 +45,7 @@ class TrainConfig:
     num_heads: int = 16
     save_every: int = 100
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # storyd.render.device.pick_device's policy
 
     def model_config(self, num_tokens: int, embed_dim: int) -> MotionPredictorConfig:
         return MotionPredictorConfig(
@@ -83,6 +84,7 @@ def train_motion(
         raise ValueError(f"clips must be (num_clips, {config.frames}, N, C), got {tuple(clips.shape)}")
     if config.frames < 3:
         raise InputError(f"--frames {config.frames} leaves no middle frames to predict", "use at least 3")
+    config = replace(config, device=pick_device(config.device))  # the checkpoint records the device used
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(config.device)
@@ -225,6 +227,7 @@ def train_motion_from_videos(
     """Encode the clips once (cached in ``out_dir``), then :func:`train_motion`. ``encoder`` defaults to pinned CLIP."""
     from safetensors.torch import load_file, save
 
+    config = replace(config, device=pick_device(config.device))  # one device for the encoder and the training
     out_dir = Path(out_dir)
     cache = out_dir / "embeddings.safetensors"
     if cache.exists() and load_file(str(cache))["clips"].shape[1] == config.frames:

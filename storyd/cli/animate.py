@@ -14,6 +14,7 @@ FramesDirArg = Annotated[
     Path, typer.Argument(help="Folder of PNG/JPEG keyframes (natural name order) or a `storyd comic` output folder.")
 ]
 TransitionFramesOpt = Annotated[int, typer.Option("--frames", help="Frames per transition, both keyframes included.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 
 
 def _progress(output: Output) -> Progress:
@@ -35,8 +36,9 @@ def animate(
     backend: Annotated[
         str,
         typer.Option(
-            help="auto | interpolate | diffusion. auto: diffusion where a CUDA GPU and the pinned video weights "
-            "are present, else interpolate (optical-flow warp with cross-fade; no model, runs anywhere offline)."
+            help="auto | interpolate | diffusion. auto: diffusion where the device is a CUDA GPU and the pinned video "
+            "weights are present, else interpolate (optical-flow warp with cross-fade; no model, runs anywhere "
+            "offline)."
         ),
     ] = "auto",
     fps: Annotated[float, typer.Option(help="Frames per second of the videos.")] = 12.0,
@@ -54,7 +56,8 @@ def animate(
     metrics: Annotated[
         bool, typer.Option("--metrics", help="Print LPIPS-first/-frames and CLIPSIM-first/-frames per transition.")
     ] = False,
-    seed: Annotated[int, typer.Option(help="Seed for the diffusion backend.")] = 0,
+    seed: Annotated[int, typer.Option(help="The run's base seed (the diffusion backend's noise).")] = 0,
+    device: DeviceOpt = "auto",
     force: ForceOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -81,6 +84,7 @@ def animate(
             motion_weights=motion_weights,
             metrics=metrics,
             seed=seed,
+            device=device,
         )
 
     def human(console) -> None:
@@ -115,8 +119,8 @@ def train_motion(
         int, typer.Option(help="Attention heads; must divide --hidden (the paper's 12 does not; 16 does).")
     ] = 16,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 100,
-    seed: Annotated[int, typer.Option(help="Seed for clip sampling and initial weights.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="The run's base seed: clip sampling and initial weights.")] = 0,
+    device: DeviceOpt = "auto",
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:

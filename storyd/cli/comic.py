@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from storyd.cli.common import ForceOpt, JsonOpt, Output, QuietOpt, handle_errors
-from storyd.errors import InputError
+from storyd.errors import InputError, SettingError
 
 StoryArg = Annotated[Path, typer.Argument(help="The story: a .yaml file, or a .txt file in the published format.")]
 ModelOpt = Annotated[
@@ -25,20 +25,20 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:
 CsaOpt = Annotated[
     bool | None, typer.Option("--csa/--no-csa", help="Consistent Self-Attention on or off (default: the story's, on).")
 ]
-IdPanelsOpt = Annotated[int | None, typer.Option("--id-panels", min=1, help="Reference panels per character.")]
+IdPanelsOpt = Annotated[int | None, typer.Option("--id-panels", help="Reference panels per character.")]
 RateOpt = Annotated[
     str | None,
     typer.Option("--sampling-rate", help="CSA sampling rate, one or per level coarsest first: 0.5 or 0.5,0.7."),
 ]
 WarmupOpt = Annotated[
-    int | None, typer.Option("--warmup-steps", min=0, help="Denoising steps with CSA off at the start.")
+    int | None, typer.Option("--warmup-steps", help="Denoising steps with CSA off at the start.")
 ]
 LayersOpt = Annotated[str | None, typer.Option("--layers", help="CSA layers: up, down, mid, all, or levels:0,1.")]
 SkipOpt = Annotated[
     bool | None,
     typer.Option("--random-skip/--no-random-skip", help="Skip CSA at random per layer call (published behaviour)."),
 ]
-BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Read-mode panels per batch.")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Read-mode panels per batch.")]
 ReadStepOpt = Annotated[
     str | None,
     typer.Option("--read-step", help="Bank step a read panel attends to: same (published) or last (references' last)."),
@@ -52,6 +52,15 @@ RefGuidanceOpt = Annotated[
     typer.Option("--reference-guidance", help="Guidance for reference panels (above 1; default: the model's, "
                  "else the story's)."),
 ]
+SeedOpt = Annotated[
+    int | None,
+    typer.Option("--seed", min=0, max=2**32 - 1, help="The run's base seed, in place of the story's `seed:` "
+                 "(with --redo too; the redrawn panel's own seed is --redo-seed)."),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Output folder (default: out/<story name>/; with several stories: OUT/<name>/)."),
+]
 SchedulerOpt = Annotated[
     str | None,
     typer.Option(
@@ -60,46 +69,26 @@ SchedulerOpt = Annotated[
 ]
 
 
-def consistency_overrides(story, model, *, csa=None, id_panels=None, sampling_rate=None, warmup_steps=None,
-                          layers=None, random_skip=None, batch_size=None, read_step=None, uncond_reads=None,
-                          reference_guidance=None):
-    from storyd.plan.render_plan import override_consistency, story_consistency
-    from storyd.story.model import LAYER_SETS, READ_STEPS
-
-    rates = None
+def _csa_options(sampling_rate: str | None = None, **given) -> dict:
+    """The CSA options given on the command line, by setting name; their bounds are checked
+    where the settings are resolved (`storyd.plan.settings`), and reported by `_as_options`."""
     if sampling_rate is not None:
         try:
-            rates = tuple(float(v) for v in sampling_rate.split(","))
+            given["sampling_rate"] = tuple(float(v) for v in sampling_rate.split(","))
         except ValueError:
             raise InputError(
                 f"--sampling-rate '{sampling_rate}' is not a number or list of numbers", "e.g. 0.5 or 0.5,0.7"
             ) from None
-        if not all(0 <= r <= 1 for r in rates):
-            raise InputError(f"--sampling-rate '{sampling_rate}' must be between 0 and 1")
-    if layers is not None and layers not in LAYER_SETS and not _levels(layers):
-        raise InputError(f"--layers '{layers}' is not a layer set", f"use one of {', '.join(LAYER_SETS)} or levels:0,1")
-    if read_step is not None and read_step not in READ_STEPS:
-        raise InputError(f"--read-step '{read_step}' is not a read step", f"use one of {', '.join(READ_STEPS)}")
-    if reference_guidance is not None and not 1 < reference_guidance <= 50:
-        raise InputError(f"--reference-guidance {reference_guidance:g} is out of range",
-                         "use a value above 1, up to 50")
-    return override_consistency(
-        story_consistency(story, model),
-        enabled=csa,
-        id_panels=id_panels,
-        sampling_rate=rates,
-        warmup_steps=warmup_steps,
-        layers=layers,
-        random_skip=random_skip,
-        batch_size=batch_size,
-        read_step=read_step,
-        uncond_reads=uncond_reads,
-        reference_guidance=reference_guidance,
-    )
+    return {name: value for name, value in given.items() if value is not None}
 
 
-def _levels(text: str) -> bool:
-    return text.startswith("levels:") and all(v.isdigit() for v in text[7:].split(",")) and len(text) > 7
+@contextlib.contextmanager
+def _as_options():
+    """A CSA setting out of bounds, named as the option that set it (the story's are named by line)."""
+    try:
+        yield
+    except SettingError as exc:
+        raise InputError(exc.message_for("--" + exc.field.replace("_", "-")), exc.hint) from None
 
 
 @handle_errors
@@ -107,12 +96,7 @@ def comic(
     stories: Annotated[
         list[Path], typer.Argument(help="Stories (.yaml, or .txt in the published format), or folders of them.")
     ],
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out", "-o", help="Output folder (default: out/<story name>/; with several stories: OUT/<name>/)."
-        ),
-    ] = None,
+    out: OutOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     csa: CsaOpt = None,
@@ -129,7 +113,12 @@ def comic(
     redo: Annotated[
         int | None, typer.Option("--redo", min=1, help="Redraw only this panel (1-based), with a new seed.")
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", min=0, help="With --redo: the panel's new seed.")] = None,
+    redo_seed: Annotated[
+        int | None,
+        typer.Option("--redo-seed", min=0, max=2**32 - 1, help="With --redo: the panel's new seed (default: a new "
+                     "one derived from its current seed)."),
+    ] = None,
+    seed: SeedOpt = None,
     dtype: Annotated[str, typer.Option("--dtype", help="auto, fp32, fp16 or bf16.")] = "auto",
     offload: Annotated[
         str, typer.Option("--offload", help="auto, none, model or sequential (CPU offload on a GPU).")
@@ -170,10 +159,8 @@ def comic(
     from storyd.story.loader import load_story
 
     output = Output(json_mode=json_, quiet=quiet)
-    if seed is not None and redo is None:
-        raise InputError(
-            "--seed goes with --redo", "set a story's seed in its file, or redo a panel: --redo N --seed S"
-        )
+    if redo_seed is not None and redo is None:
+        raise InputError("--redo-seed goes with --redo", "redo a panel: --redo N --redo-seed S")
     paths = find_stories(stories)
     options = ComicOptions(
         shard=parse_shard(shard) if shard else None,
@@ -181,7 +168,13 @@ def comic(
         scheduler=check_scheduler(scheduler) if scheduler else None,
         memory=MemorySettings(dtype, offload, vae_tiling, vae_slicing, compile_unet),
         redo=redo,
-        redo_seed=seed,
+        redo_seed=redo_seed,
+        seed=seed,
+        consistency=_csa_options(
+            enabled=csa, id_panels=id_panels, sampling_rate=sampling_rate, warmup_steps=warmup_steps, layers=layers,
+            random_skip=random_skip, batch_size=batch_size, read_step=read_step, uncond_reads=uncond_reads,
+            reference_guidance=reference_guidance,
+        ),
         out_dir=out,
         model=model,
         device=device,
@@ -191,17 +184,12 @@ def comic(
         load_characters=load_characters,
     )
     results = []
-    with RichProgress(output.err) if output.show_progress else contextlib.nullcontext() as progress:
+    with RichProgress(output.err) if output.show_progress else contextlib.nullcontext() as progress, _as_options():
         pipes: dict = {}  # one model load for every story that uses it
         for path in paths:
             story = load_story(path)
-            changes = consistency_overrides(
-                story, model, csa=csa, id_panels=id_panels, sampling_rate=sampling_rate, warmup_steps=warmup_steps,
-                layers=layers, random_skip=random_skip, batch_size=batch_size, read_step=read_step,
-                uncond_reads=uncond_reads, reference_guidance=reference_guidance,
-            )
             out_dir = out / story.name if out and len(paths) > 1 else out
-            results.append(render_comic(story, replace(options, out_dir=out_dir, consistency=changes), progress, pipes))
+            results.append(render_comic(story, replace(options, out_dir=out_dir), progress, pipes))
     for result in results:
         for warning in result.warnings:
             output.warn(warning)
@@ -222,6 +210,7 @@ def comic(
 @handle_errors
 def validate(
     story: StoryArg,
+    out: OutOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     csa: CsaOpt = None,
@@ -230,10 +219,14 @@ def validate(
     warmup_steps: WarmupOpt = None,
     layers: LayersOpt = None,
     read_step: ReadStepOpt = None,
+    seed: SeedOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Check a story and print its plan: prompts, characters, seeds, reference panels, estimates."""
-    from storyd.comic import plan_warnings
+    """Check a story and print its plan: prompts, characters, seeds, reference panels, estimates.
+
+    The seeds are those `storyd comic` would draw with into the same output folder (-o), after
+    any panel an earlier run redrew with --redo."""
+    from storyd.comic import output_dir, plan_warnings, run_seeds
     from storyd.plan.render_plan import plan_story
     from storyd.render.device import pick_device
     from storyd.render.tokenizer import load_clip_tokenizer
@@ -242,15 +235,18 @@ def validate(
 
     output = Output(json_mode=json_)
     loaded = load_story(story)
-    consistency = consistency_overrides(loaded, model, csa=csa, id_panels=id_panels, sampling_rate=sampling_rate,
-                                        warmup_steps=warmup_steps, layers=layers, read_step=read_step)
-    plan = plan_story(
-        loaded,
-        model=model,
-        consistency=consistency,
-        tokenizer=load_clip_tokenizer(storyd_home()),
-        device=pick_device(device),
-    )
+    consistency = _csa_options(enabled=csa, id_panels=id_panels, sampling_rate=sampling_rate,
+                               warmup_steps=warmup_steps, layers=layers, read_step=read_step)
+    with _as_options():
+        plan = plan_story(
+            loaded,
+            model=model,
+            consistency=consistency,
+            seed=seed,
+            panel_seeds=run_seeds(loaded, output_dir(loaded, out), seed=seed),
+            tokenizer=load_clip_tokenizer(storyd_home()),
+            device=pick_device(device),
+        )
     warnings = plan_warnings(plan)
     for warning in warnings:
         output.warn(warning)

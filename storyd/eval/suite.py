@@ -37,7 +37,6 @@ def run_suite(
 ) -> list[Path]:
     """Render every story of ``stories_dir`` once per CSA mode; returns one run folder per mode."""
     from storyd.comic import ComicOptions, render_comic
-    from storyd.plan.render_plan import override_consistency, story_consistency
     from storyd.story.loader import load_story
 
     unknown = [m for m in csa_modes if m not in CSA_MODES]
@@ -50,9 +49,8 @@ def run_suite(
             story = load_story(path)
             if on_story:
                 on_story(mode, story.name)
-            consistency = override_consistency(story_consistency(story, model), enabled=mode == "on")
-            options = ComicOptions(out_dir=out_root / mode / story.name, model=model, consistency=consistency,
-                                   device=device)
+            options = ComicOptions(out_dir=out_root / mode / story.name, model=model,
+                                   consistency={"enabled": mode == "on"}, device=device)
             render_comic(story, options)
     return [out_root / mode for mode in csa_modes]
 

@@ -8,11 +8,10 @@ weights differ.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from storyd.errors import InputError
+from storyd.errors import InputError, SettingError
 from storyd.render.schedulers import SCHEDULERS
 from storyd.story.model import ConsistencySettings
 
@@ -93,8 +92,11 @@ def model_consistency(preset: Preset) -> ConsistencySettings:
     """The model's own CSA settings: the published ones, with what its model.json changes
     (the toy model's differ: see the README)."""
     values = local_info(preset).get("consistency", {}) if preset.source == "local" else {}
-    return dataclasses.replace(ConsistencySettings(), **{k: tuple(v) if isinstance(v, list) else v
-                                                         for k, v in values.items()})
+    try:
+        return ConsistencySettings(**values)
+    except (SettingError, TypeError) as exc:
+        raise InputError(f"the model's CSA settings are broken: {exc}", "reinstall the model",
+                         path=preset.local_dir / "model.json") from None
 
 
 def model_revision(preset: Preset) -> str:

@@ -7,13 +7,15 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from storyd.errors import InputError
 from storyd.plan.estimate import Estimate, estimate_run
 from storyd.plan.loras import LoraUse, plan_loras
-from storyd.plan.presets import Preset, get_preset, model_consistency, scheduler_name
+from storyd.plan.presets import Preset, get_preset, scheduler_name
 from storyd.plan.seeds import panel_seed
+from storyd.plan.settings import resolve_consistency
 from storyd.story.model import ConsistencySettings, Story
 from storyd.story.prompts import PanelPrompt, build_prompts
 
@@ -82,18 +84,25 @@ def plan_story(
     story: Story,
     *,
     model: str | None = None,
-    consistency: ConsistencySettings | None = None,
+    consistency: Mapping[str, object] | None = None,
+    seed: int | None = None,
+    panel_seeds: Mapping[int, int] | None = None,
     loaded_banks: tuple[str, ...] = (),
     tokenizer=None,
     device: str = "cpu",
     scheduler: str | None = None,
 ) -> RenderPlan:
+    """The plan of `story` under the caller's options: `consistency` holds only the CSA settings
+    to change over the model's and the story's (see `resolve_consistency`); `seed` replaces the
+    story's base seed; `panel_seeds` (0-based panel -> seed) replace single panels' seeds, as
+    `--redo` does. The plan's `story` carries both, so everything downstream sees one seed."""
     preset = get_preset(model or story.model)
+    story = _with_seeds(story, seed, panel_seeds or {})
     width, height = story.width or preset.width, story.height or preset.height
     steps = story.steps or preset.steps
     guidance = story.guidance if story.guidance is not None else preset.guidance
     scheduler = scheduler or story.scheduler or scheduler_name(preset)
-    consistency = consistency or story_consistency(story, preset.name)
+    consistency = resolve_consistency(preset, story, consistency)
     prompts = build_prompts(story, tokenizer)
     references = _reference_panels(story, consistency, loaded_banks) if consistency.enabled else {}
     reference_of = {i for refs in references.values() for i in refs}
@@ -159,12 +168,8 @@ def _reference_panels(
     return references
 
 
-def story_consistency(story: Story, model: str | None = None) -> ConsistencySettings:
-    """The CSA settings a story runs with: those it names, over the model's own defaults."""
-    base = model_consistency(get_preset(model or story.model))
-    return dataclasses.replace(base, **{key: getattr(story.consistency, key) for key in story.consistency_keys})
-
-
-def override_consistency(settings: ConsistencySettings, **changes) -> ConsistencySettings:
-    """The story's settings with the CLI's explicit options on top (None: keep the story's)."""
-    return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
+def _with_seeds(story: Story, seed: int | None, panel_seeds: Mapping[int, int]) -> Story:
+    panels = tuple(
+        dataclasses.replace(p, seed=panel_seeds[p.index]) if p.index in panel_seeds else p for p in story.panels
+    )
+    return dataclasses.replace(story, seed=story.seed if seed is None else seed, panels=panels)

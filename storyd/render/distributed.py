@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from storyd.errors import InputError
 from storyd.plan.render_plan import RenderPlan
+from storyd.render.device import pick_device
 
 
 @dataclass(frozen=True)
@@ -52,25 +53,35 @@ def owned_panels(plan: RenderPlan, shard: Shard) -> set[int]:
     return mine | {i for k, panels in enumerate(batches) if k % shard.count == shard.index for i in panels}
 
 
+def rank_device(requested: str, local_rank: int) -> str:
+    """A launched rank's device: `pick_device`'s choice, with plain `cuda` (`auto` on a GPU
+    machine included) made this rank's own GPU, `cuda:LOCAL_RANK`; an explicit `cuda:N` is kept."""
+    chosen = pick_device(requested)
+    return f"cuda:{local_rank}" if chosen == "cuda" else chosen
+
+
 @dataclass
 class Launch:
-    """Where this process stands under `accelerate launch` or `torchrun` (one process: rank 0 of 1)."""
+    """Where this process stands under `accelerate launch` or `torchrun` (one process: rank 0 of 1),
+    and the device it draws on."""
 
     rank: int = 0
     world: int = 1
+    device: str = "cpu"
     _state: object = None
 
     @classmethod
-    def from_environment(cls) -> Launch:
+    def from_environment(cls, device: str = "auto") -> Launch:
+        """`device` is the run's requested device (`--device`), resolved by the one device policy."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
-            return cls()
-        import torch
+            return cls(device=pick_device(device))
         from accelerate import PartialState
 
+        chosen = rank_device(device, int(os.environ.get("LOCAL_RANK", "0")))
         # joins the process group the launcher set up: NCCL on GPUs, gloo on the CPU
-        state = PartialState(cpu=not torch.cuda.is_available())
-        return cls(state.process_index, state.num_processes, state)
+        state = PartialState(cpu=not chosen.startswith("cuda"))
+        return cls(state.process_index, state.num_processes, chosen, state)
 
     @property
     def shard(self) -> Shard | None:

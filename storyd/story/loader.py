@@ -12,7 +12,7 @@ from pathlib import Path
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from storyd.errors import InputError
+from storyd.errors import InputError, SettingError
 from storyd.render.schedulers import SCHEDULERS
 from storyd.story.loras import parse_loras
 from storyd.story.model import (
@@ -20,9 +20,7 @@ from storyd.story.model import (
     CONTROL_KINDS,
     DIALOGUE_KINDS,
     FITS,
-    LAYER_SETS,
     PAGE_PRESETS,
-    READ_STEPS,
     SPANS,
     TAIL_HINTS,
     TEMPLATES,
@@ -143,6 +141,7 @@ def _size(doc: YamlDoc, node: Node) -> tuple[int, int]:
 
 
 def _consistency(doc: YamlDoc, node: Node) -> tuple[ConsistencySettings, frozenset[str]]:
+    """Reads each value's type here; the bounds are ConsistencySettings' own, reported at the value's line."""
     names = [f.name for f in dataclasses.fields(ConsistencySettings)]
     entries = doc.mapping(node, "consistency", names)
     values: dict = {}
@@ -150,37 +149,30 @@ def _consistency(doc: YamlDoc, node: Node) -> tuple[ConsistencySettings, frozens
         what = f"consistency.{key}"
         if key in ("enabled", "random_skip", "uncond_reads"):
             values[key] = doc.boolean(value, what)
-        elif key in ("id_panels", "batch_size"):
-            values[key] = doc.integer(value, what, minimum=1, maximum=64)
-        elif key in ("warmup_steps", "skip_switch_step"):
-            values[key] = doc.integer(value, what, minimum=0, maximum=1000)
-        elif key in ("skip_early", "skip_late"):
-            values[key] = doc.number(value, what, minimum=0, maximum=1)
+        elif key in ("id_panels", "batch_size", "warmup_steps", "skip_switch_step"):
+            values[key] = doc.integer(value, what)
+        elif key in ("skip_early", "skip_late", "reference_guidance"):
+            values[key] = doc.number(value, what)
         elif key == "sampling_rate":
             items = doc.sequence(value, what) if isinstance(value, SequenceNode) else [value]
-            if not items:
-                raise doc.error(value, f"{what} is an empty list", "give one rate, or one per resolution level")
-            values[key] = tuple(doc.number(item, what, minimum=0, maximum=1) for item in items)
+            values[key] = tuple(doc.number(item, what) for item in items)
         elif key == "layers":
             values[key] = _layers(doc, value)
-        elif key == "bank_device":
+        else:  # bank_device, read_step
             values[key] = doc.string(value, what)
-        elif key == "read_step":
-            values[key] = doc.string(value, what, choices=READ_STEPS)
-        elif key == "reference_guidance":
-            values[key] = doc.number(value, what, minimum=1, maximum=50)
-            if values[key] <= 1:  # at 1 the pipeline drops its unconditional half, which readers need
-                raise doc.error(value, f"{what} must be above 1", "e.g. reference_guidance: 7, or leave it out")
-    return ConsistencySettings(**values), frozenset(values)
+    try:
+        return ConsistencySettings(**values), frozenset(values)
+    except SettingError as exc:
+        raise doc.error(entries[exc.field][1], exc.message, exc.hint) from None
 
 
 def _layers(doc: YamlDoc, node: Node) -> str:
     if isinstance(node, SequenceNode):
-        levels = [doc.integer(item, "consistency.layers level", minimum=0, maximum=8) for item in node.value]
+        levels = [doc.integer(item, "consistency.layers level") for item in node.value]
         if not levels:
             raise doc.error(node, "consistency.layers is an empty list", "name resolution levels, e.g. [0, 1]")
         return "levels:" + ",".join(str(v) for v in sorted(set(levels)))
-    return doc.string(node, "consistency.layers", choices=LAYER_SETS)
+    return doc.string(node, "consistency.layers")
 
 
 def _layout(doc: YamlDoc, node: Node, base: Path) -> LayoutSettings:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storyd.errors import SettingError
+
 DIALOGUE_KINDS = ("speech", "thought", "shout", "whisper")
 TAIL_HINTS = ("auto", "left", "right")
 SPANS = ("normal", "wide", "tall", "large")
@@ -100,10 +102,74 @@ class ConsistencySettings:
     reference_guidance: float | None = None
     bank_device: str = "auto"  # auto | cpu | the compute device
 
+    def __post_init__(self) -> None:
+        """Checks every field against its bounds (the one place they live); numbers become floats
+        and `sampling_rate` a tuple, so equal settings hash alike whoever built them."""
+        for name in ("enabled", "random_skip", "uncond_reads"):
+            if not isinstance(getattr(self, name), bool):
+                raise SettingError(name, _shown(getattr(self, name)), "must be true or false")
+        for name, (low, high) in WHOLE_BOUNDS.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise SettingError(name, _shown(value), "must be a whole number")
+            if not low <= value <= high:
+                raise SettingError(name, _shown(value), "is out of range", f"use a whole number from {low} to {high}")
+        for name in ("skip_early", "skip_late"):
+            object.__setattr__(self, name, _fraction(name, getattr(self, name)))
+        rates = self.sampling_rate if isinstance(self.sampling_rate, (tuple, list)) else (self.sampling_rate,)
+        if not rates:
+            raise SettingError("sampling_rate", "[]", "is empty", "give one rate, or one per resolution level")
+        object.__setattr__(self, "sampling_rate", tuple(_fraction("sampling_rate", r) for r in rates))
+        _check_layers(self.layers)
+        if self.read_step not in READ_STEPS:
+            raise SettingError("read_step", _shown(self.read_step), "is not one of the known values",
+                               f"use one of: {', '.join(READ_STEPS)}")
+        if self.reference_guidance is not None:
+            guidance = _number("reference_guidance", self.reference_guidance)
+            if not 1 < guidance <= 50:  # at 1 the pipeline drops its unconditional half, which readers need
+                raise SettingError("reference_guidance", _shown(guidance), "is out of range",
+                                   "use a value above 1, up to 50")
+            object.__setattr__(self, "reference_guidance", guidance)
+        if not isinstance(self.bank_device, str) or not self.bank_device:
+            raise SettingError("bank_device", _shown(self.bank_device), "is not a device", "use auto, cpu or cuda")
+
     def guidance_for_references(self, guidance: float) -> float:
         """The guidance reference (write-mode) panels are drawn at, given the story's; above 1, their
         bank holds both guidance halves."""
         return guidance if self.reference_guidance is None else self.reference_guidance
+
+
+WHOLE_BOUNDS = {"id_panels": (1, 64), "batch_size": (1, 64), "warmup_steps": (0, 1000), "skip_switch_step": (0, 1000)}
+MAX_LEVEL = 8  # the deepest resolution level `layers: levels:...` may name
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, str):
+        return f"'{value}'"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _number(name: str, value: object) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise SettingError(name, _shown(value), "must be a number")
+    return float(value)
+
+
+def _fraction(name: str, value: object) -> float:
+    number = _number(name, value)
+    if not 0 <= number <= 1:
+        raise SettingError(name, _shown(number), "is out of range", "use values from 0 to 1")
+    return number
+
+
+def _check_layers(layers: object) -> None:
+    if layers in LAYER_SETS:
+        return
+    text = layers if isinstance(layers, str) else ""
+    levels = text[len("levels:"):].split(",") if text.startswith("levels:") else []
+    if not levels or not all(v.isdigit() and int(v) <= MAX_LEVEL for v in levels):
+        raise SettingError("layers", _shown(layers), "is not a layer set",
+                           f"use one of {', '.join(LAYER_SETS)}, or levels:0,1 (levels 0 to {MAX_LEVEL})")
 
 
 @dataclass(frozen=True)

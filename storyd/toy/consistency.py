@@ -85,7 +85,8 @@ def draw_cases(pipe, cases: list[Case], mode: str, base: ConsistencySettings) ->
     stories, started, total = [], time.perf_counter(), 0
     for case, reference in zip(cases, references):
         settings = settings_for(mode, base, len(case.story.panels))
-        plan = plan_story(case.story, consistency=settings, loaded_banks=() if reference is None else ("Kid",))
+        plan = plan_story(case.story, consistency=dataclasses.asdict(settings),
+                          loaded_banks=() if reference is None else ("Kid",))
         bank = None if reference is None else image_bank(pipe, plan, reference, 0, "Kid")
         images = PanelGenerator(pipe, plan, device="cpu", bank=bank).draw()
         stories.append([images[i] for i in sorted(images)])
