@@ -17,7 +17,7 @@ def test_run_suite_renders_each_story_once_per_mode(tmp_path, monkeypatch):
     monkeypatch.setattr("storyd.comic.render_comic", lambda story, options: calls.append((story.name, options)))
     runs = run_suite(TOY, tmp_path, model="tiny", limit=2)
     assert runs == [tmp_path / "off", tmp_path / "on"]
-    assert [(name, o.consistency.enabled, o.out_dir.parent.name) for name, o in calls] == [
+    assert [(name, o.consistency["enabled"], o.out_dir.parent.name) for name, o in calls] == [
         ("01-red-hair-walk", False, "off"), ("02-black-hair-errands", False, "off"),
         ("01-red-hair-walk", True, "on"), ("02-black-hair-errands", True, "on")]
     assert {o.model for _, o in calls} == {"tiny"}
