@@ -221,3 +221,10 @@ def test_comic_draws_on_the_device_its_launch_chose(write_story, tmp_path, monke
     render_comic(story, ComicOptions(out_dir=tmp_path / "out", device="mps"))
     assert asked == ["mps"]
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["settings"]["device"] == "cpu"
+
+
+def test_train_toy_takes_its_device_from_the_one_policy(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = runner.invoke(app, ["train-toy", "--out", str(tmp_path / "run"), "--device", "cuda", "-q"])
+    assert result.exit_code == 2 and not (tmp_path / "run").exists()
+    assert result.stderr.strip() == "Error: device 'cuda' is not available here; use --device cpu, or auto"

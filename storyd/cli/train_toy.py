@@ -26,6 +26,8 @@ def train_toy(
         "--decoder-steps", min=0, help="Steps of the VAE decoder alone, encoder frozen (run last).")] = 3000,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
     install: Annotated[bool, typer.Option("--install", help="Copy the trained model into the shipped assets.")] = False,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps (the shipped model was "
+                                        "trained on cpu; other devices round differently).")] = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """Train the toy model (VAE, text encoder, UNet, VAE decoder) reproducibly from a seed."""
@@ -49,9 +51,9 @@ def train_toy(
             def progress(phase: str, done: int, total: int, loss: float) -> None:
                 bar.update(tasks[phase], completed=done, loss=loss)
 
-            facts = train(out, settings, tokenizer, resume=resume, progress=progress)
+            facts = train(out, settings, tokenizer, resume=resume, progress=progress, device=device)
     else:
-        facts = train(out, settings, tokenizer, resume=resume)
+        facts = train(out, settings, tokenizer, resume=resume, device=device)
     if install:
         install_model(out / "model", ASSETS)
     output.info(f"trained in {facts['wall_time_s'] / 60:.1f} min, final loss {facts['final_loss']}; "

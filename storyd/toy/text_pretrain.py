@@ -74,6 +74,8 @@ def pretrain_text_encoder(text_encoder, tokenize: Callable[[list[str]], torch.Te
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         heads = AttributeHeads(text_encoder.config.hidden_size)
+    device = next(text_encoder.parameters()).device
+    heads.to(device)
     params = list(text_encoder.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     text_encoder.train()
@@ -83,10 +85,11 @@ def pretrain_text_encoder(text_encoder, tokenize: Callable[[list[str]], torch.Te
         chosen = [scenes[rng.randrange(len(scenes))] for _ in range(batch)]
         nameds = [None if rng.random() < empty_prob else choose_named(s, rng) for s in chosen]
         texts = ["" if n is None else write_caption(s, n) for s, n in zip(chosen, nameds)]
-        labels = torch.tensor([caption_labels(s, n) for s, n in zip(chosen, nameds)])
+        labels = torch.tensor([caption_labels(s, n) for s, n in zip(chosen, nameds)]).to(device)
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 50) * (1 - step / steps)
-        loss, accuracy = heads.loss_and_accuracy(summary_features(text_encoder, tokenize(texts)), labels.repeat(2, 1))
+        features = summary_features(text_encoder, tokenize(texts).to(device))
+        loss, accuracy = heads.loss_and_accuracy(features, labels.repeat(2, 1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

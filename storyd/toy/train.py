@@ -1,4 +1,4 @@
-"""Train the toy model on the CPU, reproducibly from one seed.
+"""Train the toy model, reproducibly from one seed (on the CPU, byte for byte; the shipped model was trained there).
 
 Four phases: the VAE first (short, on 32 px crops: it is fully convolutional, so
 crops teach it the same thing for a quarter of the cost); then the text encoder,
@@ -155,7 +155,7 @@ class Checkpoints:
         self.log_path = out / "loss.jsonl"
 
     def load(self) -> dict | None:
-        return torch.load(self.path, weights_only=False) if self.path.exists() else None
+        return torch.load(self.path, weights_only=False, map_location="cpu") if self.path.exists() else None
 
     def save(self, state: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,12 +198,13 @@ def train_vae(vae, pixels: torch.Tensor, s: TrainSettings, ckpt: Checkpoints, st
         opt.load_state_dict(state["opt"])
         start = state["step"]
     loss_value = state.get("loss", float("nan")) if state is not None and state["phase"] == "vae" else float("nan")
+    device = _device_of(vae)
     vae.train()
     for step in range(start, s.vae_steps):
         g = step_generator(s.seed, "vae", step)
         idx = torch.randint(0, len(pixels), (s.vae_batch,), generator=g)
         top, left = (torch.randint(0, pixels.shape[-1] - s.vae_crop + 1, (2,), generator=g)).tolist()
-        x = to_unit(pixels[idx, :, top : top + s.vae_crop, left : left + s.vae_crop])
+        x = to_unit(pixels[idx, :, top : top + s.vae_crop, left : left + s.vae_crop]).to(device)
         for group in opt.param_groups:
             group["lr"] = s.vae_lr * _lr_factor(step, s.vae_steps, min(100, max(1, s.vae_steps // 10)))
         posterior = vae.encode(x).latent_dist
@@ -225,12 +226,13 @@ def train_vae(vae, pixels: torch.Tensor, s: TrainSettings, ckpt: Checkpoints, st
 
 @torch.no_grad()
 def encode_latents(vae, pixels: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior mean and std of every render, so the UNet phase needs no VAE."""
+    """Posterior mean and std of every render, so the UNet phase needs no VAE; on the CPU, where
+    every random draw of training is made."""
     means, stds = [], []
     for i in range(0, len(pixels), batch):
-        dist = vae.encode(to_unit(pixels[i : i + batch])).latent_dist
-        means.append(dist.mean)
-        stds.append(dist.std)
+        dist = vae.encode(to_unit(pixels[i : i + batch]).to(_device_of(vae))).latent_dist
+        means.append(dist.mean.cpu())
+        stds.append(dist.std.cpu())
     return torch.cat(means), torch.cat(stds)
 
 
@@ -254,15 +256,16 @@ def train_decoder(vae, pixels: torch.Tensor | None, masks: torch.Tensor | None,
         opt.load_state_dict(state["opt"])
         start, loss_value = state["step"], state["loss"]
     mean, std = latents
+    device = _device_of(vae)
     vae.decoder.train()
     for step in range(start, s.decoder_steps):
         g = step_generator(s.seed, "decoder", step)
         idx = torch.randint(0, len(pixels), (s.decoder_batch,), generator=g)
-        z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)
+        z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)).to(device)
         for group in opt.param_groups:
             group["lr"] = s.decoder_lr * _lr_factor(step, s.decoder_steps, min(50, max(1, s.decoder_steps // 10)))
-        err = vae.decode(z).sample - to_unit(pixels[idx])
-        weight = figure_weights(masks[idx], s.model.image_size, s.figure_weight)
+        err = vae.decode(z).sample - to_unit(pixels[idx]).to(device)
+        weight = figure_weights(masks[idx], s.model.image_size, s.figure_weight).to(device)
         loss = (weight * (err.pow(2) + 0.5 * err.abs())).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -311,12 +314,13 @@ def train_unet(unet, text_encoder, tokenizer, scenes: list, latents: tuple[torch
     if state is not None and state["phase"] == "unet":
         unet.load_state_dict(state["unet"])
         opt.load_state_dict(state["opt"])
-        ema.shadow = state["ema"]
+        ema.shadow = [t.to(_device_of(unet)) for t in state["ema"]]
         start = state["step"]
     unet.train()
     text_encoder.eval().requires_grad_(False)
     noise_sched = training_scheduler()
     mean, std, weights = latents  # posterior mean and std, per-cell loss weights
+    device = _device_of(unet)
     shared = ConsistencyState(ConsistencySettings(), seed=0)
     total = s.steps + s.copy_steps
     with consistent_attention(unet, shared, "all"):
@@ -326,12 +330,12 @@ def train_unet(unet, text_encoder, tokenizer, scenes: list, latents: tuple[torch
             idx = torch.cat([batch.ref_idx, batch.idx])
             z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scaling
             noise = torch.randn(z0.shape, generator=g)
-            t = torch.cat([batch.ref_t, batch.t])
+            z0, noise, t = z0.to(device), noise.to(device), torch.cat([batch.ref_t, batch.t]).to(device)
             zt = noise_sched.add_noise(z0, noise, t)
             for group in opt.param_groups:
                 group["lr"] = unet_lr(s, step)
             with torch.no_grad():
-                cond = text_encoder(tokenize(tokenizer, batch.ref_texts + batch.texts))[0]
+                cond = text_encoder(tokenize(tokenizer, batch.ref_texts + batch.texts).to(device))[0]
             shared.settings = ConsistencySettings(layers="all", sampling_rate=(batch.rate,), warmup_steps=0,
                                                   random_skip=False)
             shared.seed, shared.bank, n_refs = step, GraphBank(), len(batch.ref_idx)
@@ -339,7 +343,7 @@ def train_unet(unet, text_encoder, tokenizer, scenes: list, latents: tuple[torch
             ref_pred = unet(zt[:n_refs], t[:n_refs], cond[:n_refs]).sample
             shared.begin_batch(READ, batch.groups, cfg=False)
             pred = torch.cat([ref_pred, unet(zt[n_refs:], t[n_refs:], cond[n_refs:]).sample])
-            loss = (weights[idx] * (pred - noise_sched.get_velocity(z0, noise, t)).pow(2)).mean()
+            loss = (weights[idx].to(device) * (pred - noise_sched.get_velocity(z0, noise, t)).pow(2)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -439,15 +443,22 @@ def _settings_match(saved: dict, s: TrainSettings) -> bool:
         k: v for k, v in theirs.items() if k not in _RESUMABLE_CHANGES}
 
 
+def _device_of(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
 def _render(s: TrainSettings) -> tuple[list, torch.Tensor, torch.Tensor]:
     return render_dataset(s.scenes, s.seed, s.model.image_size, s.stories, s.story_panels)
 
 
 def train(out: Path, settings: TrainSettings, tokenizer, *, resume: bool = False,
-          progress: ProgressFn | None = None) -> dict:
-    """Run every phase into ``out`` and export the model there; return training facts."""
+          progress: ProgressFn | None = None, device: str = "auto") -> dict:
+    """Run every phase into ``out`` on ``device`` (``pick_device``'s policy) and export the model
+    there; return training facts. Every random draw is made on the CPU whatever the device."""
+    from storyd.render.device import pick_device
     from storyd.toy.export import export_model
 
+    device = pick_device(device)
     stories = max(settings.stories_per_batch, settings.copy_stories_per_batch if settings.copy_steps else 0)
     if settings.story_panels < 2 or stories * (settings.story_panels - 1) > settings.batch:
         raise InputError(f"{stories} stories of {settings.story_panels} panels (a reference and "
@@ -473,7 +484,7 @@ def train(out: Path, settings: TrainSettings, tokenizer, *, resume: bool = False
     def elapsed() -> float:
         return elapsed_before + time.monotonic() - t0
 
-    vae, text_encoder, unet = build_models(settings.model, settings.seed)
+    vae, text_encoder, unet = (m.to(device) for m in build_models(settings.model, settings.seed))
     scenes, pixels, masks = None, None, None
     if phase == "vae":
         scenes, pixels, masks = _render(settings)
