@@ -14,16 +14,16 @@ from storyd.output import OutputFolder, apply_seed_overrides, input_hashes, read
 from storyd.plan.estimate import weights_bytes
 from storyd.plan.loras import character_loras
 from storyd.plan.presets import model_revision
-from storyd.plan.render_plan import RenderPlan, plan_story
+from storyd.plan.render_plan import RenderPlan, plan_story, plan_warnings
 from storyd.plan.seeds import derive_seed, panel_seed
 from storyd.progress import NullProgress, Progress
-from storyd.render.conditioning import check_weights, conditioning_warnings
+from storyd.render.conditioning import check_weights
 from storyd.render.device import pick_device
 from storyd.render.distributed import Launch, Shard, owned_characters, owned_panels
 from storyd.render.generator import DrawnPanel, PanelGenerator
 from storyd.render.memory import MemoryPlan, MemorySettings, choose_memory, free_memory
 from storyd.render.pipelines import load_pipeline
-from storyd.render.tokenizer import load_clip_tokenizer
+from storyd.render.tokenizer import PromptTokenizer
 from storyd.story.loader import load_story
 from storyd.story.model import ConsistencySettings, Story
 from storyd.weights.paths import storyd_home
@@ -74,19 +74,6 @@ class ComicResult:
         }
 
 
-def plan_warnings(plan: RenderPlan) -> list[str]:
-    notes = []
-    for job in plan.jobs:
-        if job.prompt.lost:
-            notes.append(
-                f"panel {job.index + 1}: the prompt is longer than the text encoder reads; "
-                f'these words are lost: "{job.prompt.lost}"'
-            )
-    if not plan.preset.art:
-        notes.append(f"model '{plan.preset.name}' has random weights: its images are noise, not art")
-    return notes + conditioning_warnings(plan)
-
-
 def render_comic(
     story: Story | Path | str,
     options: ComicOptions | None = None,
@@ -119,7 +106,7 @@ def render_comic(
         model=options.model,
         consistency=options.consistency,
         loaded_banks=loaded,
-        tokenizer=load_clip_tokenizer(storyd_home()),
+        tokenizer=PromptTokenizer(storyd_home()),
         device=device,
         scheduler=options.scheduler,
     )
@@ -166,16 +153,13 @@ def render_comic(
             pipes[key] = pipe
         return PanelGenerator(pipes[key], plan, device=device, bank=bank, weights_dir=options.weights_dir)
 
-    progress.start(len(todo))
-    try:
-        if launch.world > 1:
-            _draw_as_rank(plan, launch, todo, pending, generator, save, progress, out_dir / "characters", validity)
-        else:
-            wanted = todo | ({i for r in plan.references.values() for i in r} if options.save_characters else set())
-            if wanted:  # with nothing to draw (a caption or layout edit) no model is loaded
-                generator().render(plan.batches(wanted), keep=todo, on_batch=save, progress=progress)
-    finally:
-        progress.finish()
+    progress.update("panels", 0, len(todo), unit="panels")
+    if launch.world > 1:
+        _draw_as_rank(plan, launch, todo, pending, generator, save, progress, out_dir / "characters", validity)
+    else:
+        wanted = todo | ({i for r in plan.references.values() for i in r} if options.save_characters else set())
+        if wanted:  # with nothing to draw (a caption or layout edit) no model is loaded
+            generator().render(plan.batches(wanted), keep=todo, on_batch=save, progress=progress)
     for name in plan.references:
         bank.meta[name] = validity(name)
     if options.save_characters:

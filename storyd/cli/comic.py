@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -11,17 +10,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from storyd.cli.common import ForceOpt, JsonOpt, Output, QuietOpt, handle_errors
+from storyd.cli.common import Output
+from storyd.cli.options import DeviceOpt, ForceOpt, JsonOpt, ModelOpt, QuietOpt, WeightsDirOpt, out_option
 from storyd.errors import InputError
 
 StoryArg = Annotated[Path, typer.Argument(help="The story: a .yaml file, or a .txt file in the published format.")]
-ModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--model", "-m", help="Model preset (default: the story's, else the embedded model). See `storyd weights list`."
-    ),
-]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 CsaOpt = Annotated[
     bool | None, typer.Option("--csa/--no-csa", help="Consistent Self-Attention on or off (default: the story's, on).")
 ]
@@ -102,16 +95,12 @@ def _levels(text: str) -> bool:
     return text.startswith("levels:") and all(v.isdigit() for v in text[7:].split(",")) and len(text) > 7
 
 
-@handle_errors
 def comic(
     stories: Annotated[
         list[Path], typer.Argument(help="Stories (.yaml, or .txt in the published format), or folders of them.")
     ],
     out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out", "-o", help="Output folder (default: out/<story name>/; with several stories: OUT/<name>/)."
-        ),
+        Path | None, out_option("Output folder (default: out/<story name>/; with several stories: OUT/<name>/).")
     ] = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
@@ -149,7 +138,7 @@ def comic(
         Path | None,
         typer.Option("--load-characters", help="Read saved character banks instead of drawing their reference panels."),
     ] = None,
-    weights_dir: Annotated[Path | None, typer.Option("--weights-dir", help="Where pulled weights live.")] = None,
+    weights_dir: WeightsDirOpt = None,
     shard: Annotated[
         str | None,
         typer.Option("--shard", help="Draw only shard I of N (I/N), for job arrays; pages come at the merge."),
@@ -162,7 +151,6 @@ def comic(
     json_: JsonOpt = False,
 ) -> None:
     """Render stories into panels, comic pages and a manifest. Re-running resumes; shards split the work."""
-    from storyd.cli.progress_view import RichProgress
     from storyd.comic import ComicOptions, find_stories, render_comic
     from storyd.render.distributed import parse_shard
     from storyd.render.memory import MemorySettings
@@ -191,7 +179,7 @@ def comic(
         load_characters=load_characters,
     )
     results = []
-    with RichProgress(output.err) if output.show_progress else contextlib.nullcontext() as progress:
+    with output.progress() as progress:
         pipes: dict = {}  # one model load for every story that uses it
         for path in paths:
             story = load_story(path)
@@ -219,7 +207,6 @@ def comic(
     output.result(summary, human)
 
 
-@handle_errors
 def validate(
     story: StoryArg,
     model: ModelOpt = None,
@@ -233,10 +220,9 @@ def validate(
     json_: JsonOpt = False,
 ) -> None:
     """Check a story and print its plan: prompts, characters, seeds, reference panels, estimates."""
-    from storyd.comic import plan_warnings
-    from storyd.plan.render_plan import plan_story
-    from storyd.render.device import pick_device
-    from storyd.render.tokenizer import load_clip_tokenizer
+    from storyd.plan.render_plan import plan_story, plan_warnings
+    from storyd.render.device import planned_device
+    from storyd.render.tokenizer import PromptTokenizer
     from storyd.story.loader import load_story
     from storyd.weights.paths import storyd_home
 
@@ -248,8 +234,8 @@ def validate(
         loaded,
         model=model,
         consistency=consistency,
-        tokenizer=load_clip_tokenizer(storyd_home()),
-        device=pick_device(device),
+        tokenizer=PromptTokenizer(storyd_home()),
+        device=planned_device(device),
     )
     warnings = plan_warnings(plan)
     for warning in warnings:

@@ -14,6 +14,7 @@ from storyd.plan.estimate import Estimate, estimate_run
 from storyd.plan.loras import LoraUse, plan_loras
 from storyd.plan.presets import Preset, get_preset, model_consistency, scheduler_name
 from storyd.plan.seeds import panel_seed
+from storyd.render.conditioning import conditioning_warnings
 from storyd.story.model import ConsistencySettings, Story
 from storyd.story.prompts import PanelPrompt, build_prompts
 
@@ -168,3 +169,17 @@ def story_consistency(story: Story, model: str | None = None) -> ConsistencySett
 def override_consistency(settings: ConsistencySettings, **changes) -> ConsistencySettings:
     """The story's settings with the CLI's explicit options on top (None: keep the story's)."""
     return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
+
+
+def plan_warnings(plan: RenderPlan) -> list[str]:
+    """What the user should know before drawing: words lost to the prompt window, a noise model, conditioning."""
+    notes = []
+    for job in plan.jobs:
+        if job.prompt.lost:
+            notes.append(
+                f"panel {job.index + 1}: the prompt is longer than the text encoder reads; "
+                f'these words are lost: "{job.prompt.lost}"'
+            )
+    if not plan.preset.art:
+        notes.append(f"model '{plan.preset.name}' has random weights: its images are noise, not art")
+    return notes + conditioning_warnings(plan)
