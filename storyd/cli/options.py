@@ -17,8 +17,8 @@ WeightsDirOpt = Annotated[Path | None, typer.Option(
     "--weights-dir", help="Where weights are pulled to and looked for [default: $STORYD_WEIGHTS_DIR, else HF cache]."
 )]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
-ModelOpt = Annotated[str | None, typer.Option(
-    "--model", "-m", help="Model preset (see `storyd weights list`); unset: the story's, else the embedded model.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help=(
+    "Model preset, see `storyd weights list`; where no default is shown, a story's own model, else the embedded one."))]
 SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="The run's base seed: the same seed, the same result.")]
 
 

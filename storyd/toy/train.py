@@ -494,7 +494,7 @@ def train(out: Path, settings: TrainSettings, tokenizer, *, resume: bool = False
             text_encoder, lambda texts: tokenize(tokenizer, texts), scenes[: settings.scenes],
             seed=settings.seed, steps=settings.text_steps, batch=settings.text_batch, lr=settings.text_lr,
             empty_prob=settings.empty_caption_prob,
-            progress=lambda step, loss: _report(progress, "text", step, settings.text_steps, loss))
+            progress=progress)
     else:
         text_encoder.load_state_dict(state["text_encoder"])
         text_accuracy = state["text_accuracy"]
