@@ -69,6 +69,13 @@ def test_help_and_validate_import_nothing_heavy():
         assert sorted(_modules_after(code) & set(HEAVY)) == []
 
 
+def test_the_plan_and_story_stages_import_nothing_heavy():
+    modules = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts) for stage in ("plan", "story")
+                     for p in (ROOT / "storyd" / stage).glob("*.py") if p.stem != "__init__")
+    assert "storyd.plan.render_plan" in modules
+    assert sorted(_modules_after("\n".join(f"import {m}" for m in modules)) & set(HEAVY)) == []
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the signal mask from /proc")
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_during_start_up_ends_with_the_interrupt_line(tmp_path, sig, code):
