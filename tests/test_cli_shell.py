@@ -135,3 +135,24 @@ def test_no_import_cycle_between_storyd_modules():
 
     for name in sorted(graph):
         visit(name, [])
+
+
+def test_the_rich_view_keeps_one_bar_per_task_and_prints_notes():
+    import io
+
+    from rich.console import Console
+
+    from storyd.cli.progress_view import AmountColumn, RichProgress
+
+    out = io.StringIO()
+    with RichProgress(Console(file=out, force_terminal=True, width=100, highlight=False)) as view:
+        view.update("download a.bin", 1000, 2000, unit="bytes")
+        view.update("panels", 0, 6, unit="panels")
+        view.advance("panels", 2)
+        view.update("download a.bin", 2000)
+        view.end("panels")
+        view.note("resuming from step 3")
+        [task] = view.view.tasks
+        assert (task.completed, task.total) == (2000, 2000)
+        assert AmountColumn().render(task).plain == "2.0 kB/2.0 kB"
+    assert "resuming from step 3" in out.getvalue() and list(view.tasks) == ["download a.bin"]
