@@ -36,7 +36,7 @@ train-toy: setup
 
 # The embedded model over the toy evaluation stories, CSA off and on, then the table.
 eval: setup
-	$(BIN)/python -m storyd.eval.suite --stories stories/eval/toy --out out/eval
+	$(BIN)/storyd eval-suite stories/eval/toy --out out/eval
 	$(BIN)/storyd eval out/eval/off out/eval/on --label csa-off --label csa-on
 
 clean:

@@ -10,19 +10,18 @@ from pathlib import Path
 
 from storyd.csa.bank import CharacterBank
 from storyd.errors import InputError
-from storyd.output import OutputFolder, input_hashes, read_seed_overrides
+from storyd.output import OutputFolder, input_hashes, output_dir, run_seeds
 from storyd.plan.estimate import weights_bytes
 from storyd.plan.loras import character_loras
 from storyd.plan.presets import model_revision
-from storyd.plan.render_plan import RenderPlan, plan_story
-from storyd.plan.seeds import derive_seed, panel_seed
+from storyd.plan.render_plan import RenderPlan, plan_story, plan_warnings
 from storyd.progress import NullProgress, Progress
-from storyd.render.conditioning import check_weights, conditioning_warnings
+from storyd.render.conditioning import check_weights
 from storyd.render.distributed import Launch, Shard, owned_characters, owned_panels
 from storyd.render.generator import DrawnPanel, PanelGenerator
 from storyd.render.memory import MemoryPlan, MemorySettings, choose_memory, free_memory
 from storyd.render.pipelines import load_pipeline
-from storyd.render.tokenizer import load_clip_tokenizer
+from storyd.render.tokenizer import PromptTokenizer
 from storyd.story.loader import load_story
 from storyd.story.model import Story
 from storyd.weights.paths import storyd_home
@@ -75,19 +74,6 @@ class ComicResult:
         }
 
 
-def plan_warnings(plan: RenderPlan) -> list[str]:
-    notes = []
-    for job in plan.jobs:
-        if job.prompt.lost:
-            notes.append(
-                f"panel {job.index + 1}: the prompt is longer than the text encoder reads; "
-                f'these words are lost: "{job.prompt.lost}"'
-            )
-    if not plan.preset.art:
-        notes.append(f"model '{plan.preset.name}' has random weights: its images are noise, not art")
-    return notes + conditioning_warnings(plan)
-
-
 def render_comic(
     story: Story | Path | str,
     options: ComicOptions | None = None,
@@ -121,7 +107,7 @@ def render_comic(
         seed=options.seed,
         panel_seeds=overrides,
         loaded_banks=loaded,
-        tokenizer=load_clip_tokenizer(storyd_home()),
+        tokenizer=PromptTokenizer(storyd_home()),
         device=device,
         scheduler=options.scheduler,
     )
@@ -168,16 +154,13 @@ def render_comic(
             pipes[key] = pipe
         return PanelGenerator(pipes[key], plan, device=device, bank=bank, weights_dir=options.weights_dir)
 
-    progress.start(len(todo))
-    try:
-        if launch.world > 1:
-            _draw_as_rank(plan, launch, todo, pending, generator, save, progress, out_dir / "characters", validity)
-        else:
-            wanted = todo | ({i for r in plan.references.values() for i in r} if options.save_characters else set())
-            if wanted:  # with nothing to draw (a caption or layout edit) no model is loaded
-                generator().render(plan.batches(wanted), keep=todo, on_batch=save, progress=progress)
-    finally:
-        progress.finish()
+    progress.update("panels", 0, len(todo), unit="panels")
+    if launch.world > 1:
+        _draw_as_rank(plan, launch, todo, pending, generator, save, progress, out_dir / "characters", validity)
+    else:
+        wanted = todo | ({i for r in plan.references.values() for i in r} if options.save_characters else set())
+        if wanted:  # with nothing to draw (a caption or layout edit) no model is loaded
+            generator().render(plan.batches(wanted), keep=todo, on_batch=save, progress=progress)
     for name in plan.references:
         bank.meta[name] = validity(name)
     if options.save_characters:
@@ -244,37 +227,6 @@ def find_stories(paths: list[Path]) -> list[Path]:
     if twins:
         raise InputError(f"two stories are named {twins[0]}, and would share an output folder", "rename one of them")
     return found
-
-
-def output_dir(story: Story, out_dir: Path | None = None) -> Path:
-    """Where a run of `story` writes: `out_dir`, by default `out/<story name>/`."""
-    return out_dir or Path("out") / story.name
-
-
-def run_seeds(
-    story: Story,
-    out_dir: Path,
-    *,
-    seed: int | None = None,
-    force: bool = False,
-    redo: int | None = None,
-    redo_seed: int | None = None,
-) -> dict[int, int]:
-    """The panel seeds (0-based panel -> seed) a run into `out_dir` sets over the story's: those an
-    earlier `--redo` kept in its manifest (none with `force`), then this run's `redo` (its seed
-    `redo_seed`, else one derived from the panel's current seed under the base seed `seed`).
-    `storyd comic` draws with them and `storyd validate` prints them."""
-    overrides = {} if force else read_seed_overrides(out_dir)
-    if redo is None:
-        return overrides
-    index = redo - 1
-    if not 0 <= index < len(story.panels):
-        raise InputError(f"--redo {redo}: the story has panels 1 to {len(story.panels)}", "name one of them")
-    if redo_seed is None:
-        panel, base = story.panels[index], story.seed if seed is None else seed
-        current = overrides.get(index, panel.seed if panel.seed is not None else panel_seed(base, index))
-        redo_seed = derive_seed("redo", current) % 2**32
-    return {**overrides, index: redo_seed}
 
 
 def write_comic_pages(story: Story, out_dir: Path, *, force: bool) -> list[Path]:

@@ -19,8 +19,10 @@ from storyd import __version__
 from storyd.errors import InputError
 from storyd.fsutil import atomic_save_image, atomic_write_text, file_sha256
 from storyd.plan.render_plan import PLAIN, PanelJob, RenderPlan
+from storyd.plan.seeds import derive_seed, panel_seed
 from storyd.render.conditioning import hash_inputs as conditioning_inputs
 from storyd.render.distributed import Shard
+from storyd.story.model import Story
 
 MANIFEST = "manifest.json"
 GENERATION_VERSION = 1  # bump when a change to storyd changes the pixels of unchanged inputs
@@ -204,3 +206,34 @@ class OutputFolder:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def output_dir(story: Story, out_dir: Path | None = None) -> Path:
+    """Where a run of `story` writes: `out_dir`, by default `out/<story name>/`."""
+    return out_dir or Path("out") / story.name
+
+
+def run_seeds(
+    story: Story,
+    out_dir: Path,
+    *,
+    seed: int | None = None,
+    force: bool = False,
+    redo: int | None = None,
+    redo_seed: int | None = None,
+) -> dict[int, int]:
+    """The panel seeds (0-based panel -> seed) a run into `out_dir` sets over the story's: those an
+    earlier `--redo` kept in its manifest (none with `force`), then this run's `redo` (its seed
+    `redo_seed`, else one derived from the panel's current seed under the base seed `seed`).
+    `storyd comic` draws with them and `storyd validate` prints them."""
+    overrides = {} if force else read_seed_overrides(out_dir)
+    if redo is None:
+        return overrides
+    index = redo - 1
+    if not 0 <= index < len(story.panels):
+        raise InputError(f"--redo {redo}: the story has panels 1 to {len(story.panels)}", "name one of them")
+    if redo_seed is None:
+        panel, base = story.panels[index], story.seed if seed is None else seed
+        current = overrides.get(index, panel.seed if panel.seed is not None else panel_seed(base, index))
+        redo_seed = derive_seed("redo", current) % 2**32
+    return {**overrides, index: redo_seed}

@@ -1,7 +1,9 @@
-"""How the library reports progress: a small protocol the CLI implements with rich.
+"""How the library reports progress: one small protocol for every long operation.
 
-The library never imports rich; it calls these methods, and `NullProgress` (for
-`--quiet`, `--json` and library users) does nothing.
+Drawing panels, animating, pulling and hashing weights, scoring and training all report
+through it. Work is split into named tasks (one bar each in the CLI's rich view,
+storyd/cli/progress_view.py); a task's first `update` starts it. The library never
+imports rich, and `NullProgress` (for `--quiet`, `--json` and library users) does nothing.
 """
 
 from __future__ import annotations
@@ -10,25 +12,31 @@ from typing import Protocol
 
 
 class Progress(Protocol):
-    def start(self, panels: int) -> None: ...
-    def batch(self, description: str, images: int, steps: int) -> None: ...
-    def step(self) -> None: ...
-    def panels_done(self, count: int) -> None: ...
-    def finish(self) -> None: ...
+    def update(self, task: str, done: int, total: int | None = None, *, unit: str = "", detail: str = "") -> None:
+        """`done` of `total` units of `task` are done (total None: unknown, or as before).
+
+        `unit` is set by the first update ("bytes" reads as a size); `detail` says what is happening now.
+        """
+
+    def advance(self, task: str, by: int = 1) -> None:
+        """`by` more units of `task` are done."""
+
+    def end(self, task: str) -> None:
+        """`task` is over: its bar goes."""
+
+    def note(self, message: str) -> None:
+        """One line for the reader: a resumed run, a cache used, the story at hand."""
 
 
 class NullProgress:
-    def start(self, panels: int) -> None:
+    def update(self, task: str, done: int, total: int | None = None, *, unit: str = "", detail: str = "") -> None:
         pass
 
-    def batch(self, description: str, images: int, steps: int) -> None:
+    def advance(self, task: str, by: int = 1) -> None:
         pass
 
-    def step(self) -> None:
+    def end(self, task: str) -> None:
         pass
 
-    def panels_done(self, count: int) -> None:
-        pass
-
-    def finish(self) -> None:
+    def note(self, message: str) -> None:
         pass

@@ -49,3 +49,29 @@ def tokenizer(tmp_path_factory):
 
     SHARED_HOME.mkdir(parents=True, exist_ok=True)
     return load_clip_tokenizer(SHARED_HOME)
+
+
+class Recorder:
+    """A storyd.progress.Progress that keeps what it is told: (task, done, total, unit, detail) and notes."""
+
+    def __init__(self) -> None:
+        self.updates: list[tuple] = []
+        self.notes: list[str] = []
+        self.ended: list[str] = []
+
+    def update(self, task, done, total=None, *, unit="", detail=""):
+        self.updates.append((task, done, total, unit, detail))
+
+    def advance(self, task, by=1):
+        self.updates.append((task, f"+{by}", None, "", ""))
+
+    def end(self, task):
+        self.ended.append(task)
+
+    def note(self, message):
+        self.notes.append(message)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()

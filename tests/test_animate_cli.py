@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from storyd.animate import animate
 from storyd.animate.video import read_video
-from storyd.cli import app
+from storyd.cli.app import app
 
 runner = CliRunner()
 

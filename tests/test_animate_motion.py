@@ -105,7 +105,7 @@ def synthetic_clips(count=24, frames=6, tokens=5, dim=16):
     return (1 - t) * start[:, None] + t * end[:, None] + torch.sin(math.pi * t) * bow
 
 
-def test_training_lowers_the_loss_and_resumes(tmp_path):
+def test_training_lowers_the_loss_and_resumes(tmp_path, recorder):
     clips = synthetic_clips()
     config = TrainConfig(steps=30, frames=6, batch_size=8, lr=3e-3, num_layers=1, hidden_dim=32, num_heads=4,
                          save_every=10)
@@ -121,16 +121,16 @@ def test_training_lowers_the_loss_and_resumes(tmp_path):
     lerp = lerp_embeddings(clips[:, 0], clips[:, -1], 6)
     assert (predicted - clips)[:, 1:-1].pow(2).mean() < 0.5 * (lerp - clips)[:, 1:-1].pow(2).mean()
 
-    notes = []
-    resumed = train_motion(clips, tmp_path, TrainConfig(**{**config.__dict__, "steps": 35}), notify=notes.append)
-    assert resumed.step == 35 and notes == [f"resuming from step 30 ({tmp_path / 'checkpoint.safetensors'})"]
+    resumed = train_motion(clips, tmp_path, TrainConfig(**{**config.__dict__, "steps": 35}), progress=recorder)
+    assert resumed.step == 35 and recorder.notes == [f"resuming from step 30 ({tmp_path / 'checkpoint.safetensors'})"]
+    assert recorder.updates[-1] == ("training", 35, 35, "steps", f"loss {resumed.last_loss:.5f}")
     assert resumed.first_loss < result.first_loss  # it continued from the trained weights
     assert len((tmp_path / "loss.csv").read_text().splitlines()) == 36
     with pytest.raises(InputError, match="different model configuration"):
         train_motion(clips, tmp_path, TrainConfig(**{**config.__dict__, "steps": 40, "hidden_dim": 64}))
 
 
-def test_train_from_videos_encodes_once_and_caches(tmp_path):
+def test_train_from_videos_encodes_once_and_caches(tmp_path, recorder):
     import numpy as np
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -154,16 +154,15 @@ def test_train_from_videos_encodes_once_and_caches(tmp_path):
     assert result.clips == 2 and result.step == 2  # 9 frames → two clips of 4; b.mp4 too short
     model, _ = load_predictor(result.checkpoint)
     assert (model.config.num_tokens, model.config.embed_dim) == (5, 8)  # 2×2 patches + CLS, projection width
-    notes = []
     again = TrainConfig(**{**config.__dict__, "steps": 3})
-    train_motion_from_videos(videos, tmp_path / "out", again, encoder=None, notify=notes.append)  # cache: no encoder
-    assert notes[0].startswith("using the clip embeddings cached")
+    train_motion_from_videos(videos, tmp_path / "out", again, encoder=None, progress=recorder)  # cache: no encoder
+    assert recorder.notes[0].startswith("using the clip embeddings cached")
 
 
 def test_train_motion_cli_rejects_a_folder_without_videos(tmp_path):
     from typer.testing import CliRunner
 
-    from storyd.cli import app
+    from storyd.cli.app import app
 
     (tmp_path / "clips").mkdir()
     result = CliRunner().invoke(app, ["train-motion", str(tmp_path / "clips"), "-o", str(tmp_path / "out")])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from storyd.cli import app
+from storyd.cli.app import app
 
 STORY = """
 title: Test Day

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from storyd.cli import app
+from storyd.cli.app import app
 
 STORY = """
 title: The Keeper

@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from storyd.cli import app
+from storyd.cli.app import app
 from storyd.cli.weights import weights_app
 
 REV = "c" * 40

@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from storyd import weights
-from storyd.cli import app
+from storyd.cli.app import app
 from storyd.errors import WeightsError
 from storyd.eval import evaluate, protocol
 from storyd.eval.dreamsim import DreamSimEncoder, resize_to_tensor

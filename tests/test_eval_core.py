@@ -9,7 +9,7 @@ import pytest
 from eval_support import solid, write_story_run
 from typer.testing import CliRunner
 
-from storyd.cli import app
+from storyd.cli.app import app
 from storyd.errors import InputError
 from storyd.eval import evaluate, load_run, select_metrics
 from storyd.eval.runs import identity_pairs

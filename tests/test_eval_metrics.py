@@ -11,7 +11,7 @@ from eval_support import save_model_folder, solid, tiny_clip, tiny_vit, write_st
 from PIL import Image
 from typer.testing import CliRunner
 
-from storyd.cli import app
+from storyd.cli.app import app
 from storyd.eval import evaluate
 from storyd.eval.clip_metrics import ClipEncoder, clipscore
 from storyd.eval.dino import ClsEncoder

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from storyd import weights
-from storyd.cli import app
+from storyd.cli.app import app
 from storyd.comic import ComicOptions, plan_warnings, render_comic
 from storyd.errors import InputError, WeightsError
 from storyd.output import input_hashes

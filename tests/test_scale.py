@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import storyd.comic
 import storyd.plan.render_plan
-from storyd.cli import app
+from storyd.cli.app import app
 from storyd.comic import ComicOptions, render_comic
 from storyd.errors import InputError
 from storyd.render.distributed import Shard, owned_panels, parse_shard

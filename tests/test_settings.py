@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 import storyd.plan.settings
-from storyd.cli import app
+from storyd.cli.app import app
 from storyd.comic import ComicOptions, render_comic
 from storyd.errors import InputError, SettingError
 from storyd.plan.presets import get_preset

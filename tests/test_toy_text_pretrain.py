@@ -39,14 +39,15 @@ def test_labels_say_exactly_what_the_caption_names():
     assert caption_labels(scene, None) == [0] * len(HEADS)
 
 
-def test_pretraining_lowers_the_readback_loss():
+def test_pretraining_lowers_the_readback_loss(recorder):
     tokenizer = load_clip_tokenizer(storyd_home())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         encoder = build_text_encoder(ToyModelConfig.tiny())
     rng = random.Random(0)
     scenes = [random_scene(rng) for _ in range(64)]
-    losses = []
     pretrain_text_encoder(encoder, lambda texts: tokenize(tokenizer, texts), scenes, seed=0, steps=60, batch=16,
-                          lr=3e-3, empty_prob=0.1, progress=lambda step, loss: losses.append(loss))
+                          lr=3e-3, empty_prob=0.1, progress=recorder)
+    assert [u[:4] for u in recorder.updates] == [("text", i + 1, 60, "steps") for i in range(60)]
+    losses = [float(detail.removeprefix("loss ")) for *_, detail in recorder.updates]
     assert len(losses) == 60 and np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])  # measured: 0.71

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from storyd.errors import InputError
+from storyd.progress import NullProgress
 from storyd.render.pipelines import load_folder_pipeline
 from storyd.render.tokenizer import load_clip_tokenizer
 from storyd.toy.model_config import ToyModelConfig
@@ -61,22 +62,25 @@ def test_tiny_run_learns_and_exports(tmp_path, tokenizer):
         assert (tmp_path / "model" / part / "config.json").exists()
 
 
-def _stop_at(stop_phase: str, step: int):
-    def progress(phase, done, total, loss):
-        if phase == stop_phase and done == step:
-            raise _Stop
+class _StopAt(NullProgress):
+    """A progress that stops training at one step of one phase."""
 
-    return progress
+    def __init__(self, phase: str, step: int) -> None:
+        self.at = (phase, step)
+
+    def update(self, task, done, total=None, *, unit="", detail=""):
+        if (task, done) == self.at:
+            raise _Stop
 
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, tokenizer):
     train(tmp_path / "straight", TINY, tokenizer)
     with pytest.raises(_Stop):
-        train(tmp_path / "broken", TINY, tokenizer, progress=_stop_at("unet", 5))
+        train(tmp_path / "broken", TINY, tokenizer, progress=_StopAt("unet", 5))
     with pytest.raises(InputError, match="already holds"):
         train(tmp_path / "broken", TINY, tokenizer)
     with pytest.raises(_Stop):  # resumed at UNet step 3, broken again in the decoder phase after its checkpoint
-        train(tmp_path / "broken", TINY, tokenizer, resume=True, progress=_stop_at("decoder", 4))
+        train(tmp_path / "broken", TINY, tokenizer, resume=True, progress=_StopAt("decoder", 4))
     assert torch.load(tmp_path / "broken" / "checkpoints" / "last.pt", weights_only=False)["phase"] == "decoder"
     train(tmp_path / "broken", TINY, tokenizer, resume=True)
     a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)
@@ -104,7 +108,7 @@ def test_the_decoder_phase_trains_the_decoder_alone(tmp_path, tokenizer):
 
 def test_resume_with_fewer_steps_exports_the_checkpoint(tmp_path, tokenizer):
     with pytest.raises(_Stop):
-        train(tmp_path, TINY, tokenizer, progress=_stop_at("unet", 4))
+        train(tmp_path, TINY, tokenizer, progress=_StopAt("unet", 4))
     facts = train(tmp_path, TrainSettings(**{**TINY.__dict__, "steps": 2, "copy_steps": 0}), tokenizer, resume=True)
     assert facts["steps"] == 3  # the checkpoint's step, not fewer
     assert (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").exists()

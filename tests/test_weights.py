@@ -13,7 +13,7 @@ from huggingface_hub.hf_api import BlobLfsInfo, RepoSibling
 
 from storyd import weights
 from storyd.errors import InputError, WeightsError
-from storyd.weights import store
+from storyd.weights import checks
 
 REV = "a" * 40
 REV2 = "b" * 40
@@ -135,7 +135,7 @@ def test_hashes_are_cached_by_size_and_mtime(lock_path, tmp_path, monkeypatch):
     def no_hashing(*_):
         raise AssertionError("hashed again")
 
-    monkeypatch.setattr(store, "file_sha256", no_hashing)  # where store hashes a file
+    monkeypatch.setattr(checks, "file_sha256", no_hashing)  # where the hash cache hashes a file
     weights.resolve(entry)  # served from the cache
     weights.resolve(entry, verify=False)
 
@@ -220,15 +220,15 @@ def _fake_download(tmp_path, served: dict[str, bytes], calls: list):
     return download
 
 
-def test_pull_downloads_at_the_commit_and_verifies(lock_path, tmp_path, monkeypatch):
+def test_pull_downloads_at_the_commit_and_verifies(lock_path, tmp_path, monkeypatch, recorder):
     lock = weights.load_lock(lock_path)
-    calls, reports = [], []
+    calls = []
     served = {"config.json": CONFIG, "sub/model.bin": MODEL}
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", _fake_download(tmp_path, served, calls))
-    path = weights.pull(lock.get("multi"), progress=lambda *a: reports.append(a))
+    path = weights.pull(lock.get("multi"), progress=recorder)
     assert path == tmp_path / "hub" / "models--acme--multi" / "snapshots" / REV
     assert calls == [("acme/multi", f, REV, tmp_path / "hub") for f in ("config.json", "sub/model.bin")]
-    assert ("download sub/model.bin", len(MODEL), len(MODEL)) in reports
+    assert ("download sub/model.bin", len(MODEL), len(MODEL), "bytes", "") in recorder.updates
     assert weights.resolve(lock.get("multi")) == path
 
     served["sub/model.bin"] = MODEL.upper()

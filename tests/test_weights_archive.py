@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from storyd import weights
-from storyd.cli import app
+from storyd.cli.app import app
 from storyd.errors import InputError, WeightsError
 from storyd.weights import download, installed
 
@@ -87,13 +87,12 @@ def test_url_entry_round_trips_and_hub_entries_keep_their_shape(tmp_path, monkey
         _lock(tmp_path, monkeypatch, h={**hub, "archive": "zip"})
 
 
-def test_pull_downloads_checks_unpacks_and_verify_follows_the_stamp(tmp_path, monkeypatch, archive):
+def test_pull_downloads_checks_unpacks_and_verify_follows_the_stamp(tmp_path, monkeypatch, archive, recorder):
     entry = _lock(tmp_path, monkeypatch, m=_entry(archive)).get("m")
-    reports = []
-    folder = weights.pull(entry, progress=lambda *a: reports.append(a))
+    folder = weights.pull(entry, progress=recorder)
     assert folder == tmp_path / "w" / "m"
     assert (folder / "sub" / "model.bin").read_bytes() == FILES["sub/model.bin"]
-    assert ("download release.zip", archive.stat().st_size, archive.stat().st_size) in reports
+    assert ("download release.zip", archive.stat().st_size, archive.stat().st_size, "bytes", "") in recorder.updates
     assert weights.resolve(entry) == folder and weights.verify([entry])[0].status == "present"
     assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["m"]  # no temporary files left
 

@@ -16,11 +16,10 @@ from storyd.animate.frames import fit_image, load_keyframes, output_size
 from storyd.animate.video import write_gif, write_mp4
 from storyd.errors import InputError
 from storyd.fsutil import atomic_write_text
+from storyd.progress import NullProgress, Progress
 from storyd.render.device import pick_device
 
 BACKENDS = ("auto", "interpolate", "diffusion")
-ProgressFn = Callable[[int, int, str], None]  # (done, total, what)
-NoteFn = Callable[[str], None]
 
 
 class Backend(Protocol):
@@ -75,8 +74,7 @@ def animate(
     size: tuple[int, int] | int | None = None,
     gif: bool = False,
     force: bool = False,
-    progress: ProgressFn | None = None,
-    notify: NoteFn | None = None,
+    progress: Progress | None = None,
     motion_weights: Path | None = None,
     metrics: bool | Scorer = False,
     seed: int = 0,
@@ -93,12 +91,12 @@ def animate(
     Everything is checked before a model is loaded or a file written.
     """
     started = time.perf_counter()
+    progress = progress or NullProgress()
     notes: list[str] = []
 
     def note(message: str) -> None:
         notes.append(message)
-        if notify is not None:
-            notify(message)
+        progress.note(message)
 
     if frames < 2:
         raise InputError(f"--frames {frames} is too few", "a transition needs at least 2 frames (both keyframes)")
@@ -123,8 +121,7 @@ def animate(
     scores: list[dict[str, float]] = []
     total = len(names)
     for i, path in enumerate(transition_paths):
-        if progress is not None:
-            progress(i, total, f"transition {names[i]}")
+        progress.update("transitions", i, total, detail=names[i])
         clip = renderer.render(images[i], images[i + 1], frames, keyframes[i + 1].prompt)
         write_mp4(path, clip, fps)
         if gif:
@@ -132,8 +129,7 @@ def animate(
         if scorer is not None:
             scores.append(scorer.score(clip))
         story.extend(clip if i == 0 else clip[1:])
-    if progress is not None:
-        progress(total, total, "joining")
+    progress.update("transitions", total, total, detail="joining")
     write_mp4(story_path, story, fps)
     if gif:
         write_gif(story_path.with_suffix(".gif"), story, fps)
@@ -165,7 +161,7 @@ def _check_free(targets: list[Path], force: bool) -> None:
 
 
 def _choose_backend(
-    backend: str | Backend, *, motion_weights: Path | None, seed: int, note: NoteFn, device: str
+    backend: str | Backend, *, motion_weights: Path | None, seed: int, note: Callable[[str], None], device: str
 ) -> Backend:
     if not isinstance(backend, str):
         return backend

@@ -15,7 +15,6 @@ step: a re-run with the same ``OUT`` resumes from it), ``motion.safetensors``
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -26,11 +25,10 @@ from storyd.animate.frames import natural_key
 from storyd.animate.motion import MotionPredictorConfig, SemanticMotionPredictor, save_predictor
 from storyd.errors import InputError
 from storyd.fsutil import atomic_write_bytes
+from storyd.progress import NullProgress, Progress
 from storyd.render.device import pick_device
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif")
-ProgressFn = Callable[[int, int, str], None]
-NoteFn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -76,8 +74,7 @@ def train_motion(
     out_dir: Path,
     config: TrainConfig,
     *,
-    progress: ProgressFn | None = None,
-    notify: NoteFn | None = None,
+    progress: Progress | None = None,
 ) -> TrainResult:
     """Train on ``clips`` (num_clips, L, N, C); resumes from ``out_dir/checkpoint.safetensors`` if present."""
     if clips.ndim != 4 or clips.shape[1] != config.frames:
@@ -87,6 +84,7 @@ def train_motion(
     config = replace(config, device=pick_device(config.device))  # the checkpoint records the device used
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    progress = progress or NullProgress()
     device = torch.device(config.device)
     model_config = config.model_config(clips.shape[2], clips.shape[3])
     init = torch.Generator().manual_seed(config.seed)
@@ -96,8 +94,8 @@ def train_motion(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     checkpoint = out_dir / "checkpoint.safetensors"
     step = _resume(checkpoint, model, optimizer, model_config) if checkpoint.exists() else 0
-    if step and notify is not None:
-        notify(f"resuming from step {step} ({checkpoint})")
+    if step:
+        progress.note(f"resuming from step {step} ({checkpoint})")
     log_path = out_dir / "loss.csv"
     if not log_path.exists():
         log_path.write_text("step,loss\n", encoding="utf-8")
@@ -122,8 +120,7 @@ def train_motion(
             if step % config.save_every == 0 or step == config.steps:
                 log.flush()
                 _save(checkpoint, out_dir / "motion.safetensors", model, optimizer, step, config)
-            if progress is not None:
-                progress(step, config.steps, f"loss {last:.5f}")
+            progress.update("training", step, config.steps, unit="steps", detail=f"loss {last:.5f}")
     if not (out_dir / "motion.safetensors").exists():
         _save(checkpoint, out_dir / "motion.safetensors", model, optimizer, step, config)
     first_loss = float("nan") if first is None else first
@@ -187,7 +184,7 @@ def list_videos(videos_dir: Path) -> list[Path]:
 
 
 def encode_clips(
-    videos: list[Path], encoder, frames: int, *, progress: ProgressFn | None = None
+    videos: list[Path], encoder, frames: int, *, progress: Progress | None = None
 ) -> tuple[torch.Tensor, list[str]]:
     """Cut every video into non-overlapping clips of ``frames`` frames and encode them.
 
@@ -195,10 +192,10 @@ def encode_clips(
     """
     from storyd.animate.video import read_video
 
+    progress = progress or NullProgress()
     clips, used = [], []
     for i, path in enumerate(videos):
-        if progress is not None:
-            progress(i, len(videos), f"encoding {path.name}")
+        progress.update("encoding", i, len(videos), unit="videos", detail=path.name)
         try:
             video = read_video(path)
         except (OSError, RuntimeError, StopIteration) as exc:
@@ -221,8 +218,7 @@ def train_motion_from_videos(
     config: TrainConfig,
     *,
     encoder=None,
-    progress: ProgressFn | None = None,
-    notify: NoteFn | None = None,
+    progress: Progress | None = None,
 ) -> TrainResult:
     """Encode the clips once (cached in ``out_dir``), then :func:`train_motion`. ``encoder`` defaults to pinned CLIP."""
     from safetensors.torch import load_file, save
@@ -232,8 +228,8 @@ def train_motion_from_videos(
     cache = out_dir / "embeddings.safetensors"
     if cache.exists() and load_file(str(cache))["clips"].shape[1] == config.frames:
         clips = load_file(str(cache))["clips"]
-        if notify is not None:
-            notify(f"using the clip embeddings cached in {cache}")
+        if progress is not None:
+            progress.note(f"using the clip embeddings cached in {cache}")
     else:
         videos = list_videos(videos_dir)  # checked before the encoder loads
         if encoder is None:
@@ -243,4 +239,4 @@ def train_motion_from_videos(
         clips, used = encode_clips(videos, encoder, config.frames, progress=progress)
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(cache, save({"clips": clips.contiguous()}, metadata={"videos": json.dumps(used)}))
-    return train_motion(clips, out_dir, config, progress=progress, notify=notify)
+    return train_motion(clips, out_dir, config, progress=progress)

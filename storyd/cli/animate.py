@@ -6,33 +6,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from storyd.cli.common import ForceOpt, JsonOpt, Output, QuietOpt, handle_errors
+from storyd.cli.common import Output
+from storyd.cli.options import DeviceOpt, ForceOpt, JsonOpt, QuietOpt, out_option, seed_option
 
 FramesDirArg = Annotated[
     Path, typer.Argument(help="Folder of PNG/JPEG keyframes (natural name order) or a `storyd comic` output folder.")
 ]
 TransitionFramesOpt = Annotated[int, typer.Option("--frames", help="Frames per transition, both keyframes included.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 
 
-def _progress(output: Output) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=output.err,
-        disable=not output.show_progress or not output.err.is_terminal,
-        transient=True,
-    )
-
-
-@handle_errors
 def animate(
     frames_dir: FramesDirArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    out: Annotated[Path, out_option("Output folder.")],
     backend: Annotated[
         str,
         typer.Option(
@@ -56,7 +42,7 @@ def animate(
     metrics: Annotated[
         bool, typer.Option("--metrics", help="Print LPIPS-first/-frames and CLIPSIM-first/-frames per transition.")
     ] = False,
-    seed: Annotated[int, typer.Option(help="The run's base seed (the diffusion backend's noise).")] = 0,
+    seed: Annotated[int, seed_option("the diffusion backend's noise")] = 0,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     json_: JsonOpt = False,
@@ -68,8 +54,7 @@ def animate(
 
     output = Output(json_mode=json_, quiet=quiet)
     requested = parse_size(size) if size else None
-    with _progress(output) as bar:
-        task = bar.add_task("animating", total=None)
+    with output.progress() as progress:
         result = run_animate(
             frames_dir,
             out,
@@ -79,8 +64,7 @@ def animate(
             size=requested,
             gif=gif,
             force=force,
-            progress=lambda done, total, what: bar.update(task, completed=done, total=total, description=what),
-            notify=output.info,
+            progress=progress,
             motion_weights=motion_weights,
             metrics=metrics,
             seed=seed,
@@ -103,11 +87,10 @@ def animate(
     output.result(result.to_dict(), human)
 
 
-@handle_errors
 def train_motion(
     videos_dir: Annotated[Path, typer.Argument(help="Folder of video clips (MP4/WebM/MOV/GIF) to learn motion from.")],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for checkpoints, the loss log and cached embeddings.")
+        Path, out_option("Folder for checkpoints, the loss log and cached embeddings.")
     ],
     steps: Annotated[int, typer.Option(help="Total optimiser steps (a resumed run continues up to this).")] = 1000,
     frames: TransitionFramesOpt = 16,
@@ -119,7 +102,7 @@ def train_motion(
         int, typer.Option(help="Attention heads; must divide --hidden (the paper's 12 does not; 16 does).")
     ] = 16,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 100,
-    seed: Annotated[int, typer.Option(help="The run's base seed: clip sampling and initial weights.")] = 0,
+    seed: Annotated[int, seed_option("clip sampling and initial weights")] = 0,
     device: DeviceOpt = "auto",
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -130,21 +113,15 @@ def train_motion(
     (cached in OUT). Re-running with the same OUT resumes from the last checkpoint.
     """
     from storyd.animate.train_motion import TrainConfig, train_motion_from_videos
+    from storyd.render.device import pick_device
 
     output = Output(json_mode=json_, quiet=quiet)
     config = TrainConfig(
         steps=steps, frames=frames, batch_size=batch_size, lr=lr, num_layers=layers, hidden_dim=hidden,
-        num_heads=heads, save_every=save_every, seed=seed, device=device,
+        num_heads=heads, save_every=save_every, seed=seed, device=pick_device(device),
     )
-    with _progress(output) as bar:
-        task = bar.add_task("training", total=None)
-        result = train_motion_from_videos(
-            videos_dir,
-            out,
-            config,
-            progress=lambda done, total, what: bar.update(task, completed=done, total=total, description=what),
-            notify=output.info,
-        )
+    with output.progress() as progress:
+        result = train_motion_from_videos(videos_dir, out, config, progress=progress)
 
     def human(console) -> None:
         console.print(

@@ -11,17 +11,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from storyd.cli.common import ForceOpt, JsonOpt, Output, QuietOpt, handle_errors
+from storyd.cli.common import Output
+from storyd.cli.options import DeviceOpt, ForceOpt, JsonOpt, ModelOpt, QuietOpt, WeightsDirOpt, out_option, seed_option
 from storyd.errors import InputError, SettingError
 
 StoryArg = Annotated[Path, typer.Argument(help="The story: a .yaml file, or a .txt file in the published format.")]
-ModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--model", "-m", help="Model preset (default: the story's, else the embedded model). See `storyd weights list`."
-    ),
-]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 CsaOpt = Annotated[
     bool | None, typer.Option("--csa/--no-csa", help="Consistent Self-Attention on or off (default: the story's, on).")
 ]
@@ -54,12 +48,10 @@ RefGuidanceOpt = Annotated[
 ]
 SeedOpt = Annotated[
     int | None,
-    typer.Option("--seed", min=0, max=2**32 - 1, help="The run's base seed, in place of the story's `seed:` "
-                 "(with --redo too; the redrawn panel's own seed is --redo-seed)."),
+    seed_option("in place of the story's `seed:`, with --redo too; the redrawn panel's own seed is --redo-seed"),
 ]
 OutOpt = Annotated[
-    Path | None,
-    typer.Option("--out", "-o", help="Output folder (default: out/<story name>/; with several stories: OUT/<name>/)."),
+    Path | None, out_option("Output folder (default: out/<story name>/; with several stories: OUT/<name>/).")
 ]
 SchedulerOpt = Annotated[
     str | None,
@@ -91,7 +83,6 @@ def _as_options():
         raise InputError(exc.message_for("--" + exc.field.replace("_", "-")), exc.hint) from None
 
 
-@handle_errors
 def comic(
     stories: Annotated[
         list[Path], typer.Argument(help="Stories (.yaml, or .txt in the published format), or folders of them.")
@@ -138,7 +129,7 @@ def comic(
         Path | None,
         typer.Option("--load-characters", help="Read saved character banks instead of drawing their reference panels."),
     ] = None,
-    weights_dir: Annotated[Path | None, typer.Option("--weights-dir", help="Where pulled weights live.")] = None,
+    weights_dir: WeightsDirOpt = None,
     shard: Annotated[
         str | None,
         typer.Option("--shard", help="Draw only shard I of N (I/N), for job arrays; pages come at the merge."),
@@ -151,7 +142,6 @@ def comic(
     json_: JsonOpt = False,
 ) -> None:
     """Render stories into panels, comic pages and a manifest. Re-running resumes; shards split the work."""
-    from storyd.cli.progress_view import RichProgress
     from storyd.comic import ComicOptions, find_stories, render_comic
     from storyd.render.distributed import parse_shard
     from storyd.render.memory import MemorySettings
@@ -184,7 +174,7 @@ def comic(
         load_characters=load_characters,
     )
     results = []
-    with RichProgress(output.err) if output.show_progress else contextlib.nullcontext() as progress, _as_options():
+    with output.progress() as progress, _as_options():
         pipes: dict = {}  # one model load for every story that uses it
         for path in paths:
             story = load_story(path)
@@ -207,7 +197,6 @@ def comic(
     output.result(summary, human)
 
 
-@handle_errors
 def validate(
     story: StoryArg,
     out: OutOpt = None,
@@ -226,10 +215,10 @@ def validate(
 
     The seeds are those `storyd comic` would draw with into the same output folder (-o), after
     any panel an earlier run redrew with --redo."""
-    from storyd.comic import output_dir, plan_warnings, run_seeds
-    from storyd.plan.render_plan import plan_story
-    from storyd.render.device import pick_device
-    from storyd.render.tokenizer import load_clip_tokenizer
+    from storyd.output import output_dir, run_seeds
+    from storyd.plan.render_plan import plan_story, plan_warnings
+    from storyd.render.device import planned_device
+    from storyd.render.tokenizer import PromptTokenizer
     from storyd.story.loader import load_story
     from storyd.weights.paths import storyd_home
 
@@ -244,8 +233,8 @@ def validate(
             consistency=consistency,
             seed=seed,
             panel_seeds=run_seeds(loaded, output_dir(loaded, out), seed=seed),
-            tokenizer=load_clip_tokenizer(storyd_home()),
-            device=pick_device(device),
+            tokenizer=PromptTokenizer(storyd_home()),
+            device=planned_device(device),
         )
     warnings = plan_warnings(plan)
     for warning in warnings:

@@ -7,16 +7,15 @@ from typing import Annotated
 
 import typer
 
-from storyd.cli.common import ForceOpt, Output, handle_errors
+from storyd.cli.common import Output
+from storyd.cli.options import ForceOpt, out_option
 from storyd.errors import InputError
 
 
-@handle_errors
 def convert(
     story: Annotated[Path, typer.Argument(help="A story in the published plain-text format (.txt).")],
     out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Where to write the YAML ('-' for stdout; default: beside the input)."),
+        Path | None, out_option("Where to write the YAML ('-' for stdout; default: beside the input).")
     ] = None,
     force: ForceOpt = False,
 ) -> None:

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
-import typer
 from rich.markup import escape
 from rich.table import Table
 
-from storyd.cli.common import JsonOpt, Output, handle_errors
+from storyd.cli.common import Output
+from storyd.cli.options import DeviceOpt, JsonOpt, ModelOpt, WeightsDirOpt
 
 
-@handle_errors
 def doctor(
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    model: Annotated[str, typer.Option("--model", "-m", help="The preset to size memory options for.")] = "sdxl",
-    weights_dir: Annotated[Path | None, typer.Option("--weights-dir", help="Where pulled weights live.")] = None,
+    device: DeviceOpt = "auto",
+    model: ModelOpt = "sdxl",
+    weights_dir: WeightsDirOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Print the device, its free memory, the dtype and offload storyd would pick, and the weights' state."""
+    """Print the device, its free memory, the dtype and offload storyd would pick for a model, and the weights."""
     from storyd.doctor import diagnose
     from storyd.plan.presets import get_preset
 

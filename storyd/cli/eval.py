@@ -1,4 +1,4 @@
-"""`storyd eval`: score comic output folders side by side with the pinned protocol."""
+"""`storyd eval`: score comic output folders side by side with the pinned protocol; `storyd eval-suite` draws them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from storyd.cli.common import JsonOpt, Output, QuietOpt, handle_errors
+from storyd.cli.common import Output
+from storyd.cli.options import DeviceOpt, JsonOpt, ModelOpt, QuietOpt, WeightsDirOpt, out_option
 
 RunsArg = Annotated[list[Path], typer.Argument(metavar="OUT_DIR...",
     help="Output folders of `storyd comic` (one column each), or folders of them (one story each).")]
@@ -22,11 +23,8 @@ MaskOpt = Annotated[bool, typer.Option(
 CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV (one line per run and metric) on stdout.")]
 LabelOpt = Annotated[list[str] | None, typer.Option(
     "--label", help="Column name for each run, in order (default: the folder name).")]
-WeightsDirOpt = Annotated[Path | None, typer.Option(
-    "--weights-dir", help="Where metric models are looked for (default: $STORYD_WEIGHTS_DIR, else the HF cache).")]
 
 
-@handle_errors
 def eval_command(runs: RunsArg, metrics: MetricsOpt = "auto", mask_background: MaskOpt = False, json_: JsonOpt = False,
                  csv_: CsvOpt = False, label: LabelOpt = None, weights_dir: WeightsDirOpt = None,
                  quiet: QuietOpt = False) -> None:
@@ -40,8 +38,9 @@ def eval_command(runs: RunsArg, metrics: MetricsOpt = "auto", mask_background: M
         raise InputError(f"{len(label)} --label values for {len(runs)} folders", "give one --label per folder")
     out = Output(json_mode=json_ or csv_, quiet=quiet)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' weight-loading bars; read at import
-    report = evaluate(runs, metrics, mask_background=mask_background, weights_dir=weights_dir, labels=label,
-                      on_story=lambda run, story: out.info(f"scoring {run}/{story}") if out.show_progress else None)
+    with out.progress() as progress:
+        report = evaluate(runs, metrics, mask_background=mask_background, weights_dir=weights_dir, labels=label,
+                          progress=progress)
     by_reason: dict[str, list[str]] = {}
     for skip in report.skipped:
         by_reason.setdefault(skip.reason, []).append(skip.metric)
@@ -65,3 +64,21 @@ def _print_table(console, report) -> None:
     for row in rows:
         table.add_row(*(escape(c) for c in row))
     console.print(table)
+
+
+def eval_suite(
+    stories: Annotated[Path, typer.Argument(help="A folder of stories to draw.")] = Path("stories/eval/toy"),
+    out: Annotated[Path, out_option("Root folder: one run per CSA mode, OUT/off and OUT/on.")] = Path("out/eval"),
+    model: ModelOpt = "toy",
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N stories (by name).")] = None,
+    device: DeviceOpt = "auto",
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Draw a story set with CSA off and on, ready for `storyd eval OUT/off OUT/on`; re-running resumes."""
+    from storyd.eval.suite import run_suite
+
+    output = Output(json_mode=json_, quiet=quiet)
+    with output.progress() as progress:
+        runs = run_suite(stories, out, model, limit=limit, device=device, progress=progress)
+    output.result({"runs": [str(r) for r in runs]}, lambda console: console.print(" ".join(str(r) for r in runs)))

@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
-from storyd.cli.common import ForceOpt, JsonOpt, Output, QuietOpt, handle_errors
+from storyd.cli.common import Output
+from storyd.cli.options import ForceOpt, JsonOpt, QuietOpt, out_option
 from storyd.errors import InputError
 from storyd.story.model import TEMPLATES
 
 
-@handle_errors
 def layout(
     story: Annotated[Path, typer.Argument(help="The story file (.yaml, or .txt in the published format).")],
     panels: Annotated[
@@ -22,7 +22,7 @@ def layout(
             "--panels", help="Folder of 001.png, 002.png, ... in story order. Default: out/<story name>/panels."
         ),
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder. Default: out/<story name>.")] = None,
+    out: Annotated[Path | None, out_option("Output folder. Default: out/<story name>.")] = None,
     template: Annotated[
         str | None, typer.Option("--template", help=f"Override the story's layout template: {', '.join(TEMPLATES)}.")
     ] = None,

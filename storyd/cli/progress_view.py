@@ -1,27 +1,41 @@
-"""The rich progress view of `storyd comic`: panels per story, and the steps of the batch at hand."""
+"""The one rich view of storyd.progress.Progress: a bar per task on stderr, notes printed above the bars."""
 
 from __future__ import annotations
 
 from rich.console import Console
+from rich.filesize import decimal
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
+
+from storyd.progress import NullProgress
+
+
+class AmountColumn(ProgressColumn):
+    """`done/total` in the task's unit: sizes for bytes, plain counts otherwise."""
+
+    def render(self, task) -> Text:
+        show = decimal if task.fields.get("unit") == "bytes" else str
+        total = show(int(task.total)) if task.total is not None else "?"
+        return Text(f"{show(int(task.completed))}/{total}")
 
 
 class RichProgress:
-    """Implements storyd.progress.Progress on stderr; one view for every story of a command."""
+    """Draws every task of one command; the bars stay off when stderr is not a terminal (logs, pipes)."""
 
     def __init__(self, console: Console) -> None:
+        self.console = console
         self.view = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
+            AmountColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[detail]}"),
             console=console,
-            transient=False,
+            disable=not console.is_terminal,
         )
-        self.panels = None
-        self.steps = None
+        self.tasks: dict = {}
 
     def __enter__(self) -> RichProgress:
         self.view.start()
@@ -30,21 +44,37 @@ class RichProgress:
     def __exit__(self, *exc) -> None:
         self.view.stop()
 
-    def start(self, panels: int) -> None:
-        self.panels = self.view.add_task("panels", total=panels)
+    def update(self, task: str, done: int, total: int | None = None, *, unit: str = "", detail: str = "") -> None:
+        if task not in self.tasks:
+            self.tasks[task] = self.view.add_task(escape(task), total=total, unit=unit, detail="")
+        self.view.update(self.tasks[task], completed=done, total=total, detail=escape(detail))
 
-    def batch(self, description: str, images: int, steps: int) -> None:
-        if self.steps is not None:
-            self.view.remove_task(self.steps)
-        self.steps = self.view.add_task(f"  {escape(description)}", total=steps)
+    def advance(self, task: str, by: int = 1) -> None:
+        if task not in self.tasks:
+            self.update(task, 0)
+        self.view.advance(self.tasks[task], by)
 
-    def step(self) -> None:
-        self.view.advance(self.steps)
+    def end(self, task: str) -> None:
+        if task in self.tasks:
+            self.view.remove_task(self.tasks.pop(task))
 
-    def panels_done(self, count: int) -> None:
-        self.view.advance(self.panels, count)
+    def note(self, message: str) -> None:
+        self.console.print(escape(message))
 
-    def finish(self) -> None:
-        if self.steps is not None:
-            self.view.remove_task(self.steps)
-            self.steps = None
+
+class NotesOnly(NullProgress):
+    """No bars (--json), but the notes still reach stderr; nothing at all with --quiet."""
+
+    def __init__(self, console: Console, quiet: bool) -> None:
+        self.console = console
+        self.quiet = quiet
+
+    def __enter__(self) -> NotesOnly:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(escape(message))

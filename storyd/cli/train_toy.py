@@ -7,17 +7,15 @@ from typing import Annotated
 
 import typer
 
-from storyd.cli.common import Output, QuietOpt, handle_errors
-from storyd.toy.export import install_model
+from storyd.cli.common import Output
+from storyd.cli.options import QuietOpt, SeedOpt, out_option
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "toy"
 
 
-@handle_errors
 def train_toy(
-    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, loss log, exported model.")] = Path(
-        "out/train-toy"),
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the data, the initial weights and every step.")] = 0,
+    out: Annotated[Path, out_option("Run folder: checkpoints, loss log, exported model.")] = Path("out/train-toy"),
+    seed: SeedOpt = 0,
     steps: Annotated[int, typer.Option("--steps", min=1, help="UNet training steps.")] = 3200,
     copy_steps: Annotated[int, typer.Option(
         "--copy-steps", min=0, help="UNet steps of the copy phase that follows (stories naming less).")] = 4000,
@@ -32,6 +30,7 @@ def train_toy(
 ) -> None:
     """Train the toy model (VAE, text encoder, UNet, VAE decoder) reproducibly from a seed."""
     from storyd.render.tokenizer import load_clip_tokenizer
+    from storyd.toy.export import install_model
     from storyd.toy.train import TrainSettings, train
     from storyd.weights.paths import storyd_home
 
@@ -39,21 +38,8 @@ def train_toy(
     settings = TrainSettings(seed=seed, steps=steps, copy_steps=copy_steps, vae_steps=vae_steps,
                              decoder_steps=decoder_steps)
     tokenizer = load_clip_tokenizer(storyd_home())
-    if output.show_progress:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=output.err) as bar:
-            phases = (("vae", vae_steps), ("text", settings.text_steps), ("unet", steps + copy_steps),
-                      ("decoder", decoder_steps))
-            tasks = {p: bar.add_task(p, total=n, loss=float("nan")) for p, n in phases}
-
-            def progress(phase: str, done: int, total: int, loss: float) -> None:
-                bar.update(tasks[phase], completed=done, loss=loss)
-
-            facts = train(out, settings, tokenizer, resume=resume, progress=progress, device=device)
-    else:
-        facts = train(out, settings, tokenizer, resume=resume, device=device)
+    with output.progress() as progress:
+        facts = train(out, settings, tokenizer, resume=resume, progress=progress, device=device)
     if install:
         install_model(out / "model", ASSETS)
     output.info(f"trained in {facts['wall_time_s'] / 60:.1f} min, final loss {facts['final_loss']}; "

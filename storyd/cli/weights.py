@@ -2,46 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from storyd import weights
-from storyd.cli.common import JsonOpt, Output, QuietOpt, handle_errors
+from storyd.cli.common import Output
+from storyd.cli.options import JsonOpt, QuietOpt, WeightsDirOpt
 
 weights_app = typer.Typer(help="The model weights storyd uses: pinned in weights.lock, checked by sha256.",
                           no_args_is_help=True)
 
 NameArg = Annotated[str, typer.Argument(help="Model name in weights.lock (see `storyd weights list`).")]
-WeightsDirOpt = Annotated[Path | None, typer.Option(
-    "--weights-dir", help="Where downloads go and are looked for [default: $STORYD_WEIGHTS_DIR, else the HF cache]."
-)]
 UnpinnedOpt = Annotated[bool, typer.Option(
     "--allow-unpinned", help="Accept a model whose commit or sha256 the lock does not know (not checked).")]
-
-
-@contextlib.contextmanager
-def _progress(out: Output) -> Iterator[weights.Progress | None]:
-    """A progress callback drawing one rich bar per label on stderr, or None when quiet or --json."""
-    if not out.show_progress:
-        yield None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    with Progress(*columns, console=out.err, transient=True) as bar:
-        tasks: dict[str, int] = {}
-
-        def report(label: str, done: int, total: int | None) -> None:
-            if label not in tasks:
-                tasks[label] = bar.add_task(label, total=total)
-            bar.update(tasks[label], completed=done, total=total)
-
-        yield report
 
 
 def _row(entry: weights.LockEntry, result: weights.VerifyResult) -> dict:
@@ -66,7 +43,6 @@ def _table(rows: list[dict], columns: list[str]):
 
 
 @weights_app.command("list")
-@handle_errors
 def list_(json_: JsonOpt = False, weights_dir: WeightsDirOpt = None) -> None:
     """List the models in weights.lock and whether each is on this machine (no hashing)."""
     lock = weights.load_lock()
@@ -76,7 +52,6 @@ def list_(json_: JsonOpt = False, weights_dir: WeightsDirOpt = None) -> None:
 
 
 @weights_app.command()
-@handle_errors
 def pull(name: NameArg, weights_dir: WeightsDirOpt = None, allow_unpinned: UnpinnedOpt = False,
          json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Download a model at its locked commit (or its pinned archive) and check every file's sha256."""
@@ -84,20 +59,19 @@ def pull(name: NameArg, weights_dir: WeightsDirOpt = None, allow_unpinned: Unpin
     entry = weights.load_lock().get(name)
     if not entry.pinned and allow_unpinned:
         out.warn(f"'{name}' is unpinned: its files are downloaded without a sha256 check")
-    with _progress(out) as progress:
+    with out.progress() as progress:
         path = weights.pull(entry, weights_dir, progress, allow_unpinned=allow_unpinned)
     out.result({"name": name, "path": path}, lambda console: console.print(escape(f"{name}: {path}")))
 
 
 @weights_app.command("verify")
-@handle_errors
 def verify_(names: Annotated[list[str] | None, typer.Argument(help="Models to check [default: all].")] = None,
             weights_dir: WeightsDirOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Check models on this machine against their sizes and sha256; exit 1 if any file is corrupt."""
     out = Output(json_mode=json_, quiet=quiet)
     lock = weights.load_lock()
     entries = [lock.get(n) for n in names] if names else list(lock.entries.values())
-    with _progress(out) as progress:
+    with out.progress() as progress:
         results = weights.verify(entries, weights_dir, progress)
     rows = [_row(e, r) for e, r in zip(entries, results, strict=True)]
     out.result(rows, _table(rows, ["name", "status", "path", "message", "hint"]))
@@ -106,7 +80,6 @@ def verify_(names: Annotated[list[str] | None, typer.Argument(help="Models to ch
 
 
 @weights_app.command()
-@handle_errors
 def add(name: NameArg, path: Annotated[Path, typer.Argument(help="The file (or folder) you already have.")],
         allow_unpinned: UnpinnedOpt = False, weights_dir: WeightsDirOpt = None, json_: JsonOpt = False,
         quiet: QuietOpt = False) -> None:
@@ -117,20 +90,19 @@ def add(name: NameArg, path: Annotated[Path, typer.Argument(help="The file (or f
     """
     out = Output(json_mode=json_, quiet=quiet)
     entry = weights.load_lock().get(name)
-    with _progress(out) as progress:
+    with out.progress() as progress:
         registered = weights.add(entry, path, allow_unpinned=allow_unpinned, progress=progress,
                                  weights_dir=weights_dir)
     out.result({"name": name, "path": registered}, lambda console: console.print(escape(f"{name}: {registered}")))
 
 
 @weights_app.command("lock-fill")
-@handle_errors
 def lock_fill(name: NameArg, revision: Annotated[str | None, typer.Option(
                   help="Branch, tag or commit to pin [default: the locked commit, else main].")] = None,
               json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Maintainer: pin a model's commit, sizes and sha256 in weights.lock (needs network, or hashes a local model)."""
     out = Output(json_mode=json_, quiet=quiet)
-    with _progress(out) as progress:
+    with out.progress() as progress:
         entry = weights.fill_lock(name, revision=revision, progress=progress)
     summary = f"{name}: pinned {len(entry.files)} files at {entry.revision or entry.local or entry.url}"
     out.result(entry.to_json() | {"name": name}, lambda console: console.print(escape(summary)))

@@ -24,11 +24,17 @@ import torch
 import torch.nn.functional as F
 
 from storyd.csa.bank import CharacterBank
-from storyd.plan.seeds import generator
+from storyd.plan.seeds import derive_seed
 from storyd.story.model import ConsistencySettings
 
 OFF, WRITE, READ = "off", "write", "read"
 _BLOCK_RE = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.|^mid_block\.")
+
+
+
+def generator(*parts: object) -> torch.Generator:
+    """A CPU generator seeded from `parts` alone, for CSA's per-layer random draws."""
+    return torch.Generator().manual_seed(derive_seed(*parts))
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from storyd.errors import InputError, StorydError, WeightsError
@@ -12,6 +12,7 @@ from storyd.eval.images import pairwise_mean
 from storyd.eval.report import EvalReport, ModelInfo, RunInfo, Skipped
 from storyd.eval.runs import Run, StoryRun, identity_pairs, load_run
 from storyd.eval.stats import bootstrap, paired_difference
+from storyd.progress import NullProgress, Progress
 
 TOY_READER = "toy-reader"
 
@@ -101,14 +102,13 @@ def evaluate(
     weights_dir: Path | None = None,
     lock=None,
     labels: Sequence[str] | None = None,
-    on_story: Callable[[str, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> EvalReport:
     """Score each run (a comic output folder, or a folder of them) with the pinned protocol.
 
     ``metrics`` is "auto" (everything whose model is on this machine; the rest are
     listed in ``report.skipped`` with the command that fetches them) or a comma list
-    of names, whose missing models raise WeightsError. ``on_story(run, story)`` is
-    called before each story is scored, for progress.
+    of names, whose missing models raise WeightsError. ``progress`` counts the stories scored.
     """
     if not run_dirs:
         raise InputError("no output folder given", "pass one or more folders written by `storyd comic`")
@@ -132,11 +132,13 @@ def evaluate(
         reasons = sorted({s.reason for s in skipped})
         raise WeightsError("no metric model is on this machine, so nothing can be scored", "; ".join(reasons))
     per_story: dict[str, dict[str, dict[str, float]]] = {}
+    progress = progress or NullProgress()
+    total, done = sum(len(r.stories) for r in runs), 0
     for run, is_toy in zip(runs, toy_runs):
         scores: dict[str, dict[str, float]] = {m: {} for m in computed}
         for story in run.stories:
-            if on_story:
-                on_story(run.label, story.name)
+            progress.update("scoring", done, total, unit="stories", detail=f"{run.label}/{story.name}")
+            done += 1
             for name, value in _score_story(story, computed, models.loaded, mask_background, is_toy).items():
                 scores[name][story.name] = value
         per_story[run.label] = scores

@@ -16,6 +16,7 @@ from storyd.plan.loras import LoraUse, plan_loras
 from storyd.plan.presets import Preset, get_preset, scheduler_name
 from storyd.plan.seeds import panel_seed
 from storyd.plan.settings import resolve_consistency
+from storyd.render.conditioning import conditioning_warnings
 from storyd.story.model import ConsistencySettings, Story
 from storyd.story.prompts import PanelPrompt, build_prompts
 
@@ -173,3 +174,17 @@ def _with_seeds(story: Story, seed: int | None, panel_seeds: Mapping[int, int]) 
         dataclasses.replace(p, seed=panel_seeds[p.index]) if p.index in panel_seeds else p for p in story.panels
     )
     return dataclasses.replace(story, seed=story.seed if seed is None else seed, panels=panels)
+
+
+def plan_warnings(plan: RenderPlan) -> list[str]:
+    """What the user should know before drawing: words lost to the prompt window, a noise model, conditioning."""
+    notes = []
+    for job in plan.jobs:
+        if job.prompt.lost:
+            notes.append(
+                f"panel {job.index + 1}: the prompt is longer than the text encoder reads; "
+                f'these words are lost: "{job.prompt.lost}"'
+            )
+    if not plan.preset.art:
+        notes.append(f"model '{plan.preset.name}' has random weights: its images are noise, not art")
+    return notes + conditioning_warnings(plan)

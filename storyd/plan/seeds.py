@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 
-import torch
-
 
 def derive_seed(*parts: object) -> int:
     """A 63-bit seed that depends only on `parts` (not on call order or other draws)."""
@@ -17,6 +15,3 @@ def panel_seed(story_seed: int, index: int) -> int:
     """The seed of panel `index` (0-based) when the story does not set one; fits in 32 bits."""
     return derive_seed("panel", story_seed, index) % 2**32
 
-
-def generator(*parts: object) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(*parts))

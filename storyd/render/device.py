@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import platform
+import sys
+from pathlib import Path
+
 from storyd.errors import InputError
 
 
@@ -19,5 +23,22 @@ def pick_device(requested: str = "auto") -> str:
     if torch.cuda.is_available():
         return "cuda"
     if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def planned_device(requested: str = "auto") -> str:
+    """The device a plan is estimated for, guessed without importing torch (which costs seconds).
+
+    `auto` reads CUDA from a loaded NVIDIA driver and MPS from Apple silicon; `pick_device`
+    checks the real availability when a model is about to load.
+    """
+    if requested != "auto":
+        if requested.split(":")[0] not in ("cpu", "cuda", "mps"):
+            raise InputError(f"unknown device '{requested}'", "use auto, cpu, cuda, cuda:N or mps")
+        return requested
+    if Path("/proc/driver/nvidia/version").exists():
+        return "cuda"
+    if sys.platform == "darwin" and platform.machine() == "arm64":
         return "mps"
     return "cpu"

@@ -7,6 +7,7 @@ pipeline's step-end callback advances the step.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,13 +88,14 @@ class PanelGenerator:
                     if batch.mode == WRITE
                     else "panels " + ", ".join(str(i + 1) for i in batch.panels)
                 )
-                progress.batch(label, len(batch_jobs), self.plan.steps)
+                progress.update(label, 0, self.plan.steps, unit="steps")
                 started = time.perf_counter()
-                images = self._draw(batch, batch_jobs, progress, steer, loras)
+                images = self._draw(batch, batch_jobs, functools.partial(progress.advance, label), steer, loras)
+                progress.end(label)
                 seconds = (time.perf_counter() - started) / len(batch_jobs)
                 drawn = [DrawnPanel(j, im, seconds) for j, im in zip(batch_jobs, images) if j.index in keep]
                 on_batch(drawn)
-                progress.panels_done(len(drawn))
+                progress.advance("panels", len(drawn))
 
     def draw(self, todo: set[int] | None = None, progress: Progress | None = None) -> dict:
         """Draw the panels in `todo` (default: all) and return their images by panel index."""
@@ -108,7 +110,8 @@ class PanelGenerator:
         return images
 
     def _draw(
-        self, batch: Batch, jobs: list[PanelJob], progress: Progress, steer: Conditioning, loras: LoraSwitch
+        self, batch: Batch, jobs: list[PanelJob], step_done: Callable[[], None], steer: Conditioning,
+        loras: LoraSwitch,
     ) -> list:
         plan = self.plan
         guidance = plan.consistency.guidance_for_references(plan.guidance) if batch.mode == WRITE else plan.guidance
@@ -124,7 +127,7 @@ class PanelGenerator:
         loras.activate(jobs[0].loras)
 
         def on_step_end(pipe, step, timestep, callback_kwargs):
-            progress.step()
+            step_done()
             return self.state.on_step_end(pipe, step, timestep, callback_kwargs)
 
         pipe, extra = steer.prepare(self.pipe, jobs, cfg=cfg)  # references (IP-Adapter), control (ControlNet)

@@ -87,3 +87,40 @@ def load_clip_tokenizer(cache_dir: Path, *, pad_token: str = "<|endoftext|>"):
     name = "clip-pad-eot" if pad_token == "<|endoftext|>" else "clip-pad-bang"
     folder = write_tokenizer_files(cache_dir / "tokenizers" / name, pad_token=pad_token)
     return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+
+class PromptTokenizer:
+    """CLIP's tokenization alone, for planning: where a prompt's 77-token window ends.
+
+    The same BPE files and the same steps as `load_clip_tokenizer`'s tokenizer (NFC,
+    whitespace folded, lower case; CLIP's word split; byte-level BPE with ``</w>`` word
+    ends), built on the ``tokenizers`` library without transformers, whose import costs
+    seconds: `storyd validate` plans without it. It offers the four members `lost_words` uses.
+    """
+
+    model_max_length = 77
+
+    def __init__(self, cache_dir: Path) -> None:
+        from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+        from tokenizers.models import BPE
+
+        folder = write_tokenizer_files(cache_dir / "tokenizers" / "clip-pad-eot")
+        bpe = BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt"), unk_token="<|endoftext|>",
+                            continuing_subword_prefix="", end_of_word_suffix="</w>", fuse_unk=False)
+        words = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"
+        self._bpe = Tokenizer(bpe)
+        self._bpe.normalizer = normalizers.Sequence(
+            [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+        self._bpe.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(words), behavior="removed", invert=True),
+             pre_tokenizers.ByteLevel(add_prefix_space=False)])
+        self._bpe.decoder = decoders.ByteLevel()
+
+    def tokenize(self, text: str) -> list[str]:
+        return self._bpe.encode(text, add_special_tokens=False).tokens
+
+    def convert_tokens_to_ids(self, tokens: list[str]) -> list[int]:
+        return [self._bpe.token_to_id(t) for t in tokens]
+
+    def decode(self, ids: list[int]) -> str:
+        return self._bpe.decode(ids).replace("</w>", " ").strip()

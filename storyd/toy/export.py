@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from storyd.fsutil import atomic_write_text
+from storyd.toy.model_config import noise_scheduler_config, param_count
 
 SAMPLING = {"width": 64, "height": 64, "steps": 25, "guidance": 4.0, "scheduler": "ddim"}  # storyd scheduler names
 # The model's CSA defaults (storyd.plan.presets.model_consistency): it learnt to copy a character
@@ -25,9 +26,6 @@ def export_model(folder: Path, vae, text_encoder, unet, scaling: float, facts: d
                  *, dtype: torch.dtype = torch.float16) -> Path:
     """Save ``unet/``, ``vae/``, ``text_encoder/`` (safetensors, ``dtype``), ``scheduler/`` and ``model.json``."""
     from diffusers import DDIMScheduler
-
-    from storyd.toy.model_config import param_count
-    from storyd.toy.train import noise_scheduler_config
 
     folder.mkdir(parents=True, exist_ok=True)
     vae = copy.deepcopy(vae)

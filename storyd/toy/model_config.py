@@ -104,3 +104,14 @@ def build_unet(cfg: ToyModelConfig):
 
 def param_count(module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def noise_scheduler_config() -> dict:
+    """Stable Diffusion's betas rescaled to zero terminal SNR, with v-prediction and trailing
+    timesteps (Lin et al. 2024). With SD's own schedule the last step still holds 7% of the
+    image, and on 16x16 latents a model learns to read the layout from that: the first version
+    took its colours from the seed's noise and ignored the prompt. Training uses DDPM,
+    sampling DDIM over the same betas."""
+    return {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+            "beta_end": 0.012, "prediction_type": "v_prediction", "rescale_betas_zero_snr": True,
+            "timestep_spacing": "trailing", "steps_offset": 1, "clip_sample": False, "set_alpha_to_one": False}

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from storyd.progress import Progress
 from storyd.toy.captions import choose_named, write_caption
 from storyd.toy.world import ACTIONS, LOOK_ATTRS, LOOK_CHOICES, SETTINGS, Scene
 
@@ -67,9 +68,9 @@ def summary_features(text_encoder, input_ids: torch.Tensor) -> torch.Tensor:
 
 def pretrain_text_encoder(text_encoder, tokenize: Callable[[list[str]], torch.Tensor], scenes: Sequence[Scene], *,
                           seed: int, steps: int, batch: int, lr: float, empty_prob: float,
-                          progress: Callable[[int, float], None] | None = None) -> float:
+                          progress: Progress | None = None) -> float:
     """Train ``text_encoder`` to read captions of ``scenes`` back; return the all-heads accuracy of the
-    last 20 steps. Deterministic from ``seed``."""
+    last 20 steps. Deterministic from ``seed``. ``progress`` follows task "text", its loss as the detail."""
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -96,6 +97,6 @@ def pretrain_text_encoder(text_encoder, tokenize: Callable[[list[str]], torch.Te
         opt.step()
         recent = (recent + [accuracy])[-20:]
         if progress:
-            progress(step + 1, loss.item())
+            progress.update("text", step + 1, steps, unit="steps", detail=f"loss {loss.item():.4f}")
     text_encoder.eval()
     return sum(recent) / max(1, len(recent))

@@ -43,13 +43,24 @@ from storyd.csa.bank import CharacterBank
 from storyd.csa.processor import READ, WRITE, ConsistencyState, consistent_attention
 from storyd.errors import InputError
 from storyd.fsutil import atomic_open
+from storyd.progress import NullProgress, Progress
+from storyd.render.device import pick_device
 from storyd.story.model import ConsistencySettings
 from storyd.toy.captions import caption, story_captions
-from storyd.toy.model_config import ToyModelConfig, build_text_encoder, build_unet, build_vae
+from storyd.toy.export import export_model
+from storyd.toy.model_config import (
+    ToyModelConfig,
+    build_text_encoder,
+    build_unet,
+    build_vae,
+    noise_scheduler_config,
+)
 from storyd.toy.text_pretrain import pretrain_text_encoder
 from storyd.toy.world import figure_mask, random_scene, render, story_scenes
 
-ProgressFn = Callable[[str, int, int, float], None]  # phase, step done, total steps, loss
+
+def _report(progress: Progress, phase: str, done: int, total: int, loss: float) -> None:
+    progress.update(phase, done, total, unit="steps", detail=f"loss {loss:.4f}")
 
 
 @dataclass(frozen=True)
@@ -88,17 +99,6 @@ class TrainSettings:
     text_lr: float = 3e-3
     checkpoint_every: int = 200
     model: ToyModelConfig = field(default_factory=ToyModelConfig)
-
-
-def noise_scheduler_config() -> dict:
-    """Stable Diffusion's betas rescaled to zero terminal SNR, with v-prediction and trailing
-    timesteps (Lin et al. 2024). With SD's own schedule the last step still holds 7% of the
-    image, and on 16x16 latents a model learns to read the layout from that: the first version
-    took its colours from the seed's noise and ignored the prompt. Training uses DDPM,
-    sampling DDIM over the same betas."""
-    return {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
-            "beta_end": 0.012, "prediction_type": "v_prediction", "rescale_betas_zero_snr": True,
-            "timestep_spacing": "trailing", "steps_offset": 1, "clip_sample": False, "set_alpha_to_one": False}
 
 
 def training_scheduler():
@@ -190,7 +190,7 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 def train_vae(vae, pixels: torch.Tensor, s: TrainSettings, ckpt: Checkpoints, state: dict | None,
-              progress: ProgressFn, elapsed: Callable[[], float]) -> float:
+              progress: Progress, elapsed: Callable[[], float]) -> float:
     opt = torch.optim.AdamW(vae.parameters(), lr=s.vae_lr, weight_decay=0.0)
     start = 0
     if state is not None and state["phase"] == "vae":
@@ -216,7 +216,7 @@ def train_vae(vae, pixels: torch.Tensor, s: TrainSettings, ckpt: Checkpoints, st
         opt.step()
         loss_value = loss.item()
         ckpt.log({"phase": "vae", "step": step + 1, "loss": round(loss_value, 6)})
-        progress("vae", step + 1, s.vae_steps, loss_value)
+        _report(progress, "vae", step + 1, s.vae_steps, loss_value)
         if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.vae_steps:
             ckpt.save({"phase": "vae", "step": step + 1, "vae": vae.state_dict(), "opt": opt.state_dict(),
                        "settings": asdict(s), "elapsed": elapsed(), "loss": loss_value})
@@ -238,7 +238,7 @@ def encode_latents(vae, pixels: torch.Tensor, batch: int = 256) -> tuple[torch.T
 
 def train_decoder(vae, pixels: torch.Tensor | None, masks: torch.Tensor | None,
                   latents: tuple[torch.Tensor | None, torch.Tensor | None], s: TrainSettings, ckpt: Checkpoints,
-                  state: dict | None, progress: ProgressFn, extra_state: Callable[[], dict]) -> float:
+                  state: dict | None, progress: Progress, extra_state: Callable[[], dict]) -> float:
     """Fine-tune the decoder alone, on whole scenes decoded from posterior samples.
 
     The first phase, short and on crops, left small things soft: glasses faded on dark
@@ -273,7 +273,7 @@ def train_decoder(vae, pixels: torch.Tensor | None, masks: torch.Tensor | None,
         opt.step()
         loss_value = loss.item()
         ckpt.log({"phase": "decoder", "step": step + 1, "loss": round(loss_value, 6)})
-        progress("decoder", step + 1, s.decoder_steps, loss_value)
+        _report(progress, "decoder", step + 1, s.decoder_steps, loss_value)
         if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.decoder_steps:
             ckpt.save({"phase": "decoder", "step": step + 1, "vae": vae.state_dict(), "opt": opt.state_dict(),
                        "loss": loss_value, "settings": asdict(s), **extra_state()})
@@ -307,7 +307,7 @@ class Ema:
 
 def train_unet(unet, text_encoder, tokenizer, scenes: list, latents: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
                scaling: float, s: TrainSettings, ckpt: Checkpoints, state: dict | None,
-               progress: ProgressFn, extra_state: Callable[[], dict]) -> Ema:
+               progress: Progress, extra_state: Callable[[], dict]) -> Ema:
     opt = torch.optim.AdamW(unet.parameters(), lr=s.lr, weight_decay=0.01)
     ema = Ema([unet], s.ema_decay)
     start = 0
@@ -350,7 +350,7 @@ def train_unet(unet, text_encoder, tokenizer, scenes: list, latents: tuple[torch
             opt.step()
             ema.update([unet], step)
             ckpt.log({"phase": "unet", "step": step + 1, "loss": round(loss.item(), 6)})
-            progress("unet", step + 1, total, loss.item())
+            _report(progress, "unet", step + 1, total, loss.item())
             if (step + 1) % s.checkpoint_every == 0 or step + 1 == total:
                 ckpt.save({"phase": "unet", "step": step + 1, "unet": unet.state_dict(),
                            "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict(), "ema": ema.shadow,
@@ -452,12 +452,9 @@ def _render(s: TrainSettings) -> tuple[list, torch.Tensor, torch.Tensor]:
 
 
 def train(out: Path, settings: TrainSettings, tokenizer, *, resume: bool = False,
-          progress: ProgressFn | None = None, device: str = "auto") -> dict:
+          progress: Progress | None = None, device: str = "auto") -> dict:
     """Run every phase into ``out`` on ``device`` (``pick_device``'s policy) and export the model
     there; return training facts. Every random draw is made on the CPU whatever the device."""
-    from storyd.render.device import pick_device
-    from storyd.toy.export import export_model
-
     device = pick_device(device)
     stories = max(settings.stories_per_batch, settings.copy_stories_per_batch if settings.copy_steps else 0)
     if settings.story_panels < 2 or stories * (settings.story_panels - 1) > settings.batch:
@@ -465,7 +462,7 @@ def train(out: Path, settings: TrainSettings, tokenizer, *, resume: bool = False
                          f"the panels that read it) do not fit in a batch of {settings.batch}",
                          "use at least 2 panels a story, fewer stories per batch, or a larger batch")
 
-    progress = progress or (lambda *_: None)
+    progress = progress or NullProgress()
     ckpt = Checkpoints(out)
     state = ckpt.load() if resume else None
     if resume and state is None:
@@ -508,7 +505,7 @@ def train(out: Path, settings: TrainSettings, tokenizer, *, resume: bool = False
             text_encoder, lambda texts: tokenize(tokenizer, texts), scenes[: settings.scenes],
             seed=settings.seed, steps=settings.text_steps, batch=settings.text_batch, lr=settings.text_lr,
             empty_prob=settings.empty_caption_prob,
-            progress=lambda step, loss: progress("text", step, settings.text_steps, loss))
+            progress=progress)
     else:
         text_encoder.load_state_dict(state["text_encoder"])
         text_accuracy = state["text_accuracy"]

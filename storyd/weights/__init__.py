@@ -2,9 +2,10 @@
 
 Only ``pull`` and ``fill_lock`` touch the network; everything else is offline.
 The library never prints: long operations report through an optional
-``progress(label, done_bytes, total_bytes)`` callback.
+storyd.progress.Progress, one task per file, in bytes.
 """
 
+from storyd.weights.checks import VerifyResult, human_size, sha256_file
 from storyd.weights.configs import prepare_config_dir
 from storyd.weights.fetch import fill_lock, pull
 from storyd.weights.lock import (
@@ -16,21 +17,11 @@ from storyd.weights.lock import (
     write_lock,
 )
 from storyd.weights.paths import storyd_home, weights_dir
-from storyd.weights.store import (
-    Progress,
-    VerifyResult,
-    add,
-    human_size,
-    resolve,
-    sha256_file,
-    verify,
-    verify_entry,
-)
+from storyd.weights.store import add, resolve, verify, verify_entry
 
 __all__ = [
     "LockEntry",
     "LockedFile",
-    "Progress",
     "VerifyResult",
     "WeightsLock",
     "add",

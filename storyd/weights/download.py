@@ -7,7 +7,7 @@ from pathlib import Path
 
 from storyd.errors import WeightsError
 from storyd.fsutil import atomic_open
-from storyd.weights.store import Progress
+from storyd.progress import Progress
 
 _CHUNK = 1 << 20
 _HINT = "check the network connection and the entry's url in weights.lock"
@@ -31,7 +31,7 @@ def download_url(url: str, dest: Path, progress: Progress | None = None, *, time
                 digest.update(chunk)
                 done += len(chunk)
                 if progress:
-                    progress(label, done, total)
+                    progress.update(label, done, total, unit="bytes")
             if total is not None and done != total:
                 raise WeightsError(f"download of {url} stopped at {done} of {total} bytes", "run the command again")
     except urllib.error.URLError as exc:  # HTTPError included

@@ -10,9 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from storyd.errors import WeightsError
+from storyd.progress import Progress
 from storyd.weights import paths
+from storyd.weights.checks import sha256_file
 from storyd.weights.lock import LockedFile, LockEntry, did_you_mean, load_lock, write_lock
-from storyd.weights.store import Progress, check_location, sha256_file, snapshot_location
+from storyd.weights.store import check_location, snapshot_location
 
 _NET_HINT = "check the network connection (and `hf auth login` if the repository is gated)"
 
@@ -38,7 +40,7 @@ def _forwarding_tqdm(progress: Progress, label: str):
 
         def update(self, n=1):
             self.storyd_done += n or 0
-            progress(label, self.storyd_done, self.storyd_total)
+            progress.update(label, self.storyd_done, self.storyd_total, unit="bytes")
 
     return _Forward
 

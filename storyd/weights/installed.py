@@ -16,10 +16,11 @@ from pathlib import Path
 
 from storyd.errors import WeightsError
 from storyd.fsutil import atomic_write_text, file_sha256
+from storyd.progress import Progress
 from storyd.weights.archive import extract_zip
+from storyd.weights.checks import VerifyResult, hash_reporter, missing_hint, sha256_file
 from storyd.weights.converters import converter, converter_id
 from storyd.weights.lock import LockedFile, LockEntry
-from storyd.weights.store import Progress, VerifyResult, missing_hint, sha256_file
 
 STAMP = "storyd-install.json"
 
@@ -60,11 +61,6 @@ def install(entry: LockEntry, archive: Path, archive_sha256: str, weights_dir: P
     return target
 
 
-def _reporter(path: Path, progress: Progress | None):
-    size = path.stat().st_size
-    return (lambda done: progress(f"sha256 {path.name}", done, size)) if progress else None
-
-
 def _write_stamp(entry: LockEntry, folder: Path, size: int, sha256: str, progress: Progress | None) -> None:
     # hashed directly, not through the hash cache: these paths are temporary until the swap
     files = sorted(p for p in folder.rglob("*") if p.is_file())
@@ -74,7 +70,7 @@ def _write_stamp(entry: LockEntry, folder: Path, size: int, sha256: str, progres
         "archive": {"path": entry.files[0].path, "size": size, "sha256": sha256},
         "converter": converter_id(entry.convert),
         "files": [{"path": p.relative_to(folder).as_posix(), "size": p.stat().st_size,
-                   "sha256": file_sha256(p, _reporter(p, progress))} for p in files],
+                   "sha256": file_sha256(p, hash_reporter(p, p.stat().st_size, progress))} for p in files],
     }
     atomic_write_text(folder / STAMP, json.dumps(stamp, indent=2, sort_keys=True) + "\n")
 

@@ -11,57 +11,16 @@ checkpoint is hashed once.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from storyd.errors import WeightsError
-from storyd.fsutil import atomic_write_text, file_sha256
+from storyd.fsutil import atomic_write_text
+from storyd.progress import Progress
 from storyd.weights import paths
+from storyd.weights.checks import VerifyResult, missing_hint, read_json, sha256_file
+from storyd.weights.installed import add_archive, verify_installed
 from storyd.weights.lock import LockedFile, LockEntry
-
-# progress(label, done, total): called while hashing or downloading; bytes, total None if unknown.
-Progress = Callable[[str, int, "int | None"], None]
-
-
-
-def human_size(size: int | None) -> str:
-    if size is None:
-        return "size unknown"
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
-
-
-# --- hashing -------------------------------------------------------------------------
-
-
-def sha256_file(path: Path, progress: Progress | None = None) -> str:
-    """The file's sha256, from the hash cache when its size and mtime are unchanged."""
-    path = Path(path)
-    stat = path.stat()
-    key = str(path.resolve())
-    cache_file = paths.storyd_home() / "sha256-cache.json"
-    cache = _read_json(cache_file)
-    hit = cache.get(key)
-    if isinstance(hit, dict) and hit.get("size") == stat.st_size and hit.get("mtime_ns") == stat.st_mtime_ns:
-        return hit["sha256"]
-    report = (lambda done: progress(f"sha256 {path.name}", done, stat.st_size)) if progress else None
-    sha = file_sha256(path, report)
-    cache = _read_json(cache_file)  # re-read: another process may have added entries meanwhile
-    cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
-    atomic_write_text(cache_file, json.dumps(cache, indent=1, sort_keys=True))
-    return sha
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}  # a cache or registry that is gone or damaged is rebuilt, not fatal
-    return data if isinstance(data, dict) else {}
 
 
 def _registry_file() -> Path:
@@ -69,20 +28,11 @@ def _registry_file() -> Path:
 
 
 def _registered_path(name: str) -> Path | None:
-    path = _read_json(_registry_file()).get(name)
+    path = read_json(_registry_file()).get(name)
     return Path(path) if isinstance(path, str) else None
 
 
 # --- locating and checking ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    name: str
-    status: str  # "present" (matches the lock), "unpinned" (found, not fully checkable), "missing", "corrupt"
-    path: Path | None  # where the model was found
-    message: str | None = None  # what is wrong, for missing/corrupt
-    hint: str | None = None  # what to do about it
 
 
 @dataclass(frozen=True)
@@ -159,23 +109,10 @@ def _fix_hint(entry: LockEntry, source: str) -> str:
     return f"delete it and run `storyd weights pull {name}` again"
 
 
-def missing_hint(entry: LockEntry) -> str:
-    if entry.local is not None:
-        return f"it ships in the repository at {entry.local}; restore it with `git checkout {entry.local}`"
-    flag = "" if entry.pinned else " --allow-unpinned"
-    have = entry.files[0].path if entry.url is not None else "the file"
-    return (
-        f"run `storyd weights pull {entry.name}{flag}` ({human_size(entry.size)}), "
-        f"or `storyd weights add {entry.name} PATH` if you have {have}"
-    )
-
-
 def verify_entry(entry: LockEntry, weights_dir: Path | None = None, *, check: bool = True,
                  progress: Progress | None = None) -> VerifyResult:
     """Find ``entry`` and (``check``) compare its files with the lock; reports problems, never raises them."""
     if entry.url is not None:
-        from storyd.weights.installed import verify_installed
-
         return verify_installed(entry, paths.weights_dir(weights_dir), check, progress)
     loc = _locate(entry, paths.weights_dir(weights_dir))
     if loc is None:
@@ -233,8 +170,6 @@ def add(entry: LockEntry, path: Path, *, allow_unpinned: bool = False, progress:
     if not path.exists():
         raise WeightsError(f"{path} does not exist", "give the path of the file you downloaded")
     if entry.url is not None:
-        from storyd.weights.installed import add_archive
-
         return add_archive(entry, path, allow_unpinned, progress, paths.weights_dir(weights_dir))
     if entry.single_file and not path.is_file():
         raise WeightsError(f"model '{entry.name}' is one file ({entry.files[0].path}); {path} is a folder",
@@ -243,7 +178,7 @@ def add(entry: LockEntry, path: Path, *, allow_unpinned: bool = False, progress:
         raise WeightsError(f"model '{entry.name}' is unpinned, so storyd cannot check {path}",
                            f"add it anyway with `storyd weights add {entry.name} PATH --allow-unpinned`")
     check_location(entry, _location(entry, path, "registered").files, "registered", progress)
-    registry = _read_json(_registry_file())
+    registry = read_json(_registry_file())
     registry[entry.name] = str(path)
     atomic_write_text(_registry_file(), json.dumps(registry, indent=2, sort_keys=True) + "\n")
     return path
