@@ -150,6 +150,11 @@ def comic(
         typer.Option("--load-characters", help="Read saved character banks instead of drawing their reference panels."),
     ] = None,
     weights_dir: Annotated[Path | None, typer.Option("--weights-dir", help="Where pulled weights live.")] = None,
+    verify: Annotated[
+        str,
+        typer.Option("--verify", help="Weight check before drawing: cached (sha256 cache while files are unchanged) "
+                     "or full (re-hash every file)."),
+    ] = "cached",
     shard: Annotated[
         str | None,
         typer.Option("--shard", help="Draw only shard I of N (I/N), for job arrays; pages come at the merge."),
@@ -174,8 +179,11 @@ def comic(
         raise InputError(
             "--seed goes with --redo", "set a story's seed in its file, or redo a panel: --redo N --seed S"
         )
+    if verify not in ("cached", "full"):
+        raise InputError(f"--verify '{verify}' is not a check", "use cached or full")
     paths = find_stories(stories)
     options = ComicOptions(
+        full_verify=verify == "full",
         shard=parse_shard(shard) if shard else None,
         merge=merge,
         scheduler=check_scheduler(scheduler) if scheduler else None,

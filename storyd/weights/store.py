@@ -4,8 +4,10 @@ Nothing here touches the network. A model is looked for, in order, at the path t
 user registered (``storyd weights add``), in the Hugging Face cache at the locked
 commit, and in ``<weights dir>/<name>/``; a ``url`` entry only in the last, where
 its archive was unpacked and converted (checked through its stamp: installed.py).
-sha256 results are cached by (path, size, mtime) under the storyd home, so a 7 GB
-checkpoint is hashed once.
+sha256 results are cached under the storyd home, so a 7 GB checkpoint is hashed once;
+an entry holds only while the file's size, mtime, inode and ctime are unchanged (a user
+can set the mtime back after editing a file in place, not the ctime), and ``full``
+checks ignore the cache.
 """
 
 from __future__ import annotations
@@ -15,14 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from storyd.errors import WeightsError
+from storyd.errors import StorydError, WeightsError
 from storyd.fsutil import atomic_write_text, file_sha256
 from storyd.weights import paths
 from storyd.weights.lock import LockedFile, LockEntry
 
 # progress(label, done, total): called while hashing or downloading; bytes, total None if unknown.
 Progress = Callable[[str, int, "int | None"], None]
-
 
 
 def human_size(size: int | None) -> str:
@@ -38,21 +39,24 @@ def human_size(size: int | None) -> str:
 # --- hashing -------------------------------------------------------------------------
 
 
-def sha256_file(path: Path, progress: Progress | None = None) -> str:
-    """The file's sha256, from the hash cache when its size and mtime are unchanged."""
+def sha256_file(path: Path, progress: Progress | None = None, *, full: bool = False) -> str:
+    """The file's sha256: from the hash cache while the file is unchanged, else (or ``full``) read and hashed."""
     path = Path(path)
     stat = path.stat()
     key = str(path.resolve())
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns, "inode": stat.st_ino}
     cache_file = paths.storyd_home() / "sha256-cache.json"
-    cache = _read_json(cache_file)
-    hit = cache.get(key)
-    if isinstance(hit, dict) and hit.get("size") == stat.st_size and hit.get("mtime_ns") == stat.st_mtime_ns:
+    hit = _read_json(cache_file).get(key)
+    if not full and isinstance(hit, dict) and all(hit.get(k) == v for k, v in stamp.items()):
         return hit["sha256"]
     report = (lambda done: progress(f"sha256 {path.name}", done, stat.st_size)) if progress else None
     sha = file_sha256(path, report)
     cache = _read_json(cache_file)  # re-read: another process may have added entries meanwhile
-    cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
-    atomic_write_text(cache_file, json.dumps(cache, indent=1, sort_keys=True))
+    cache[key] = {**stamp, "sha256": sha}
+    try:
+        atomic_write_text(cache_file, json.dumps(cache, indent=1, sort_keys=True))
+    except (OSError, StorydError):
+        pass  # a cache that cannot be written (read-only or full home) only costs a re-hash next time
     return sha
 
 
@@ -136,7 +140,7 @@ def _locate(entry: LockEntry, wdir: Path) -> _Location | None:
     return _Location(files[entry.files[0].path] if entry.single_file else folder, files, "weights-dir")
 
 
-def _check_file(locked: LockedFile, path: Path, progress: Progress | None) -> str | None:
+def _check_file(locked: LockedFile, path: Path, progress: Progress | None, full: bool = False) -> str | None:
     """What is wrong with one file, or None if it matches the lock (as far as the lock knows)."""
     if not path.is_file():
         return f"{path}: file missing"
@@ -144,10 +148,18 @@ def _check_file(locked: LockedFile, path: Path, progress: Progress | None) -> st
     if locked.size is not None and size != locked.size:
         return f"{path}: {size} bytes, weights.lock expects {locked.size}"
     if locked.sha256 is not None:
-        actual = sha256_file(path, progress)
+        actual = sha256_file(path, progress, full=full)
         if actual != locked.sha256:
             return f"{path}: sha256 is {actual}, weights.lock expects {locked.sha256}"
     return None
+
+
+def check_folder(entry: LockEntry, folder: Path, *, full: bool = False, progress: Progress | None = None) -> None:
+    """Raise WeightsError unless the files under ``folder`` match ``entry``'s sizes and sha256."""
+    for locked in entry.files:
+        problem = _check_file(locked, folder / locked.path, progress, full)
+        if problem is not None:
+            raise WeightsError(f"model '{entry.name}': {problem}", _fix_hint(entry, "local"))
 
 
 def _fix_hint(entry: LockEntry, source: str) -> str:
@@ -171,12 +183,14 @@ def missing_hint(entry: LockEntry) -> str:
 
 
 def verify_entry(entry: LockEntry, weights_dir: Path | None = None, *, check: bool = True,
-                 progress: Progress | None = None) -> VerifyResult:
-    """Find ``entry`` and (``check``) compare its files with the lock; reports problems, never raises them."""
+                 progress: Progress | None = None, full: bool = False) -> VerifyResult:
+    """Find ``entry`` and (``check``) compare its files with the lock; reports problems, never raises them.
+
+    ``full`` re-hashes every file instead of trusting the hash cache."""
     if entry.url is not None:
         from storyd.weights.installed import verify_installed
 
-        return verify_installed(entry, paths.weights_dir(weights_dir), check, progress)
+        return verify_installed(entry, paths.weights_dir(weights_dir), check, progress, full=full)
     loc = _locate(entry, paths.weights_dir(weights_dir))
     if loc is None:
         message = f"model '{entry.name}' is not on this machine"
@@ -186,7 +200,7 @@ def verify_entry(entry: LockEntry, weights_dir: Path | None = None, *, check: bo
         return VerifyResult(entry.name, "missing", None, message, missing_hint(entry))
     if check:
         for locked in entry.files:
-            problem = _check_file(locked, loc.files[locked.path], progress)
+            problem = _check_file(locked, loc.files[locked.path], progress, full)
             if problem is not None:
                 return VerifyResult(entry.name, "corrupt", loc.path, f"model '{entry.name}': {problem}",
                                     _fix_hint(entry, loc.source))
@@ -202,22 +216,23 @@ def check_location(entry: LockEntry, files: dict[str, Path], source: str, progre
 
 
 def resolve(entry: LockEntry, weights_dir: Path | None = None, *, verify: bool = True,
-            progress: Progress | None = None) -> Path:
+            progress: Progress | None = None, full: bool = False) -> Path:
     """Where ``entry``'s weights are: the file of a one-file entry, else the folder its file paths are under.
 
     Raises WeightsError when they are missing, or (``verify``) when a size or sha256
     differs from the lock. Files whose sha256 the lock does not know are not checked.
     """
-    result = verify_entry(entry, weights_dir, check=verify, progress=progress)
+    result = verify_entry(entry, weights_dir, check=verify, progress=progress, full=full)
     if result.status in ("missing", "corrupt"):
         raise WeightsError(result.message or "", result.hint)
     assert result.path is not None
     return result.path
 
 
-def verify(entries, weights_dir: Path | None = None, progress: Progress | None = None) -> list[VerifyResult]:
+def verify(entries, weights_dir: Path | None = None, progress: Progress | None = None,
+           full: bool = False) -> list[VerifyResult]:
     """Check each entry: present (matches the lock), unpinned (found, not fully checkable), missing, corrupt."""
-    return [verify_entry(entry, weights_dir, progress=progress) for entry in entries]
+    return [verify_entry(entry, weights_dir, progress=progress, full=full) for entry in entries]
 
 
 def add(entry: LockEntry, path: Path, *, allow_unpinned: bool = False, progress: Progress | None = None,
