@@ -140,24 +140,27 @@ def _locate(entry: LockEntry, wdir: Path) -> _Location | None:
     return _Location(files[entry.files[0].path] if entry.single_file else folder, files, "weights-dir")
 
 
-def _check_file(locked: LockedFile, path: Path, progress: Progress | None, full: bool = False) -> str | None:
-    """What is wrong with one file, or None if it matches the lock (as far as the lock knows)."""
+def _check_file(locked: LockedFile, path: Path, progress: Progress | None, full: bool = False,
+                hashes: bool = True) -> str | None:
+    """What is wrong with one file, or None if it matches the lock (as far as the lock knows; sizes only
+    unless ``hashes``)."""
     if not path.is_file():
         return f"{path}: file missing"
     size = path.stat().st_size
     if locked.size is not None and size != locked.size:
         return f"{path}: {size} bytes, weights.lock expects {locked.size}"
-    if locked.sha256 is not None:
+    if locked.sha256 is not None and hashes:
         actual = sha256_file(path, progress, full=full)
         if actual != locked.sha256:
             return f"{path}: sha256 is {actual}, weights.lock expects {locked.sha256}"
     return None
 
 
-def check_folder(entry: LockEntry, folder: Path, *, full: bool = False, progress: Progress | None = None) -> None:
-    """Raise WeightsError unless the files under ``folder`` match ``entry``'s sizes and sha256."""
+def check_folder(entry: LockEntry, folder: Path, *, full: bool = False, hashes: bool = True,
+                 progress: Progress | None = None) -> None:
+    """Raise WeightsError unless the files under ``folder`` match ``entry``'s sizes and (``hashes``) sha256."""
     for locked in entry.files:
-        problem = _check_file(locked, folder / locked.path, progress, full)
+        problem = _check_file(locked, folder / locked.path, progress, full, hashes)
         if problem is not None:
             raise WeightsError(f"model '{entry.name}': {problem}", _fix_hint(entry, "local"))
 
