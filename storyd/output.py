@@ -281,12 +281,14 @@ class OutputFolder:
                 done.add(index)
         return done
 
-    def _write_intent(self, file: str) -> None:
-        """Name a file in the manifest before writing it: killed mid-way, the next run knows it as storyd's."""
+    def _write_intent(self, files: list[str]) -> None:
+        """Name files in the manifest before writing them: killed mid-way, the next run knows them as storyd's."""
         writing = self.manifest.setdefault("writing", [])
-        if file not in writing:
-            writing.append(file)
-            self._owned.setdefault(file, set()).add(None)
+        new = [f for f in files if f not in writing]
+        if new:
+            writing += new
+            for file in new:
+                self._owned.setdefault(file, set()).add(None)
             self._dump()
 
     def save_panel(self, job: PanelJob, image, *, input_hash: str, seconds: float) -> Path:
@@ -304,7 +306,7 @@ class OutputFolder:
                 history = self.root / "panels" / "history" / f"{job.index + 1:03d}-{tag}.png"
                 history.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(path), history)
-        self._write_intent(file)
+        self._write_intent([file])
         atomic_write_bytes(path, data)
         self._owned[file] = {hashlib.sha256(data).hexdigest()}
         panel = self.plan.story.panels[job.index]
@@ -328,8 +330,7 @@ class OutputFolder:
 
     def begin_pages(self, paths: list[Path]) -> None:
         """Name the page files in the manifest before laying out (see `_write_intent`)."""
-        for path in paths:
-            self._write_intent(path.relative_to(self.root).as_posix())
+        self._write_intent([path.relative_to(self.root).as_posix() for path in paths])
 
     def record_pages(self, paths: list[Path]) -> None:
         """Record the laid-out files with their sha256 (so a later run knows them as storyd's) and save."""
