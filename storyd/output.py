@@ -232,9 +232,7 @@ class OutputFolder:
             for entry in manifest.get("panels", []):
                 owned.setdefault(entry["file"], set()).add(entry.get("sha256"))
             for file in [*manifest.get("writing", []), *manifest.get("pages", [])]:
-                owned.setdefault(file, set()).add(None)
-            for file, sha in manifest.get("page_sha256", {}).items():
-                owned.setdefault(file, set()).add(sha)
+                owned.setdefault(file, set()).add(None)  # pages: `storyd layout` may lay them out again
         return owned
 
     def _page_files(self) -> list[Path]:
@@ -246,23 +244,20 @@ class OutputFolder:
         current = file_sha256(self.root / file)
         return None if None in owned or current in owned else current
 
-    def check_ours(self, files: list[str], *, changed_ok: bool = False) -> None:
+    def check_ours(self, files: list[str]) -> None:
         """Stop, before anything is drawn, if a file storyd would replace or remove is not one it wrote.
 
-        `changed_ok`: a file storyd wrote that changed since is no reason to stop (a panel's is kept in history)."""
+        A panel storyd wrote that changed since is no reason to stop: it is kept in history."""
         for file in files:
             path = self.root / file
             if path.is_symlink() or (path.exists() and file not in self._owned):
                 raise InputError(
-                    f"{path} was not written by storyd, and this run would replace it",
+                    f"{path} was not written by storyd (its manifest does not list it), and this run would replace it",
                     "move it out of the folder (or choose another folder with -o), then run again",
                 )
-            if path.exists() and not changed_ok and self._changed(file):
-                raise InputError(f"{path} changed since storyd wrote it, and this run would replace it",
-                                 "move it out of the folder, then run again")
 
     def check_panels(self, indices: set[int]) -> None:
-        self.check_ours([panel_file(i) for i in sorted(indices)], changed_ok=True)
+        self.check_ours([panel_file(i) for i in sorted(indices)])
 
     def known_panels(self) -> dict[int, dict]:
         entries = {p["index"]: p for p in self._inherited}
@@ -297,7 +292,7 @@ class OutputFolder:
         previous = self.known_panels().get(job.index)
         data = _png_bytes(image)
         if path.exists() or path.is_symlink():
-            self.check_ours([file], changed_ok=True)
+            self.check_ours([file])
             changed = self._changed(file)
             tag = f"changed-{changed[:8]}" if changed else None  # kept, then drawn again
             if not changed and previous and previous.get("input_hash") != input_hash:
@@ -333,9 +328,8 @@ class OutputFolder:
         self._write_intent([path.relative_to(self.root).as_posix() for path in paths])
 
     def record_pages(self, paths: list[Path]) -> None:
-        """Record the laid-out files with their sha256 (so a later run knows them as storyd's) and save."""
-        files = {p.relative_to(self.root).as_posix(): p for p in paths}
-        self.write_manifest(pages=list(files), page_sha256={f: file_sha256(p) for f, p in files.items()})
+        """Record the laid-out files (so a later run knows them as storyd's) and save."""
+        self.write_manifest(pages=[p.relative_to(self.root).as_posix() for p in paths])
 
     def write_manifest(self, **fields) -> None:
         plan = self.plan
@@ -355,7 +349,7 @@ class OutputFolder:
         captions = {p.index: p.caption for p in plan.story.panels}
         self.manifest["panels"] = [{**p, "caption": captions[p["index"]]} for p in self.manifest.get("panels", [])
                                    if p["index"] in known]
-        recorded = {p["file"] for p in self.manifest["panels"]} | set(self.manifest.get("page_sha256", {}))
+        recorded = {p["file"] for p in self.manifest["panels"]} | set(self.manifest.get("pages", []))
         self.manifest["writing"] = [f for f in self.manifest.get("writing", []) if f not in recorded]
         if not self.manifest["writing"]:
             del self.manifest["writing"]
