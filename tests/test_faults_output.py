@@ -101,9 +101,10 @@ def fail_nth_replace(monkeypatch, out: Path, n: int, exc: BaseException) -> list
 
 
 # The writes of a run, in order: the manifest that marks the folder (1); per batch, for each panel the manifest
-# naming it (2) then the panel (3), then the manifest recording them (6); ... the pages (15), the PDF (16).
+# naming it (2) then the panel (3), then the manifest recording them (6); ... the page (14), the PDF (15), and
+# the manifest recording them (16).
 @pytest.mark.parametrize(("step", "file"), [(1, "manifest.json"), (3, "001.png"), (6, "manifest.json"),
-                                            (15, "page-001.png"), (16, "comic.pdf")])
+                                            (14, "page-001.png"), (15, "comic.pdf"), (16, "manifest.json")])
 def test_an_interrupt_at_any_write_resumes_to_the_same_comic(clean, story, tmp_path, monkeypatch, step, file):
     out = tmp_path / "out"
     seen = fail_nth_replace(monkeypatch, out, step, KeyboardInterrupt())
