@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Mapping
@@ -43,6 +44,7 @@ class ComicOptions:
     save_characters: Path | None = None
     load_characters: Path | None = None
     weights_dir: Path | None = None
+    full_verify: bool = False  # re-hash every weight file instead of trusting the hash cache
     shard: Shard | None = None  # draw only this shard's panels (default: the launcher's rank, else all)
     merge: bool = False  # draw nothing: fold the shards' manifests together and lay out the pages
 
@@ -112,74 +114,83 @@ def render_comic(
         scheduler=options.scheduler,
     )
     memory = choose_memory(options.memory, device, weights_bytes(plan.preset, 2), free_memory(device))
-    folder = OutputFolder(out_dir, plan, force=options.force, shard=None if options.merge else shard)
-    result = ComicResult(out_dir, plan.preset.name, plan.preset.art, warnings=plan_warnings(plan))
-    revision = model_revision(plan.preset)
-    hashes = input_hashes(plan, revision)
-    validity = functools.partial(_bank_validity, plan, revision)
-    for name in loaded:
-        bank.require_valid(name, validity(name), options.load_characters / f"{name}.safetensors")
-    everything = {j.index for j in plan.jobs}
-    if options.redo is not None:
-        done = everything - {options.redo - 1}
-    else:
-        done = set() if options.force else folder.done_panels(hashes)
-    if options.merge and everything - done:
-        missing = ", ".join(str(i + 1) for i in sorted(everything - done))
-        raise InputError(f"panels {missing} are not drawn yet", "run the shards that draw them, or drop --merge")
-    todo = pending = set() if options.merge else everything - done
-    if shard is not None and not options.merge:
-        todo &= owned_panels(plan, shard)
-    result.skipped = sorted(done)
-    records = dict(
-        model=_model_record(plan, revision),
-        settings=_settings_record(plan, device, memory),
-        seed_overrides={str(i): seed for i, seed in sorted(overrides.items())},
-        loras=[use.record() for use in plan.loras],
-    )
+    with contextlib.ExitStack() as held:  # the output folders' locks, released however the run ends
+        folder = held.enter_context(
+            OutputFolder(out_dir, plan, force=options.force, shard=None if options.merge else shard)
+        )
+        result = ComicResult(out_dir, plan.preset.name, plan.preset.art, warnings=plan_warnings(plan))
+        revision = model_revision(plan.preset)
+        hashes = input_hashes(plan, revision, threads=_cpu_threads(device))
+        validity = functools.partial(_bank_validity, plan, revision)
+        for name in loaded:
+            bank.require_valid(name, validity(name), options.load_characters / f"{name}.safetensors")
+        everything = {j.index for j in plan.jobs}
+        if options.redo is not None:
+            done = everything - {options.redo - 1}
+        else:
+            done = set() if options.force else folder.done_panels(hashes)
+        if options.merge and everything - done:
+            missing = ", ".join(str(i + 1) for i in sorted(everything - done))
+            raise InputError(f"panels {missing} are not drawn yet", "run the shards that draw them, or drop --merge")
+        todo = pending = set() if options.merge else everything - done
+        if shard is not None and not options.merge:
+            todo &= owned_panels(plan, shard)
+        result.skipped = sorted(done)
+        folder.check_panels(todo)  # a file storyd did not write stops the run before the model loads
+        records = dict(
+            model=_model_record(plan, revision),
+            settings=_settings_record(plan, device, memory),
+            seed_overrides={str(i): seed for i, seed in sorted(overrides.items())},
+            loras=[use.record() for use in plan.loras],
+        )
 
-    def save(drawn: list[DrawnPanel]) -> None:
-        for panel in drawn:
-            folder.save_panel(panel.job, panel.image, input_hash=hashes[panel.job.index], seconds=panel.seconds)
-            result.rendered.append(panel.job.index)
-        folder.write_manifest(**records)
+        def save(drawn: list[DrawnPanel]) -> None:
+            for panel in drawn:
+                folder.save_panel(panel.job, panel.image, input_hash=hashes[panel.job.index], seconds=panel.seconds)
+                result.rendered.append(panel.job.index)
+            folder.write_manifest(**records)
 
-    def generator() -> PanelGenerator:
-        check_weights(plan, options.weights_dir)  # a missing IP-Adapter or ControlNet fails before the model loads
-        key = (plan.preset.name, device, memory.options)
-        if pipes is None or key not in pipes:
-            pipe = load_pipeline(plan.preset, device=device, memory=memory, weights_dir=options.weights_dir)
-            if pipes is None:
-                return PanelGenerator(pipe, plan, device=device, bank=bank, weights_dir=options.weights_dir)
-            pipes[key] = pipe
-        return PanelGenerator(pipes[key], plan, device=device, bank=bank, weights_dir=options.weights_dir)
+        def generator() -> PanelGenerator:
+            check_weights(plan, options.weights_dir)  # a missing IP-Adapter or ControlNet fails before the model loads
+            key = (plan.preset.name, device, memory.options)
+            if pipes is None or key not in pipes:
+                pipe = load_pipeline(plan.preset, device=device, memory=memory, weights_dir=options.weights_dir,
+                                     full_verify=options.full_verify)
+                if pipes is None:
+                    return PanelGenerator(pipe, plan, device=device, bank=bank, weights_dir=options.weights_dir)
+                pipes[key] = pipe
+            return PanelGenerator(pipes[key], plan, device=device, bank=bank, weights_dir=options.weights_dir)
 
-    progress.update("panels", 0, len(todo), unit="panels")
-    if launch.world > 1:
-        _draw_as_rank(plan, launch, todo, pending, generator, save, progress, out_dir / "characters", validity)
-    else:
-        wanted = todo | ({i for r in plan.references.values() for i in r} if options.save_characters else set())
-        if wanted:  # with nothing to draw (a caption or layout edit) no model is loaded
-            generator().render(plan.batches(wanted), keep=todo, on_batch=save, progress=progress)
-    for name in plan.references:
-        bank.meta[name] = validity(name)
-    if options.save_characters:
+        progress.update("panels", 0, len(todo), unit="panels")
+        try:
+            if launch.world > 1:
+                _draw_as_rank(plan, launch, todo, pending, generator, save, progress, out_dir / "characters", validity)
+            else:
+                wanted = todo | ({i for r in plan.references.values() for i in r} if options.save_characters else set())
+                if wanted:  # with nothing to draw (a caption or layout edit) no model is loaded
+                    generator().render(plan.batches(wanted), keep=todo, on_batch=save, progress=progress)
+        finally:
+            progress.end("panels")
         for name in plan.references:
-            path = options.save_characters / f"{name}.safetensors"
-            bank.save(name, path)
-            result.saved_banks.append(path)
-    folder.write_manifest(**records)
-    launch.barrier()
-    if shard is not None and not options.merge:
-        if launch.rank != 0 or launch.world == 1:
-            result.seconds = time.perf_counter() - started
-            return result  # a shard's part is done; the merge lays out the pages
-        folder = OutputFolder(out_dir, plan, force=False)  # rank 0 folds every rank's manifest in
+            bank.meta[name] = validity(name)
+        if options.save_characters:
+            for name in plan.references:
+                path = options.save_characters / f"{name}.safetensors"
+                bank.save(name, path)
+                result.saved_banks.append(path)
         folder.write_manifest(**records)
-    result.pages = write_comic_pages(plan.story, out_dir, force=True)
-    folder.write_manifest(pages=[str(p.relative_to(out_dir)) for p in result.pages])
-    result.seconds = time.perf_counter() - started
-    return result
+        launch.barrier()
+        if shard is not None and not options.merge:
+            if launch.rank != 0 or launch.world == 1:
+                result.seconds = time.perf_counter() - started
+                return result  # a shard's part is done; the merge lays out the pages
+            # rank 0 folds every rank's manifest in
+            folder = held.enter_context(OutputFolder(out_dir, plan, force=False))
+            folder.write_manifest(**records)
+        result.pages = write_comic_pages(plan.story, out_dir, force=True, before_write=folder.begin_pages)
+        folder.record_pages(result.pages)
+        result.seconds = time.perf_counter() - started
+        return result
 
 
 def _draw_as_rank(
@@ -229,18 +240,33 @@ def find_stories(paths: list[Path]) -> list[Path]:
     return found
 
 
-def write_comic_pages(story: Story, out_dir: Path, *, force: bool) -> list[Path]:
-    """Lay the panels in `out_dir/panels` out as pages (PNG per page and a PDF)."""
+def write_comic_pages(
+    story: Story, out_dir: Path, *, force: bool, before_write: Callable[[list[Path]], None] | None = None
+) -> list[Path]:
+    """Lay the panels in `out_dir/panels` out as pages (PNG per page and a PDF).
+
+    `before_write` gets every file about to be written, once the pages are drawn."""
     from PIL import Image
 
     from storyd.layout import render_pages, write_pages
+    from storyd.layout.export import output_paths
     from storyd.output import panel_file
 
     images = []
     for panel in story.panels:
         with Image.open(out_dir / panel_file(panel.index)) as image:
             images.append(image.convert("RGB"))
-    return write_pages(render_pages(story, images), out_dir, settings=story.layout, force=force, title=story.title)
+    pages = render_pages(story, images)
+    if before_write:
+        before_write(output_paths(out_dir, len(pages), story.layout))
+    return write_pages(pages, out_dir, settings=story.layout, force=force, title=story.title)
+
+
+def _cpu_threads(device: str) -> int | None:
+    """torch's thread count when drawing on the CPU (it changes the pixels), else None."""
+    import torch
+
+    return torch.get_num_threads() if device == "cpu" else None
 
 
 def _bank_validity(plan: RenderPlan, revision: str | None, character: str) -> dict:

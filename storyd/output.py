@@ -4,12 +4,22 @@ Layout of `out/<story>/`: `panels/001.png ...`, `pages/page-001.png ...`, `comic
 `manifest.json`, `characters/<name>.safetensors` (saved banks), `panels/history/`
 (earlier versions of regenerated panels). Every write is atomic; the manifest is
 rewritten after every batch, so an interrupted run loses no finished panel.
+
+Faults a run survives: the manifest is written before the first panel (a folder killed
+early is still storyd's); a file is named in the manifest's `writing` list before it is
+written, and recorded with its sha256 after, so storyd knows which files are its own and
+never overwrites or deletes any other (nor writes through a symbolic link); a panel whose
+file no longer matches its sha256 is kept in `panels/history/` and drawn again; one run at
+a time holds a manifest's lock (`.manifest.json.lock`); a killed run's temporaries go.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict
@@ -17,7 +27,7 @@ from pathlib import Path
 
 from storyd import __version__
 from storyd.errors import InputError
-from storyd.fsutil import atomic_save_image, atomic_write_text, file_sha256
+from storyd.fsutil import atomic_write_bytes, atomic_write_text, file_sha256, remove_stale_temporaries, write_error
 from storyd.plan.render_plan import PLAIN, PanelJob, RenderPlan
 from storyd.plan.seeds import derive_seed, panel_seed
 from storyd.render.conditioning import hash_inputs as conditioning_inputs
@@ -36,8 +46,11 @@ def _digest(data: object) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
-def input_hashes(plan: RenderPlan, model_revision: str | None) -> dict[int, str]:
-    """A hash of everything that decides each panel's pixels, bank inputs included."""
+def input_hashes(plan: RenderPlan, model_revision: str | None, threads: int | None = None) -> dict[int, str]:
+    """A hash of everything that decides each panel's pixels, bank inputs included.
+
+    `threads`: torch's CPU thread count when drawing on the CPU, where it changes the
+    floating-point sums and so the pixels; None on a GPU."""
     common = {
         "model": plan.preset.name,
         "revision": model_revision,
@@ -49,6 +62,8 @@ def input_hashes(plan: RenderPlan, model_revision: str | None) -> dict[int, str]
         "version": GENERATION_VERSION,
         "story_seed": plan.story.seed,
     }
+    if threads is not None:
+        common["cpu_threads"] = threads
     consistency = asdict(plan.consistency) if plan.consistency.enabled else None
 
     def own(job: PanelJob) -> dict:
@@ -73,13 +88,21 @@ def read_seed_overrides(root: Path) -> dict[int, int]:
     """Panel seeds set by `--redo` in an earlier run, kept in the manifest so they stick."""
     try:
         manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return {int(i): int(seed) for i, seed in manifest.get("seed_overrides", {}).items()}
+        return {int(i): int(seed) for i, seed in manifest.get("seed_overrides", {}).items()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}  # no manifest, or a damaged one: OutputFolder says what is wrong with it
+
+
+WRITTEN_FOLDERS = ("panels", "panels/history", "pages", "characters")  # where storyd writes inside the folder
+PAGE_FILES = ("pages/page-[0-9][0-9][0-9].png", "comic.pdf", "comic.cbz")  # what laying out writes or removes
 
 
 class OutputFolder:
-    """One comic's output folder and its manifest (or, for a shard, its shard manifest)."""
+    """One comic's output folder and its manifest (or, for a shard, its shard manifest).
+
+    Opening it checks the folder, takes the manifest's lock and marks the folder as
+    storyd's; `close` releases the lock.
+    """
 
     def __init__(self, root: Path, plan: RenderPlan, *, force: bool, shard: Shard | None = None) -> None:
         self.root = root
@@ -88,46 +111,104 @@ class OutputFolder:
         self.path = root / (shard.manifest_name if shard else MANIFEST)
         self._inherited: list[dict] = []  # a shard's view of panels the main manifest already has
         self._merged: list[Path] = []  # shard manifests folded into the main one, removed once it is written
+        self._check_root(force)
+        self._lock = _lock(root, self.path)
+        try:
+            self._open(force)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, force: bool) -> None:
+        for folder in ("", *WRITTEN_FOLDERS):
+            remove_stale_temporaries(self.root / folder)
         main = self._open_main(force)
-        if shard is None:
+        if self.shard is None:
             self.manifest = main
             self._fold(self.shard_manifests())
         else:
-            own = self._read(self.path) if self.path.exists() and not force else None
+            own = self._read(self.path) if self.path.exists() else None
             self.manifest = own or self._fresh(main)
             self._inherited = [] if force else main.get("panels", [])
+        self._owned = self._owned_files(main)
+        if self.shard is None:
+            self.check_ours([p.relative_to(self.root).as_posix() for p in self._page_files()])
+        if not self.path.exists():
+            self.write_manifest()  # marks the folder as storyd's before anything else is written
+
+    def close(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def __enter__(self) -> OutputFolder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check_root(self, force: bool) -> None:
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise InputError(f"{root} is a file, not a folder", "give -o the path of a folder (new or storyd's)")
+        for folder in WRITTEN_FOLDERS:
+            if (root / folder).is_symlink():
+                raise InputError(
+                    f"{root / folder} is a symbolic link; storyd writes only inside its output folder",
+                    "replace the link with a real folder, or choose another folder with -o",
+                )
+        if (
+            root.is_dir()
+            and not (root / MANIFEST).exists()
+            and not self.shard_manifests()
+            and not force
+            and any(not p.name.startswith(".manifest.") for p in root.iterdir())  # storyd's lock and temporaries
+        ):
+            raise InputError(
+                f"{root} already exists and is not a storyd output folder",
+                "choose another folder with -o, or pass --force to write into it (storyd's files only)",
+            )
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(root, exc) or InputError(f"cannot make {root}: {exc.strerror}") from None
+        for folder in ("", *WRITTEN_FOLDERS):
+            if (root / folder).is_dir() and not os.access(root / folder, os.W_OK):
+                raise InputError(f"cannot write in {root / folder}: permission denied",
+                                 "make it writable, or choose another folder with -o")
 
     def _read(self, path: Path) -> dict:
+        fix = "delete it, or pass --force to start over"
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            raise InputError(
-                "the manifest is not valid JSON", "delete it, or pass --force to start over", path=path
-            ) from None
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError("the manifest is not valid JSON", fix, path=path) from None
+        panels = data.get("panels", []) if isinstance(data, dict) else None
+        if not isinstance(panels, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("index"), int) and isinstance(p.get("file"), str) for p in panels
+        ):
+            raise InputError("this is not a storyd manifest (a mapping whose panels have an index and a file)",
+                             fix, path=path)
+        return data
 
     def _open_main(self, force: bool) -> dict:
         path = self.root / MANIFEST
         story_path = str(self.plan.story.path.resolve())
-        if path.exists():
-            manifest = self._read(path)
-            if manifest.get("story", {}).get("path") != story_path and not force:
-                raise InputError(
-                    f"{self.root} holds the output of another story ({manifest.get('story', {}).get('path')})",
-                    "choose another folder with -o, or pass --force to replace it",
-                )
-            return manifest if not force else self._fresh(manifest)
-        if self.root.exists() and any(self.root.iterdir()) and not force and not self.shard_manifests():
+        if not path.exists():
+            return self._fresh({})
+        manifest = self._read(path)
+        if manifest.get("story", {}).get("path") != story_path and not force:
             raise InputError(
-                f"{self.root} already exists and is not a storyd output folder",
-                "choose another folder with -o, or pass --force to write into it",
+                f"{self.root} holds the output of another story ({manifest.get('story', {}).get('path')})",
+                "choose another folder with -o, or pass --force to replace it",
             )
-        return self._fresh({})
+        return manifest  # with --force too: its records say which files are storyd's
 
     def _fresh(self, old: dict) -> dict:
         return {"created": old.get("created", _now()), "panels": []}
 
     def shard_manifests(self) -> list[Path]:
-        return sorted(self.root.glob("manifest.shard-*-of-*.json")) if self.root.exists() else []
+        return sorted(self.root.glob("manifest.shard-*-of-*.json")) if self.root.is_dir() else []
 
     def _fold(self, paths: list[Path]) -> None:
         """Take the panels the shards drew into this (the main) manifest; theirs are newer."""
@@ -138,33 +219,90 @@ class OutputFolder:
         self.manifest["panels"] = [panels[i] for i in sorted(panels)]
         self._merged = paths
 
+    def _owned_files(self, main: dict) -> dict[str, set[str | None]]:
+        """Every file storyd recorded writing here, with the sha256 values it had (None: any content)."""
+        owned: dict[str, set[str | None]] = {}
+        manifests = [main, self.manifest] + [self._read(p) for p in self.shard_manifests()]
+        for manifest in manifests:
+            for entry in manifest.get("panels", []):
+                owned.setdefault(entry["file"], set()).add(entry.get("sha256"))
+            for file in [*manifest.get("writing", []), *manifest.get("pages", [])]:
+                owned.setdefault(file, set()).add(None)  # pages: `storyd layout` may lay them out again
+        return owned
+
+    def _page_files(self) -> list[Path]:
+        return sorted(p for pattern in PAGE_FILES for p in self.root.glob(pattern))
+
+    def _changed(self, file: str) -> str | None:
+        """The file's sha256 if it is not what storyd recorded writing there, else None."""
+        owned = self._owned.get(file, set())
+        current = file_sha256(self.root / file)
+        return None if None in owned or current in owned else current
+
+    def check_ours(self, files: list[str]) -> None:
+        """Stop, before anything is drawn, if a file storyd would replace or remove is not one it wrote.
+
+        A panel storyd wrote that changed since is no reason to stop: it is kept in history."""
+        for file in files:
+            path = self.root / file
+            if path.is_symlink() or (path.exists() and file not in self._owned):
+                raise InputError(
+                    f"{path} was not written by storyd (its manifest does not list it), and this run would replace it",
+                    "move it out of the folder (or choose another folder with -o), then run again",
+                )
+
+    def check_panels(self, indices: set[int]) -> None:
+        self.check_ours([panel_file(i) for i in sorted(indices)])
+
     def known_panels(self) -> dict[int, dict]:
         entries = {p["index"]: p for p in self._inherited}
         entries.update({p["index"]: p for p in self.manifest.get("panels", [])})
         return entries
 
     def done_panels(self, hashes: dict[int, str]) -> set[int]:
-        """Panels whose file is there and whose inputs are unchanged since it was drawn."""
+        """Panels whose file is the one storyd drew (by sha256) and whose inputs are unchanged since."""
         recorded = self.known_panels()
         done = set()
         for index, digest in hashes.items():
             entry = recorded.get(index)
-            if entry and entry.get("input_hash") == digest and (self.root / entry["file"]).is_file():
+            if not entry or entry.get("input_hash") != digest or not (self.root / entry["file"]).is_file():
+                continue
+            if entry.get("sha256") in (None, file_sha256(self.root / entry["file"])):
                 done.add(index)
         return done
 
+    def _write_intent(self, files: list[str]) -> None:
+        """Name files in the manifest before writing them: killed mid-way, the next run knows them as storyd's."""
+        writing = self.manifest.setdefault("writing", [])
+        new = [f for f in files if f not in writing]
+        if new:
+            writing += new
+            for file in new:
+                self._owned.setdefault(file, set()).add(None)
+            self._dump()
+
     def save_panel(self, job: PanelJob, image, *, input_hash: str, seconds: float) -> Path:
-        path = self.root / panel_file(job.index)
+        file = panel_file(job.index)
+        path = self.root / file
         previous = self.known_panels().get(job.index)
-        if path.exists() and previous and previous.get("input_hash") != input_hash:
-            history = self.root / "panels" / "history" / f"{job.index + 1:03d}-{previous['input_hash'][:8]}.png"
-            history.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(path), history)
-        atomic_save_image(image, path)
+        data = _png_bytes(image)
+        if path.exists() or path.is_symlink():
+            self.check_ours([file])
+            changed = self._changed(file)
+            tag = f"changed-{changed[:8]}" if changed else None  # kept, then drawn again
+            if not changed and previous and previous.get("input_hash") != input_hash:
+                tag = previous["input_hash"][:8]
+            if tag:
+                history = self.root / "panels" / "history" / f"{job.index + 1:03d}-{tag}.png"
+                history.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(path), history)
+        self._write_intent([file])
+        atomic_write_bytes(path, data)
+        self._owned[file] = {hashlib.sha256(data).hexdigest()}
         panel = self.plan.story.panels[job.index]
         entry = {
             "index": job.index,
-            "file": panel_file(job.index),
+            "file": file,
             "prompt": job.prompt.prompt,
             "base_prompt": job.prompt.base,
             "negative": job.prompt.negative,
@@ -174,11 +312,19 @@ class OutputFolder:
             "role": job.role,
             "input_hash": input_hash,
             "seconds": round(seconds, 3),
-            "sha256": file_sha256(path),
+            "sha256": hashlib.sha256(data).hexdigest(),
         }
         panels = [p for p in self.manifest.get("panels", []) if p["index"] != job.index] + [entry]
         self.manifest["panels"] = sorted(panels, key=lambda p: p["index"])
         return path
+
+    def begin_pages(self, paths: list[Path]) -> None:
+        """Name the page files in the manifest before laying out (see `_write_intent`)."""
+        self._write_intent([path.relative_to(self.root).as_posix() for path in paths])
+
+    def record_pages(self, paths: list[Path]) -> None:
+        """Record the laid-out files (so a later run knows them as storyd's) and save."""
+        self.write_manifest(pages=[p.relative_to(self.root).as_posix() for p in paths])
 
     def write_manifest(self, **fields) -> None:
         plan = self.plan
@@ -195,13 +341,53 @@ class OutputFolder:
             references={name: list(refs) for name, refs in plan.references.items()},
         )
         known = {j.index for j in plan.jobs}
-        self.manifest["panels"] = [p for p in self.manifest.get("panels", []) if p["index"] in known]
+        captions = {p.index: p.caption for p in plan.story.panels}
+        self.manifest["panels"] = [{**p, "caption": captions[p["index"]]} for p in self.manifest.get("panels", [])
+                                   if p["index"] in known]
+        recorded = {p["file"] for p in self.manifest["panels"]} | set(self.manifest.get("pages", []))
+        self.manifest["writing"] = [f for f in self.manifest.get("writing", []) if f not in recorded]
+        if not self.manifest["writing"]:
+            del self.manifest["writing"]
         if self.shard:
             self.manifest["shard"] = self.shard.label
-        atomic_write_text(self.path, json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
+        self._dump()
         for merged in self._merged:
             merged.unlink(missing_ok=True)
         self._merged = []
+
+    def _dump(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _png_bytes(image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _lock(root: Path, manifest: Path) -> int:
+    """Hold `.<manifest>.lock` (with this process's id in it) for the run; a second run stops at once."""
+    path = root / f".{manifest.name}.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"{path} is a symbolic link", "delete the link, then run again") from None
+        raise write_error(path, exc) or InputError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise InputError(
+            f"another storyd run (process {holder}) is writing {manifest}",
+            "wait for it to finish, or choose another folder with -o",
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    return fd
 
 
 def _now() -> str:

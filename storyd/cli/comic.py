@@ -130,6 +130,11 @@ def comic(
         typer.Option("--load-characters", help="Read saved character banks instead of drawing their reference panels."),
     ] = None,
     weights_dir: WeightsDirOpt = None,
+    verify: Annotated[
+        str,
+        typer.Option("--verify", help="Weight check before drawing: cached (sha256 cache while files are unchanged) "
+                     "or full (re-hash every file)."),
+    ] = "cached",
     shard: Annotated[
         str | None,
         typer.Option("--shard", help="Draw only shard I of N (I/N), for job arrays; pages come at the merge."),
@@ -151,8 +156,11 @@ def comic(
     output = Output(json_mode=json_, quiet=quiet)
     if redo_seed is not None and redo is None:
         raise InputError("--redo-seed goes with --redo", "redo a panel: --redo N --redo-seed S")
+    if verify not in ("cached", "full"):
+        raise InputError(f"--verify '{verify}' is not a check", "use cached or full")
     paths = find_stories(stories)
     options = ComicOptions(
+        full_verify=verify == "full",
         shard=parse_shard(shard) if shard else None,
         merge=merge,
         scheduler=check_scheduler(scheduler) if scheduler else None,

@@ -66,13 +66,15 @@ def pull(name: NameArg, weights_dir: WeightsDirOpt = None, allow_unpinned: Unpin
 
 @weights_app.command("verify")
 def verify_(names: Annotated[list[str] | None, typer.Argument(help="Models to check [default: all].")] = None,
-            weights_dir: WeightsDirOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+            weights_dir: WeightsDirOpt = None, full: Annotated[bool, typer.Option(
+                "--full", help="Re-hash every file; do not trust the sha256 cache.")] = False,
+            json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Check models on this machine against their sizes and sha256; exit 1 if any file is corrupt."""
     out = Output(json_mode=json_, quiet=quiet)
     lock = weights.load_lock()
     entries = [lock.get(n) for n in names] if names else list(lock.entries.values())
     with out.progress() as progress:
-        results = weights.verify(entries, weights_dir, progress)
+        results = weights.verify(entries, weights_dir, progress, full=full)
     rows = [_row(e, r) for e, r in zip(entries, results, strict=True)]
     out.result(rows, _table(rows, ["name", "status", "path", "message", "hint"]))
     if any(r.status == "corrupt" for r in results):

@@ -65,6 +65,11 @@ def get_preset(name: str | None) -> Preset:
         raise InputError(
             f"the embedded model '{name}' is not in this checkout", "run `make train-toy`, or use model: tiny"
         )
+    if preset.source == "local":  # a missing or truncated file is named here, not met as a traceback later
+        from storyd.weights.lock import load_lock
+        from storyd.weights.store import check_folder
+
+        check_folder(load_lock().get(name), preset.local_dir, hashes=False)
     return preset
 
 

@@ -13,10 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from storyd.csa.bank import CharacterBank
 from storyd.csa.processor import OFF, READ, WRITE, ConsistencyState, consistent_attention
+from storyd.errors import InputError
 from storyd.plan.render_plan import Batch, PanelJob, RenderPlan
 from storyd.progress import NullProgress, Progress
 from storyd.render.conditioning import Conditioning, conditioning
@@ -141,6 +143,15 @@ class PanelGenerator:
                 height=plan.height,
                 generator=[torch.Generator().manual_seed(j.seed) for j in jobs],
                 callback_on_step_end=on_step_end,
+                output_type="np",  # checked while still float; turned into PIL images as diffusers would
                 **extra,
             )
-        return result.images
+        bad = [j.index + 1 for j, image in zip(jobs, result.images) if not np.isfinite(image).all()]
+        if bad:
+            raise InputError(
+                f"the model drew NaN or infinite values in panel(s) {', '.join(map(str, bad))}; nothing was saved "
+                "for them",
+                "check its weights with `storyd comic --verify full` or `storyd weights verify --full`, "
+                "or draw in fp32 (--dtype fp32)",
+            )
+        return pipe.image_processor.numpy_to_pil(result.images)

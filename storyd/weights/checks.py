@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from storyd.errors import StorydError
 from storyd.fsutil import atomic_write_text, file_sha256
 from storyd.progress import Progress
 from storyd.weights import paths
@@ -26,20 +27,26 @@ def human_size(size: int | None) -> str:
     raise AssertionError("unreachable")
 
 
-def sha256_file(path: Path, progress: Progress | None = None) -> str:
-    """The file's sha256, from the hash cache when its size and mtime are unchanged."""
+def sha256_file(path: Path, progress: Progress | None = None, *, full: bool = False) -> str:
+    """The file's sha256: from the hash cache while the file is unchanged, else (or ``full``) read and hashed.
+
+    An entry holds only while the file's size, mtime, inode and ctime are unchanged: a user can set
+    the mtime back after editing a file in place, not the ctime."""
     path = Path(path)
     stat = path.stat()
     key = str(path.resolve())
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns, "inode": stat.st_ino}
     cache_file = paths.storyd_home() / "sha256-cache.json"
-    cache = read_json(cache_file)
-    hit = cache.get(key)
-    if isinstance(hit, dict) and hit.get("size") == stat.st_size and hit.get("mtime_ns") == stat.st_mtime_ns:
+    hit = read_json(cache_file).get(key)
+    if not full and isinstance(hit, dict) and all(hit.get(k) == v for k, v in stamp.items()):
         return hit["sha256"]
     sha = file_sha256(path, hash_reporter(path, stat.st_size, progress))
     cache = read_json(cache_file)  # re-read: another process may have added entries meanwhile
-    cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
-    atomic_write_text(cache_file, json.dumps(cache, indent=1, sort_keys=True))
+    cache[key] = {**stamp, "sha256": sha}
+    try:
+        atomic_write_text(cache_file, json.dumps(cache, indent=1, sort_keys=True))
+    except (OSError, StorydError):
+        pass  # a cache that cannot be written (read-only or full home) only costs a re-hash next time
     return sha
 
 

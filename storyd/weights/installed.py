@@ -75,7 +75,8 @@ def _write_stamp(entry: LockEntry, folder: Path, size: int, sha256: str, progres
     atomic_write_text(folder / STAMP, json.dumps(stamp, indent=2, sort_keys=True) + "\n")
 
 
-def installed_problem(entry: LockEntry, folder: Path, *, check: bool, progress: Progress | None = None) -> str | None:
+def installed_problem(entry: LockEntry, folder: Path, *, check: bool, progress: Progress | None = None,
+                      full: bool = False) -> str | None:
     """What is wrong with an installed folder, or None; ``check`` also re-hashes every file."""
     try:
         stamp = json.loads((folder / STAMP).read_text(encoding="utf-8"))
@@ -95,18 +96,19 @@ def installed_problem(entry: LockEntry, folder: Path, *, check: bool, progress: 
             return f"{path}: file missing"
         if path.stat().st_size != file.size:
             return f"{path}: {path.stat().st_size} bytes, {STAMP} records {file.size}"
-        if check and sha256_file(path, progress) != file.sha256:
+        if check and sha256_file(path, progress, full=full) != file.sha256:
             return f"{path}: sha256 differs from the one {STAMP} records"
     return None
 
 
-def verify_installed(entry: LockEntry, wdir: Path, check: bool, progress: Progress | None) -> VerifyResult:
+def verify_installed(entry: LockEntry, wdir: Path, check: bool, progress: Progress | None, *,
+                     full: bool = False) -> VerifyResult:
     """A ``url`` entry: its unpacked (and converted) folder, checked against its stamp and the lock."""
     folder = install_folder(entry, wdir)
     if not folder.is_dir():
         return VerifyResult(entry.name, "missing", None, f"model '{entry.name}' is not on this machine",
                             missing_hint(entry))
-    problem = installed_problem(entry, folder, check=check, progress=progress)
+    problem = installed_problem(entry, folder, check=check, progress=progress, full=full)
     if problem is not None:
         return VerifyResult(entry.name, "corrupt", folder, f"model '{entry.name}': {problem}",
                             f"run `storyd weights pull {entry.name}` again: it replaces the folder")

@@ -4,8 +4,10 @@ Nothing here touches the network. A model is looked for, in order, at the path t
 user registered (``storyd weights add``), in the Hugging Face cache at the locked
 commit, and in ``<weights dir>/<name>/``; a ``url`` entry only in the last, where
 its archive was unpacked and converted (checked through its stamp: installed.py).
-sha256 results are cached by (path, size, mtime) under the storyd home, so a 7 GB
-checkpoint is hashed once.
+sha256 results are cached under the storyd home, so a 7 GB checkpoint is hashed once;
+an entry holds only while the file's size, mtime, inode and ctime are unchanged (a user
+can set the mtime back after editing a file in place, not the ctime), and ``full``
+checks ignore the cache.
 """
 
 from __future__ import annotations
@@ -86,18 +88,29 @@ def _locate(entry: LockEntry, wdir: Path) -> _Location | None:
     return _Location(files[entry.files[0].path] if entry.single_file else folder, files, "weights-dir")
 
 
-def _check_file(locked: LockedFile, path: Path, progress: Progress | None) -> str | None:
-    """What is wrong with one file, or None if it matches the lock (as far as the lock knows)."""
+def _check_file(locked: LockedFile, path: Path, progress: Progress | None, full: bool = False,
+                hashes: bool = True) -> str | None:
+    """What is wrong with one file, or None if it matches the lock (as far as the lock knows; sizes only
+    unless ``hashes``)."""
     if not path.is_file():
         return f"{path}: file missing"
     size = path.stat().st_size
     if locked.size is not None and size != locked.size:
         return f"{path}: {size} bytes, weights.lock expects {locked.size}"
-    if locked.sha256 is not None:
-        actual = sha256_file(path, progress)
+    if locked.sha256 is not None and hashes:
+        actual = sha256_file(path, progress, full=full)
         if actual != locked.sha256:
             return f"{path}: sha256 is {actual}, weights.lock expects {locked.sha256}"
     return None
+
+
+def check_folder(entry: LockEntry, folder: Path, *, full: bool = False, hashes: bool = True,
+                 progress: Progress | None = None) -> None:
+    """Raise WeightsError unless the files under ``folder`` match ``entry``'s sizes and (``hashes``) sha256."""
+    for locked in entry.files:
+        problem = _check_file(locked, folder / locked.path, progress, full, hashes)
+        if problem is not None:
+            raise WeightsError(f"model '{entry.name}': {problem}", _fix_hint(entry, "local"))
 
 
 def _fix_hint(entry: LockEntry, source: str) -> str:
@@ -110,10 +123,12 @@ def _fix_hint(entry: LockEntry, source: str) -> str:
 
 
 def verify_entry(entry: LockEntry, weights_dir: Path | None = None, *, check: bool = True,
-                 progress: Progress | None = None) -> VerifyResult:
-    """Find ``entry`` and (``check``) compare its files with the lock; reports problems, never raises them."""
+                 progress: Progress | None = None, full: bool = False) -> VerifyResult:
+    """Find ``entry`` and (``check``) compare its files with the lock; reports problems, never raises them.
+
+    ``full`` re-hashes every file instead of trusting the hash cache."""
     if entry.url is not None:
-        return verify_installed(entry, paths.weights_dir(weights_dir), check, progress)
+        return verify_installed(entry, paths.weights_dir(weights_dir), check, progress, full=full)
     loc = _locate(entry, paths.weights_dir(weights_dir))
     if loc is None:
         message = f"model '{entry.name}' is not on this machine"
@@ -123,7 +138,7 @@ def verify_entry(entry: LockEntry, weights_dir: Path | None = None, *, check: bo
         return VerifyResult(entry.name, "missing", None, message, missing_hint(entry))
     if check:
         for locked in entry.files:
-            problem = _check_file(locked, loc.files[locked.path], progress)
+            problem = _check_file(locked, loc.files[locked.path], progress, full)
             if problem is not None:
                 return VerifyResult(entry.name, "corrupt", loc.path, f"model '{entry.name}': {problem}",
                                     _fix_hint(entry, loc.source))
@@ -139,22 +154,23 @@ def check_location(entry: LockEntry, files: dict[str, Path], source: str, progre
 
 
 def resolve(entry: LockEntry, weights_dir: Path | None = None, *, verify: bool = True,
-            progress: Progress | None = None) -> Path:
+            progress: Progress | None = None, full: bool = False) -> Path:
     """Where ``entry``'s weights are: the file of a one-file entry, else the folder its file paths are under.
 
     Raises WeightsError when they are missing, or (``verify``) when a size or sha256
     differs from the lock. Files whose sha256 the lock does not know are not checked.
     """
-    result = verify_entry(entry, weights_dir, check=verify, progress=progress)
+    result = verify_entry(entry, weights_dir, check=verify, progress=progress, full=full)
     if result.status in ("missing", "corrupt"):
         raise WeightsError(result.message or "", result.hint)
     assert result.path is not None
     return result.path
 
 
-def verify(entries, weights_dir: Path | None = None, progress: Progress | None = None) -> list[VerifyResult]:
+def verify(entries, weights_dir: Path | None = None, progress: Progress | None = None,
+           full: bool = False) -> list[VerifyResult]:
     """Check each entry: present (matches the lock), unpinned (found, not fully checkable), missing, corrupt."""
-    return [verify_entry(entry, weights_dir, progress=progress) for entry in entries]
+    return [verify_entry(entry, weights_dir, progress=progress, full=full) for entry in entries]
 
 
 def add(entry: LockEntry, path: Path, *, allow_unpinned: bool = False, progress: Progress | None = None,
