@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from storyd.cli import app
+from storyd.cli.app import app
 from storyd.fsutil import file_sha256
 
 STORY = """
@@ -129,7 +129,7 @@ def test_a_kill_during_the_first_panel_write_leaves_a_folder_that_resumes(clean,
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return real(src, dst)\n"
         "os.replace = replace\n"
-        "from storyd.cli import app\n"
+        "from storyd.cli.app import app\n"
         f"app(['comic', {str(story)!r}, '-o', {str(out)!r}, '-q'])\n"
     )
     killed = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=600)

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from storyd.cli import app
+from storyd.cli.app import app
 from storyd.errors import WeightsError
 from storyd.plan.presets import ASSETS, PRESETS
 from storyd.render.pipelines import check_finite, load_pipeline
