@@ -19,6 +19,10 @@ PAGE_SIZES_IN = {
     "square": (8.0, 8.0),
 }
 
+# Pages are drawn whole in memory, 3 bytes a pixel: A4 at 1200 dpi (140 megapixels) is the most storyd draws.
+MAX_PAGE_SIDE_PX = 20_000
+MAX_PAGE_PIXELS = 150_000_000
+
 _LENGTH = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$")
 _PAGE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*[x×]\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]+)\s*$")
 
@@ -59,7 +63,18 @@ def page_px(page: str, dpi: int) -> tuple[int, int]:
         raise InputError(
             f"layout page {page!r} is too small ({w}x{h} px at {dpi} dpi)", hint="make it at least 64 px a side"
         )
+    check_page_pixels(w, h, f"layout page {page!r}", dpi)
     return w, h
+
+
+def check_page_pixels(w: int, h: int, what: str, dpi: int) -> None:
+    """Refuse a page too large to draw in memory (see MAX_PAGE_PIXELS)."""
+    if max(w, h) > MAX_PAGE_SIDE_PX or w * h > MAX_PAGE_PIXELS:
+        raise InputError(
+            f"{what} is {w}x{h} px at {dpi} dpi, too large to draw: pages are drawn in memory, "
+            f"so storyd draws at most {MAX_PAGE_SIDE_PX} px a side and {MAX_PAGE_PIXELS // 1_000_000} megapixels",
+            hint="use a smaller page or a lower dpi",
+        )
 
 
 def color(text: str, *, field: str = "colour") -> tuple[int, int, int]:

@@ -90,6 +90,7 @@ def plan_story(
 ) -> RenderPlan:
     preset = get_preset(model or story.model)
     width, height = story.width or preset.width, story.height or preset.height
+    _check_layout(story, width / height)
     steps = story.steps or preset.steps
     guidance = story.guidance if story.guidance is not None else preset.guidance
     scheduler = scheduler or story.scheduler or scheduler_name(preset)
@@ -134,6 +135,17 @@ def plan_story(
         estimate,
         loras,
     )
+
+
+def _check_layout(story: Story, panel_aspect: float) -> None:
+    """The pages laid out (not drawn) for the panels' real shape, so that a layout with no room
+    fails before any model is loaded; the loader has checked it already for the story's own size."""
+    from storyd.layout.render import check_layout
+
+    try:
+        check_layout(story, panel_aspect)
+    except InputError as exc:
+        raise InputError(exc.message, exc.hint, path=story.path) from None
 
 
 def _reference_panels(
