@@ -84,7 +84,9 @@ def plan_warnings(plan: RenderPlan) -> list[str]:
             )
     if not plan.preset.art:
         notes.append(f"model '{plan.preset.name}' has random weights: its images are noise, not art")
-    return notes + conditioning_warnings(plan)
+    from storyd.layout import lettering_warnings
+
+    return notes + conditioning_warnings(plan) + lettering_warnings(plan.story)
 
 
 def render_comic(

@@ -7,7 +7,7 @@ Geometry (`plan_pages`) is pure and separate from drawing.
 from storyd.layout.export import write_pages
 from storyd.layout.geometry import Box, PageLayout, PageSpec, PanelBox, plan_pages
 from storyd.layout.panel_files import load_panel_images
-from storyd.layout.render import check_layout, render_pages
+from storyd.layout.render import check_layout, lettering_warnings, render_pages
 
 __all__ = [
     "Box",
@@ -15,6 +15,7 @@ __all__ = [
     "PageLayout",
     "PageSpec",
     "PanelBox",
+    "lettering_warnings",
     "load_panel_images",
     "plan_pages",
     "render_pages",

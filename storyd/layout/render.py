@@ -12,7 +12,7 @@ from storyd.layout.bubbles import draw_bubble, plan_bubbles
 from storyd.layout.captions import draw_caption, plan_caption
 from storyd.layout.fonts import Lettering
 from storyd.layout.geometry import Box, PageLayout, PageSpec, plan_pages
-from storyd.layout.text import fit_text
+from storyd.layout.text import clean, fit_text
 from storyd.layout.units import check_page_pixels, color, length_px, page_px
 from storyd.story.model import LayoutSettings, Panel, Story
 
@@ -84,6 +84,24 @@ def _page_layouts(story: Story, style: PageStyle, panel_aspect: float) -> list[P
     for layout in layouts:  # a strip's page takes its height from the panels
         check_page_pixels(layout.width, layout.height, "a page of the layout", settings.dpi)
     return layouts
+
+
+def lettering_warnings(story: Story) -> list[str]:
+    """One warning for each caption, dialogue line or title with characters that no font can draw
+    (emoji, say, with no colour emoji font): they come out as boxes."""
+    lettering = Lettering(story.layout.font)
+    texts = [("the title", story.title)] if story.layout.title_page else []
+    for panel in story.panels:
+        if panel.caption:
+            texts.append((f"panel {panel.index + 1}'s caption", panel.caption))
+        texts += [(f"panel {panel.index + 1}'s dialogue line {k}", d.text) for k, d in enumerate(panel.dialogue, 1)]
+    warnings = []
+    for where, text in texts:
+        missing = lettering.missing(clean(text))
+        if missing:
+            chars = ", ".join(f"'{c}' (U+{ord(c):04X})" for c in missing)
+            warnings.append(f"{where}: no font can draw {chars}, so it is drawn as a box; rephrase without it")
+    return warnings
 
 
 def render_pages(story: Story, panel_images: Sequence[Image.Image]) -> list[Image.Image]:

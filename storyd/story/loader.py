@@ -13,6 +13,7 @@ from pathlib import Path
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from storyd.errors import InputError
+from storyd.plan.presets import PRESETS
 from storyd.render.schedulers import SCHEDULERS
 from storyd.story.loras import parse_loras
 from storyd.story.model import (
@@ -109,7 +110,7 @@ def _parse_yaml_story(path: Path, text: str) -> Story:
     if "style" in top:
         fields["style"] = doc.string(top["style"][1], "style", choices=STYLES)
     if "model" in top:
-        fields["model"] = doc.string(top["model"][1], "model")
+        fields["model"] = doc.string(top["model"][1], "model", choices=PRESETS)
     if "seed" in top:
         fields["seed"] = doc.integer(top["seed"][1], "seed", minimum=0, maximum=2**32 - 1)
     if "size" in top:
