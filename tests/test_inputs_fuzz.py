@@ -110,6 +110,17 @@ def test_the_example_stories_validate(validate):
         assert validate(path).exit_code == 0
 
 
+@settings(max_examples=40, **SETTINGS)
+@given(st.text(max_size=200), st.lists(st.integers(0, 200), max_size=3))
+def test_mutations_of_the_plain_text_story(validate, tmp_path_factory, junk, cuts):
+    text = (STORIES[0].parent / "snow-day.txt").read_text(encoding="utf-8")
+    for at in cuts:
+        text = text[:at] + junk + text[at:]
+    path = tmp_path_factory.mktemp("txt") / "story.txt"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    validate(path)
+
+
 def test_240_mutations_of_the_example_stories_never_trace_back(validate, tmp_path):
     rng = random.Random(32)
     codes = []
@@ -122,9 +133,9 @@ def test_240_mutations_of_the_example_stories_never_trace_back(validate, tmp_pat
 
 
 @settings(max_examples=40, **SETTINGS)
-@given(st.binary(max_size=300))
-def test_random_bytes(validate, tmp_path_factory, data):
-    path = tmp_path_factory.mktemp("bytes") / "junk.yaml"
+@given(st.binary(max_size=300), st.sampled_from(["junk.yaml", "junk.txt"]))
+def test_random_bytes(validate, tmp_path_factory, data, name):
+    path = tmp_path_factory.mktemp("bytes") / name
     path.write_bytes(data)
     validate(path)
 

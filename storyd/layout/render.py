@@ -88,7 +88,7 @@ def _page_layouts(story: Story, style: PageStyle, panel_aspect: float) -> list[P
 
 def lettering_warnings(story: Story) -> list[str]:
     """One warning for each caption, dialogue line or title with characters that no font can draw
-    (emoji, say, with no colour emoji font): they come out as boxes."""
+    (emoji, say, with no colour emoji font): the main face draws them as gaps or boxes."""
     lettering = Lettering(story.layout.font)
     texts = [("the title", story.title)] if story.layout.title_page else []
     for panel in story.panels:
@@ -100,7 +100,7 @@ def lettering_warnings(story: Story) -> list[str]:
         missing = lettering.missing(clean(text))
         if missing:
             chars = ", ".join(f"'{c}' (U+{ord(c):04X})" for c in missing)
-            warnings.append(f"{where}: no font can draw {chars}, so it is drawn as a box; rephrase without it")
+            warnings.append(f"{where}: no font has {chars}; it shows as a gap or a box, so rephrase without it")
     return warnings
 
 
