@@ -116,6 +116,9 @@ def test_page_size_is_bounded_with_the_reason(write_story):
     assert "20000 px a side" in message and "in memory" in message
     fails_at(write_story("panels: [a cat]\nlayout: {page: 60x60in, dpi: 600}\n"), 2, "too large to draw")
     assert load_story(write_story("panels: [a cat]\nlayout: {page: a4, dpi: 1200}\n")).layout.dpi == 1200
+    digits = "1" + "0" * 400  # read as infinity
+    fails_at(write_story(f"panels: [a cat]\nlayout:\n  page: {digits}x5px\n"), 2, "far too large")
+    fails_at(write_story(f"panels: [a cat]\nlayout:\n  margin: {digits}mm\n"), 2, "far too large")
 
 
 def test_a_layout_with_no_room_fails_at_load_before_any_panel_is_drawn(write_story):

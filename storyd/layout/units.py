@@ -33,6 +33,14 @@ def to_pixels(value: float, unit: str, dpi: int) -> float:
     return value / PER_INCH[unit] * dpi
 
 
+def _pixels(number: str, unit: str, dpi: int, what: str) -> int:
+    """A length in whole pixels; one no page could hold (hundreds of digits read as infinity) is refused."""
+    value = to_pixels(float(number), unit, dpi)
+    if not value < 10**9:
+        raise InputError(f"{what} is far too large", hint="write a length that fits on a page, e.g. '10mm'")
+    return round(value)
+
+
 def length_px(text: str, dpi: int, *, field: str = "length") -> int:
     """``"4mm"`` at 150 dpi -> 24. A bare number is refused: the unit is what makes it unambiguous."""
     match = _LENGTH.match(str(text).lower())
@@ -42,7 +50,7 @@ def length_px(text: str, dpi: int, *, field: str = "length") -> int:
             f"layout {field} {text!r} is not a length",
             hint=f"write a number and a unit, one of {', '.join(LENGTH_UNITS)}, e.g. '4mm'",
         )
-    return round(to_pixels(float(match.group(1)), unit, dpi))
+    return _pixels(match.group(1), unit, dpi, f"layout {field} {text!r}")
 
 
 def page_px(page: str, dpi: int) -> tuple[int, int]:
@@ -58,7 +66,7 @@ def page_px(page: str, dpi: int) -> tuple[int, int]:
             hint=f"use one of {', '.join(PAGE_SIZES_IN)}, or e.g. '1200x1800px' or '6x9in'",
         )
     unit = match.group(3)
-    w, h = (round(to_pixels(float(match.group(i)), unit, dpi)) for i in (1, 2))
+    w, h = (_pixels(match.group(i), unit, dpi, f"layout page {page!r}") for i in (1, 2))
     if w < 64 or h < 64:
         raise InputError(
             f"layout page {page!r} is too small ({w}x{h} px at {dpi} dpi)", hint="make it at least 64 px a side"
