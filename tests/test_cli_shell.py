@@ -18,7 +18,8 @@ from storyd.cli.errors import INTERRUPTED, Terminated
 from storyd.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ("torch", "diffusers", "transformers", "safetensors", "numpy", "PIL", "cv2", "huggingface_hub")
+# PIL is not here: validate lays the pages out with the real fonts to catch a layout with no room before drawing
+HEAVY = ("torch", "diffusers", "transformers", "safetensors", "numpy", "cv2", "huggingface_hub")
 
 
 def _fail_with(monkeypatch, exc: BaseException) -> None:

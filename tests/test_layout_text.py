@@ -137,11 +137,12 @@ def test_cmap_coverage_of_the_packaged_font():
 
 
 @pytest.mark.skipif(not DEJAVU.is_file(), reason="needs Debian's fonts-dejavu-core")
-def test_a_fallback_face_letters_scripts_the_comic_font_lacks():
+def test_a_fallback_face_letters_glyphs_the_comic_font_lacks():
     lettering = Lettering(fallbacks=[DEJAVU])
-    assert lettering.face_for("Hello, café!") == lettering.path
-    assert lettering.face_for("Привет, мир") == DEJAVU
-    assert lettering.face_for("🤔🦄") == lettering.path  # neither has it: keep the comic font
+    assert lettering.runs("Hello, café!") == [(lettering.path, "Hello, café!")]
+    assert lettering.runs("Hi Привет") == [(lettering.path, "Hi "), (DEJAVU, "Привет")]
+    assert lettering.missing("Hi 🤔🦄 Привет 🤔") == ["🤔", "🦄"]  # neither face has them
+    assert lettering.runs("🤔") == [(lettering.path, "🤔")]  # drawn by the main face
     block = fit_text("Привет, мир", lettering, 300, 100, max_size=30)
-    assert Path(block.font.path) == DEJAVU
-    assert Lettering(fallbacks=[]).face_for("Привет") == lettering.path
+    assert block.lines == ("Привет, мир",) and block.width > 0
+    assert Lettering(fallbacks=[]).runs("Привет") == [(lettering.path, "Привет")]

@@ -31,7 +31,7 @@ def layout(
     quiet: QuietOpt = False,
 ) -> None:
     """Lay existing panel images out as comic pages: PNG per page, a PDF, and a CBZ if the story asks."""
-    from storyd.layout import load_panel_images, render_pages, write_pages
+    from storyd.layout import lettering_warnings, load_panel_images, render_pages, write_pages
     from storyd.story.loader import load_story
 
     output = Output(json_mode=json, quiet=quiet)
@@ -44,6 +44,8 @@ def layout(
     panel_dir = panels if panels is not None else Path("out") / parsed.name / "panels"
     images = load_panel_images(panel_dir, len(parsed.panels))
     output.info(f"Laying out {len(images)} panels from {panel_dir} ({parsed.layout.template} template)")
+    for warning in lettering_warnings(parsed):
+        output.warn(warning)
     pages = render_pages(parsed, images)
     written = write_pages(pages, out_dir, settings=parsed.layout, force=force, title=parsed.title)
     output.result(

@@ -7,13 +7,15 @@ Geometry (`plan_pages`) is pure and separate from drawing.
 from storyd.layout.export import write_pages
 from storyd.layout.geometry import Box, PageLayout, PageSpec, PanelBox, plan_pages
 from storyd.layout.panel_files import load_panel_images
-from storyd.layout.render import render_pages
+from storyd.layout.render import check_layout, lettering_warnings, render_pages
 
 __all__ = [
     "Box",
+    "check_layout",
     "PageLayout",
     "PageSpec",
     "PanelBox",
+    "lettering_warnings",
     "load_panel_images",
     "plan_pages",
     "render_pages",

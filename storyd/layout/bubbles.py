@@ -13,7 +13,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
 from storyd.layout.fonts import Lettering
@@ -191,8 +190,8 @@ def _best_spot(w, h, inner: Box, top, bottom, target, placed: list[Box], tails: 
     gap = max(2, round(inner.w * 0.015))
     want_cx = inner.x + target * inner.w
     best, best_cost = None, math.inf
-    xs = np.linspace(inner.x, inner.right - w, 16).round().astype(int)
-    ys = np.linspace(top, bottom - h, 12).round().astype(int)
+    xs = _spread(inner.x, inner.right - w, 16)
+    ys = _spread(top, bottom - h, 12)
     for y in ys:
         for x in xs:
             box = Box(int(x), int(y), w, h)
@@ -204,6 +203,13 @@ def _best_spot(w, h, inner: Box, top, bottom, target, placed: list[Box], tails: 
             if cost < best_cost:
                 best, best_cost = box, cost
     return best
+
+
+def _spread(start: float, stop: float, n: int) -> list[int]:
+    """`n` evenly spaced whole positions from `start` to `stop`, both included (halves round to even),
+    computed as numpy's linspace does, so placements are unchanged without importing numpy."""
+    step = (stop - start) / (n - 1)
+    return [round(i * step + start) for i in range(n - 1)] + [round(stop)]
 
 
 def _tail_tip(body: Box, panel: Box, target: float, kind: str) -> tuple[int, int]:
@@ -306,6 +312,8 @@ def _shrink(mask: Image.Image, area: Box) -> Image.Image:
 
 def _dashed(outline: Image.Image, fill: Image.Image, bubble: Bubble, area: Box, line: int) -> Image.Image:
     """Keep every other dash of the outline ring, dashes measured along the balloon's perimeter."""
+    import numpy as np  # here: `storyd validate` lays pages out (without drawing) and needs no numpy
+
     k = SUPERSAMPLE
     ring = (np.asarray(outline) > 127) & (np.asarray(fill) < 128)
     ys, xs = np.mgrid[0 : ring.shape[0], 0 : ring.shape[1]]

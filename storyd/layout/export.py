@@ -1,4 +1,5 @@
-"""Write pages out: a PNG per page, one PDF of all pages, optionally a CBZ. Every file atomically."""
+"""Write pages out: a PNG per page, one PDF of all pages, optionally a CBZ. Every file atomically,
+and byte-reproducibly: the same pages make the same files."""
 
 from __future__ import annotations
 
@@ -68,6 +69,8 @@ def write_pages(
             append_images=rest,
             resolution=float(settings.dpi),
             title=title,
+            creationDate=None,  # no timestamps: the same pages make a byte-identical PDF
+            modDate=None,
             quality=PDF_JPEG_QUALITY,
             subsampling=0,  # full-resolution colour keeps lettering crisp
         )
@@ -94,5 +97,12 @@ def _write_cbz(path: Path, encoded: Sequence[bytes], *, title: str | None, manga
     with atomic_open(path, "wb") as handle:
         with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
             for n, data in enumerate(encoded, start=1):
-                archive.writestr(PAGE_NAME.format(n), data)
-            archive.writestr("ComicInfo.xml", "\n".join(info), compress_type=zipfile.ZIP_DEFLATED)
+                archive.writestr(_entry(PAGE_NAME.format(n)), data)
+            archive.writestr(_entry("ComicInfo.xml"), "\n".join(info), compress_type=zipfile.ZIP_DEFLATED)
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    """A zip entry dated 1980-01-01 (zip's earliest date), not now, so the archive is reproducible."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.external_attr = 0o644 << 16
+    return info

@@ -12,8 +12,8 @@ from storyd.layout.bubbles import draw_bubble, plan_bubbles
 from storyd.layout.captions import draw_caption, plan_caption
 from storyd.layout.fonts import Lettering
 from storyd.layout.geometry import Box, PageLayout, PageSpec, plan_pages
-from storyd.layout.text import fit_text
-from storyd.layout.units import color, length_px, page_px
+from storyd.layout.text import clean, fit_text
+from storyd.layout.units import check_page_pixels, color, length_px, page_px
 from storyd.story.model import LayoutSettings, Panel, Story
 
 INK = (0, 0, 0)
@@ -64,6 +64,46 @@ class PageStyle:
         )
 
 
+def check_layout(story: Story, panel_aspect: float = 1.0) -> None:
+    """Raise the InputError `render_pages` would raise for the story's layout (lengths, page size,
+    panels with no room), without drawing: so a bad layout fails before any panel is drawn."""
+    _page_layouts(story, PageStyle.from_settings(story.layout), panel_aspect)
+
+
+def _page_layouts(story: Story, style: PageStyle, panel_aspect: float) -> list[PageLayout]:
+    settings = story.layout
+    layouts = plan_pages(
+        [p.span for p in story.panels],
+        style.spec,
+        template=settings.template,
+        rows=settings.rows,
+        columns=settings.columns,
+        seed=story.seed if settings.seed is None else settings.seed,
+        panel_aspect=panel_aspect,
+    )
+    for layout in layouts:  # a strip's page takes its height from the panels
+        check_page_pixels(layout.width, layout.height, "a page of the layout", settings.dpi)
+    return layouts
+
+
+def lettering_warnings(story: Story) -> list[str]:
+    """One warning for each caption, dialogue line or title with characters that no font can draw
+    (emoji, say, with no colour emoji font): the main face draws them as gaps or boxes."""
+    lettering = Lettering(story.layout.font)
+    texts = [("the title", story.title)] if story.layout.title_page else []
+    for panel in story.panels:
+        if panel.caption:
+            texts.append((f"panel {panel.index + 1}'s caption", panel.caption))
+        texts += [(f"panel {panel.index + 1}'s dialogue line {k}", d.text) for k, d in enumerate(panel.dialogue, 1)]
+    warnings = []
+    for where, text in texts:
+        missing = lettering.missing(clean(text))
+        if missing:
+            chars = ", ".join(f"'{c}' (U+{ord(c):04X})" for c in missing)
+            warnings.append(f"{where}: no font has {chars}; it shows as a gap or a box, so rephrase without it")
+    return warnings
+
+
 def render_pages(story: Story, panel_images: Sequence[Image.Image]) -> list[Image.Image]:
     """One image per page (the title page first, if asked for), from one image per story panel."""
     if len(panel_images) != len(story.panels):
@@ -76,15 +116,7 @@ def render_pages(story: Story, panel_images: Sequence[Image.Image]) -> list[Imag
     lettering = Lettering(settings.font)
     first = panel_images[0] if panel_images else None
     aspect = first.width / first.height if first is not None and first.height else 1.0
-    layouts = plan_pages(
-        [p.span for p in story.panels],
-        style.spec,
-        template=settings.template,
-        rows=settings.rows,
-        columns=settings.columns,
-        seed=story.seed if settings.seed is None else settings.seed,
-        panel_aspect=aspect,
-    )
+    layouts = _page_layouts(story, style, aspect)
     pages = []
     if settings.title_page:
         size = (layouts[0].width, layouts[0].height) if layouts else (style.spec.width, style.spec.height)

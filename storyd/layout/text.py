@@ -10,12 +10,16 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from PIL import ImageDraw, ImageFont
+from PIL import ImageDraw
 
-from storyd.layout.fonts import Lettering
+from storyd.layout.fonts import Lettering, MixedFont
 
 ELLIPSIS = "…"
-_BREAK_AFTER = re.compile(r"(?<=[-–—/])(?=\S)")  # a long word may also break after a hyphen, dash or slash
+# CJK text has no spaces: a line may break after any ideograph, kana or Hangul syllable (as after a
+# hyphen, dash or slash in a long word), except before closing punctuation, which stays on its line.
+_CJK = "\u2e80-\u2fff\u3000-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
+_CLOSING = "々、。，．！？：；）」』】〉》〕ー…,.!?:;)ゃゅょっャュョッぁぃぅぇぉァィゥェォ"
+_BREAK_AFTER = re.compile(rf"(?<=[-–—/{_CJK}])(?=[^\s{_CLOSING}])")
 
 
 @dataclass(frozen=True)
@@ -23,7 +27,7 @@ class TextBlock:
     """Wrapped lines at one font size; `width` x `height` is the ink box of all lines."""
 
     lines: tuple[str, ...]
-    font: ImageFont.FreeTypeFont
+    font: MixedFont
     stroke: int
     step: int  # baseline-to-baseline distance
     width: int
@@ -36,19 +40,16 @@ class TextBlock:
         top = round(y + (h - self.height) / 2) - self.top
         for i, (line, (left, right)) in enumerate(zip(self.lines, self.line_extents, strict=True)):
             lx = round(x + (w - (right - left)) / 2) - left
-            draw.text(
-                (lx, top + i * self.step),
-                line,
-                font=self.font,
-                fill=fill,
-                anchor="la",
-                stroke_width=self.stroke,
-                stroke_fill=fill,
-            )
+            self.font.draw(draw, (lx, top + i * self.step), line, fill=fill, stroke_width=self.stroke, stroke_fill=fill)
+
+
+def _is_variation_selector(code: int) -> bool:
+    return 0xFE00 <= code <= 0xFE0F or 0xE0100 <= code <= 0xE01EF
 
 
 def clean(text: str) -> str:
-    """Text Pillow can always lay out: NFC, tabs as spaces, no control characters or lone surrogates."""
+    """Text Pillow can always lay out: NFC, tabs as spaces, no control or format characters (zero-width
+    joiners, direction marks), variation selectors or lone surrogates."""
     out = []
     for ch in unicodedata.normalize("NFC", str(text).replace("\r\n", "\n")):
         category = unicodedata.category(ch)
@@ -58,7 +59,7 @@ def clean(text: str) -> str:
             out.append(" ")
         elif category == "Cs":
             out.append("\ufffd")
-        elif category not in ("Cc", "Co", "Cn"):
+        elif category not in ("Cc", "Cf", "Co", "Cn") and not _is_variation_selector(ord(ch)):
             out.append(ch)
     return "".join(out).strip()
 
@@ -141,10 +142,9 @@ def fit_text(
     """
     text = clean(text)
     min_size = max(1, min(min_size, max_size))
-    face = lettering.face_for(text)
 
     def attempt(size: int, max_width: float) -> TextBlock:
-        font = lettering.font(size, face)
+        font = lettering.font(size)
         stroke = round(size * stroke_ratio)
         return measure(wrap(text, font, max_width, stroke), font, stroke)
 
@@ -155,7 +155,7 @@ def fit_text(
     lo, hi = min_size, max(min_size, int(max_size))
     best = attempt(lo, width)
     if best.width > width or best.height > height:
-        return _truncated(text, lettering.font(lo, face), width, height, round(lo * stroke_ratio))
+        return _truncated(text, lettering.font(lo), width, height, round(lo * stroke_ratio))
     while lo < hi:  # binary search for the largest size that fits
         mid = (lo + hi + 1) // 2
         block = attempt(mid, width)

@@ -19,6 +19,10 @@ PAGE_SIZES_IN = {
     "square": (8.0, 8.0),
 }
 
+# Pages are drawn whole in memory, 3 bytes a pixel: A4 at 1200 dpi (140 megapixels) is the most storyd draws.
+MAX_PAGE_SIDE_PX = 20_000
+MAX_PAGE_PIXELS = 150_000_000
+
 _LENGTH = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$")
 _PAGE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*[x×]\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]+)\s*$")
 
@@ -27,6 +31,14 @@ def to_pixels(value: float, unit: str, dpi: int) -> float:
     if unit == "px":
         return value
     return value / PER_INCH[unit] * dpi
+
+
+def _pixels(number: str, unit: str, dpi: int, what: str) -> int:
+    """A length in whole pixels; one no page could hold (hundreds of digits read as infinity) is refused."""
+    value = to_pixels(float(number), unit, dpi)
+    if not value < 10**9:
+        raise InputError(f"{what} is far too large", hint="write a length that fits on a page, e.g. '10mm'")
+    return round(value)
 
 
 def length_px(text: str, dpi: int, *, field: str = "length") -> int:
@@ -38,7 +50,7 @@ def length_px(text: str, dpi: int, *, field: str = "length") -> int:
             f"layout {field} {text!r} is not a length",
             hint=f"write a number and a unit, one of {', '.join(LENGTH_UNITS)}, e.g. '4mm'",
         )
-    return round(to_pixels(float(match.group(1)), unit, dpi))
+    return _pixels(match.group(1), unit, dpi, f"layout {field} {text!r}")
 
 
 def page_px(page: str, dpi: int) -> tuple[int, int]:
@@ -54,12 +66,23 @@ def page_px(page: str, dpi: int) -> tuple[int, int]:
             hint=f"use one of {', '.join(PAGE_SIZES_IN)}, or e.g. '1200x1800px' or '6x9in'",
         )
     unit = match.group(3)
-    w, h = (round(to_pixels(float(match.group(i)), unit, dpi)) for i in (1, 2))
+    w, h = (_pixels(match.group(i), unit, dpi, f"layout page {page!r}") for i in (1, 2))
     if w < 64 or h < 64:
         raise InputError(
             f"layout page {page!r} is too small ({w}x{h} px at {dpi} dpi)", hint="make it at least 64 px a side"
         )
+    check_page_pixels(w, h, f"layout page {page!r}", dpi)
     return w, h
+
+
+def check_page_pixels(w: int, h: int, what: str, dpi: int) -> None:
+    """Refuse a page too large to draw in memory (see MAX_PAGE_PIXELS)."""
+    if max(w, h) > MAX_PAGE_SIDE_PX or w * h > MAX_PAGE_PIXELS:
+        raise InputError(
+            f"{what} is {w}x{h} px at {dpi} dpi, too large to draw: pages are drawn in memory, "
+            f"so storyd draws at most {MAX_PAGE_SIDE_PX} px a side and {MAX_PAGE_PIXELS // 1_000_000} megapixels",
+            hint="use a smaller page or a lower dpi",
+        )
 
 
 def color(text: str, *, field: str = "colour") -> tuple[int, int, int]:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from storyd.errors import InputError
+from storyd.layout import lettering_warnings
 from storyd.plan.estimate import Estimate, estimate_run
 from storyd.plan.loras import LoraUse, plan_loras
 from storyd.plan.presets import Preset, get_preset, scheduler_name
@@ -100,6 +101,7 @@ def plan_story(
     preset = get_preset(model or story.model)
     story = _with_seeds(story, seed, panel_seeds or {})
     width, height = story.width or preset.width, story.height or preset.height
+    _check_layout(story, width / height)
     steps = story.steps or preset.steps
     guidance = story.guidance if story.guidance is not None else preset.guidance
     scheduler = scheduler or story.scheduler or scheduler_name(preset)
@@ -146,6 +148,17 @@ def plan_story(
     )
 
 
+def _check_layout(story: Story, panel_aspect: float) -> None:
+    """The pages laid out (not drawn) for the panels' real shape, so that a layout with no room
+    fails before any model is loaded; the loader has checked it already for the story's own size."""
+    from storyd.layout.render import check_layout
+
+    try:
+        check_layout(story, panel_aspect)
+    except InputError as exc:
+        raise InputError(exc.message, exc.hint, path=story.path) from None
+
+
 def _reference_panels(
     story: Story, consistency: ConsistencySettings, loaded_banks: tuple[str, ...]
 ) -> dict[str, tuple[int, ...]]:
@@ -187,4 +200,4 @@ def plan_warnings(plan: RenderPlan) -> list[str]:
             )
     if not plan.preset.art:
         notes.append(f"model '{plan.preset.name}' has random weights: its images are noise, not art")
-    return notes + conditioning_warnings(plan)
+    return notes + conditioning_warnings(plan) + lettering_warnings(plan.story)

@@ -13,6 +13,7 @@ from pathlib import Path
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from storyd.errors import InputError, SettingError
+from storyd.plan.presets import PRESETS
 from storyd.render.schedulers import SCHEDULERS
 from storyd.story.loras import parse_loras
 from storyd.story.model import (
@@ -62,19 +63,32 @@ TAG_RE = re.compile(r"\[([^\[\]]+)\]")
 NO_CHARACTER_TAG = "NC"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MIN_IMAGE_SIDE = 64  # px: smaller reference or control images carry too little to steer a panel
+MAX_STORY_BYTES = 4 * 1024 * 1024  # a long story is a few kilobytes; this bounds what a wrong path reads
 
 
 def load_story(path: str | Path) -> Story:
     """Read and validate a story file; `.txt` files use the published plain-text format."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"no such story file: {path}", "check the path")
-    if path.is_dir():
-        raise InputError(f"{path} is a folder, not a story file", "name a .yaml or .txt story inside it")
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError("the story file is not UTF-8 text", "save it as UTF-8", path=path) from None
+        if not path.exists():
+            raise InputError(f"no such story file: {path}", "check the path")
+        if path.is_dir():
+            raise InputError(f"{path} is a folder, not a story file", "name a .yaml or .txt story inside it")
+        if not path.is_file():
+            raise InputError(f"{path} is not a regular file (a device or a pipe)", "name a .yaml or .txt story file")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_STORY_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"can't read the story file: {exc.strerror or exc}", "check the path", path=path) from None
+    if len(data) > MAX_STORY_BYTES:
+        raise InputError(
+            f"the story file is larger than {MAX_STORY_BYTES // (1024 * 1024)} MiB", "is this a story?", path=path
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError("the story file is not UTF-8 text", "save it as UTF-8", path=path, line=line) from None
     if path.suffix.lower() == ".txt":
         return parse_text_story(path, text)
     return _parse_yaml_story(path, text)
@@ -94,7 +108,7 @@ def _parse_yaml_story(path: Path, text: str) -> Story:
     if "style" in top:
         fields["style"] = doc.string(top["style"][1], "style", choices=STYLES)
     if "model" in top:
-        fields["model"] = doc.string(top["model"][1], "model")
+        fields["model"] = doc.string(top["model"][1], "model", choices=PRESETS)
     if "seed" in top:
         fields["seed"] = doc.integer(top["seed"][1], "seed", minimum=0, maximum=2**32 - 1)
     if "size" in top:
@@ -115,13 +129,27 @@ def _parse_yaml_story(path: Path, text: str) -> Story:
         fields["loras"] = parse_loras(doc, top["loras"][1], path.parent, "loras")
     characters = _characters(doc, get("characters", (None, None))[1], path.parent)
     panels = _panels(doc, top["panels"][1], characters)
-    return Story(
+    story = Story(
         title=fields.pop("title", path.stem.replace("_", " ").replace("-", " ").title()),
         path=path,
         characters=characters,
         panels=panels,
         **fields,
     )
+    _check_layout(doc, story, top["layout"][0] if "layout" in top else doc.root)
+    return story
+
+
+def _check_layout(doc: YamlDoc, story: Story, node: Node) -> None:
+    """Lay the pages out (no drawing) so that a layout with no room for its panels, or a page too
+    large to draw, fails here, at the story's `layout:` line, rather than after the panels are drawn."""
+    from storyd.layout.render import check_layout
+
+    aspect = story.width / story.height if story.width and story.height else 1.0
+    try:
+        check_layout(story, aspect)
+    except InputError as exc:
+        raise doc.error(node, exc.message, exc.hint) from None
 
 
 def _size(doc: YamlDoc, node: Node) -> tuple[int, int]:
@@ -238,10 +266,17 @@ def _existing_file(doc: YamlDoc, node: Node, what: str, base: Path) -> Path:
     path = Path(doc.string(node, what)).expanduser()
     if not path.is_absolute():
         path = base / path
-    if not path.is_file():
-        raise doc.error(
-            node, f"{what}: no such file {path}", "check the path (relative paths start at the story's folder)"
-        )
+    try:
+        if not path.exists():
+            raise doc.error(
+                node, f"{what}: no such file {path}", "check the path (relative paths start at the story's folder)"
+            )
+        if path.is_dir():
+            raise doc.error(node, f"{what}: {path} is a folder, not a file", "name a file inside it")
+        if not path.is_file():
+            raise doc.error(node, f"{what}: {path} is not a regular file (a device or a pipe)", "name a file")
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise doc.error(node, f"{what}: can't look up {path}: {exc.strerror or exc}", "check the path") from None
     return path
 
 
@@ -296,16 +331,14 @@ def _reference_scale(doc: YamlDoc, entries: dict, name: str) -> dict:
 
 
 def _check_image(doc: YamlDoc, node: Node, path: Path, what: str, *, min_side: int | None = None) -> None:
-    from PIL import Image, UnidentifiedImageError
+    from storyd.render.reference import image_size
 
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise doc.error(node, f"{what} {path.name} is not a PNG, JPEG or WebP image", "use a .png, .jpg or .webp file")
     try:
-        with Image.open(path) as image:
-            size = image.size
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError):
-        raise doc.error(node, f"{what} {path.name} is not a readable image", "re-export it as PNG or JPEG") from None
+        size = image_size(path, what)
+    except InputError as exc:
+        raise doc.error(node, exc.message, exc.hint) from None
     if min_side is not None and min(size) < min_side:
         raise doc.error(
             node,

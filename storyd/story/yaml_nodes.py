@@ -7,6 +7,7 @@ so a story's errors read like a compiler's.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from storyd.errors import InputError
+
+MAX_DEPTH = 64  # lists and mappings inside each other; a story needs a handful, and PyYAML recurses per level
 
 _TYPE_NAMES = {
     "tag:yaml.org,2002:str": "a string",
@@ -34,6 +37,7 @@ class YamlDoc:
     def __init__(self, path: Path, text: str) -> None:
         self.path = path
         try:
+            self._check_depth(text)
             self.root = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
@@ -44,7 +48,34 @@ class YamlDoc:
                 line=mark.line + 1 if mark else None,
                 col=mark.column + 1 if mark else None,
             ) from None
+        except yaml.reader.ReaderError as exc:  # a character YAML does not allow, e.g. a NUL byte
+            line = text.count("\n", 0, exc.position) + 1
+            raise InputError(
+                f"not valid YAML: the control character U+{_code(exc.character):04X} is not allowed in a story",
+                "remove it, or save the file as plain UTF-8 text",
+                path=path,
+                line=line,
+            ) from None
         self._constructor = SafeConstructor()
+
+    def _check_depth(self, text: str) -> None:
+        """Refuse nesting deeper than MAX_DEPTH from the event stream, which PyYAML builds without
+        recursing, so that composing the node tree below cannot overflow the stack."""
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    raise InputError(
+                        f"lists and mappings are nested more than {MAX_DEPTH} deep",
+                        "a story needs only a few levels; check the brackets and indentation",
+                        path=self.path,
+                        line=mark.line + 1,
+                        col=mark.column + 1,
+                    )
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
 
     def error(self, node: Node | None, message: str, hint: str | None = None) -> InputError:
         if node is None:
@@ -53,7 +84,10 @@ class YamlDoc:
         return InputError(message, hint, path=self.path, line=mark.line + 1, col=mark.column + 1)
 
     def value(self, node: Node) -> Any:
-        return self._constructor.construct_object(node, deep=True)
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError):  # e.g. `!!int abc`, `!!binary ?`, `!foo x`
+            raise self.error(node, f"can't read this value as {self.type_name(node)}", "put it in quotes") from None
 
     def type_name(self, node: Node) -> str:
         return _TYPE_NAMES.get(node.tag, node.tag)
@@ -111,6 +145,8 @@ class YamlDoc:
         value = self.value(node) if isinstance(node, ScalarNode) else None
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise self.error(node, f"{what} must be a number, not {self.type_name(node)}")
+        if not math.isfinite(value):
+            raise self.error(node, f"{what} is {value}, not a finite number", "write a plain number such as 7.5")
         self._check_range(node, what, value, minimum, maximum)
         return float(value)
 
@@ -125,6 +161,10 @@ class YamlDoc:
             raise self.error(node, f"{what} is {value}, below the minimum {minimum}")
         if maximum is not None and value > maximum:
             raise self.error(node, f"{what} is {value}, above the maximum {maximum}")
+
+
+def _code(character: int | str) -> int:
+    return character if isinstance(character, int) else ord(character)
 
 
 def line_of(node: Node) -> int:
