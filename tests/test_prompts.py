@@ -1,5 +1,6 @@
 import pytest
 
+from storyd.errors import InputError
 from storyd.story.loader import load_story
 from storyd.story.prompts import build_prompts, lost_words
 from storyd.story.styles import STYLES
@@ -56,3 +57,23 @@ def test_truncation_names_the_lost_words(tokenizer, write_story):
 def test_tokenizer_is_the_real_clip_bpe(tokenizer):
     assert len(tokenizer) == 49408
     assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+def test_escaped_brackets_are_punctuation_not_characters(write_story):
+    story = load_story(
+        write_story(
+            "characters:\n  Mia: a kid with red hair\npanels:\n"
+            "  - '\\[One delicate fairy, glowing] flies past [Mia]'\n"
+            "  - \"a sign reading \\\\[closed\\\\]\"\n"
+        )
+    )
+    assert [p.characters for p in story.panels] == [("Mia",), ()]
+    prompts = build_prompts(story)
+    assert prompts[0].prompt == "[One delicate fairy, glowing] flies past a kid with red hair"
+    assert prompts[1].prompt == "a sign reading [closed]"
+
+
+def test_an_unknown_bracketed_phrase_says_how_to_escape_it(write_story):
+    with pytest.raises(InputError) as info:
+        load_story(write_story("panels:\n  - 'a wall with [One delicate fairy, glowing] painted on it'\n"))
+    assert "\\[" in info.value.format() and "names [One delicate fairy, glowing]" in info.value.format()

@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from storyd.story.model import Panel, Story
+from storyd.story.model import TAG_RE, Panel, Story, unescape_brackets
 from storyd.story.styles import STYLES
 
-_TAG_RE = re.compile(r"\[([^\[\]]+)\]\s*")
+_TAG_SPACE_RE = re.compile(TAG_RE.pattern + r"\s*")
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class PanelPrompt:
 
 def describe_panel(story: Story, panel: Panel) -> str:
     """The panel's prompt with each shown character's name replaced by its description."""
-    text = _TAG_RE.sub(lambda m: "" if m.group(1).strip() == "NC" else f"{{{m.group(1).strip()}}} ", panel.prompt)
+    text = _TAG_SPACE_RE.sub(lambda m: "" if m.group(1).strip() == "NC" else f"{{{m.group(1).strip()}}} ", panel.prompt)
     missing: list[str] = []
     for name in panel.characters:
         description = story.characters[name].description
@@ -40,7 +40,7 @@ def describe_panel(story: Story, panel: Panel) -> str:
     text = re.sub(r"\s+", " ", text).strip(" ,")
     if missing:
         text = ", ".join([" and ".join(missing), text]) if text else " and ".join(missing)
-    return re.sub(r"\s+([,.;!?])", r"\1", text)
+    return unescape_brackets(re.sub(r"\s+([,.;!?])", r"\1", text))
 
 
 def build_prompts(story: Story, tokenizer=None) -> list[PanelPrompt]:
