@@ -76,12 +76,6 @@ class ComicResult:
 
 def plan_warnings(plan: RenderPlan) -> list[str]:
     notes = []
-    for job in plan.jobs:
-        if job.prompt.lost:
-            notes.append(
-                f"panel {job.index + 1}: the prompt is longer than the text encoder reads; "
-                f'these words are lost: "{job.prompt.lost}"'
-            )
     if not plan.preset.art:
         notes.append(f"model '{plan.preset.name}' has random weights: its images are noise, not art")
     return notes + conditioning_warnings(plan)

@@ -2,7 +2,7 @@ import pytest
 
 from storyd.errors import InputError
 from storyd.story.loader import load_story
-from storyd.story.prompts import build_prompts, lost_words
+from storyd.story.prompts import build_prompts
 from storyd.story.styles import STYLES
 
 STORY = """
@@ -41,17 +41,12 @@ def test_every_style_wraps_the_prompt_and_adds_its_negative(write_story, style):
         assert prompt.prompt != prompt.base and len(prompt.negative) > len("blurry")
 
 
-def test_truncation_names_the_lost_words(tokenizer, write_story):
-    long_tail = "finally the purple elephant"
-    text = "panels:\n  - " + " ".join(["a red house"] * 25) + " " + long_tail + "\n"
+def test_a_long_weighted_prompt_counts_the_tokens_the_encoder_reads(tokenizer, write_story):
+    text = "panels:\n  - " + " ".join(["a red house"] * 25) + " finally the (purple:1.3) elephant\n"
     prompt = build_prompts(load_story(write_story(text)), tokenizer)[0]
-    assert prompt.lost == long_tail
-    assert lost_words(tokenizer, "a short prompt") is None
-    assert (
-        len(tokenizer.tokenize(prompt.prompt))
-        > 75
-        >= len(tokenizer.tokenize(prompt.prompt)) - len(tokenizer.tokenize(prompt.lost))
-    )
+    assert prompt.tokens == 79 and prompt.chunks == 2  # the weighting syntax is not read as words
+    assert build_prompts(load_story(write_story("panels: [a short prompt]\n")), tokenizer)[0].chunks == 1
+    assert build_prompts(load_story(write_story(text)))[0].tokens is None
 
 
 def test_tokenizer_is_the_real_clip_bpe(tokenizer):

@@ -20,6 +20,7 @@ from storyd.plan.render_plan import Batch, PanelJob, RenderPlan
 from storyd.progress import NullProgress, Progress
 from storyd.render.conditioning import Conditioning, conditioning
 from storyd.render.lora import LoraSwitch, applied_loras
+from storyd.render.prompt_encoding import prompt_arguments
 
 
 @dataclass
@@ -129,9 +130,11 @@ class PanelGenerator:
 
         pipe, extra = steer.prepare(self.pipe, jobs, cfg=cfg)  # references (IP-Adapter), control (ControlNet)
         with torch.inference_mode():
+            text = prompt_arguments(
+                self.pipe, [j.prompt.prompt for j in jobs], [j.prompt.negative for j in jobs] if cfg else None
+            )
             result = pipe(
-                prompt=[j.prompt.prompt for j in jobs],
-                negative_prompt=[j.prompt.negative for j in jobs] if cfg else None,
+                **text,
                 num_inference_steps=plan.steps,
                 guidance_scale=guidance,
                 width=plan.width,
