@@ -2,7 +2,8 @@
 
 Layout of `out/<story>/`: `panels/001.png ...`, `pages/page-001.png ...`, `comic.pdf`,
 `manifest.json`, `characters/<name>.safetensors` (saved banks), `panels/history/`
-(earlier versions of regenerated panels). Every write is atomic; the manifest is
+(earlier versions of regenerated panels), `panels/control/` (pose and depth maps detected
+in control photos). Every write is atomic; the manifest is
 rewritten after every batch, so an interrupted run loses no finished panel.
 """
 
@@ -30,6 +31,10 @@ GENERATION_VERSION = 1  # bump when a change to storyd changes the pixels of unc
 
 def panel_file(index: int) -> str:
     return f"panels/{index + 1:03d}.png"
+
+
+def control_map_file(index: int, kind: str) -> str:
+    return f"panels/control/{index + 1:03d}-{kind}.png"
 
 
 def _digest(data: object) -> str:
@@ -158,7 +163,8 @@ class OutputFolder:
                 done.add(index)
         return done
 
-    def save_panel(self, job: PanelJob, image, *, input_hash: str, seconds: float) -> Path:
+    def save_panel(self, job: PanelJob, image, *, input_hash: str, seconds: float, control_map=None) -> Path:
+        """Write a drawn panel and its manifest entry; `control_map`, a detected pose or depth map, goes beside it."""
         path = self.root / panel_file(job.index)
         previous = self.known_panels().get(job.index)
         if path.exists() and previous and previous.get("input_hash") != input_hash:
@@ -181,6 +187,9 @@ class OutputFolder:
             "seconds": round(seconds, 3),
             "sha256": file_sha256(path),
         }
+        if control_map is not None:
+            entry["control_map"] = control_map_file(job.index, panel.control.kind)
+            atomic_save_image(control_map, self.root / entry["control_map"])
         panels = [p for p in self.manifest.get("panels", []) if p["index"] != job.index] + [entry]
         self.manifest["panels"] = sorted(panels, key=lambda p: p["index"])
         return path

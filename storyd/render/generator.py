@@ -28,6 +28,7 @@ class DrawnPanel:
     job: PanelJob
     image: object  # PIL.Image.Image
     seconds: float
+    control_map: object = None  # the pose or depth map an annotator detected in the panel's control photo
 
 
 class PanelGenerator:
@@ -92,7 +93,11 @@ class PanelGenerator:
                 started = time.perf_counter()
                 images = self._draw(batch, batch_jobs, progress, steer, loras)
                 seconds = (time.perf_counter() - started) / len(batch_jobs)
-                drawn = [DrawnPanel(j, im, seconds) for j, im in zip(batch_jobs, images) if j.index in keep]
+                drawn = [
+                    DrawnPanel(j, im, seconds, steer.detected.get(j.index))
+                    for j, im in zip(batch_jobs, images)
+                    if j.index in keep
+                ]
                 on_batch(drawn)
                 progress.panels_done(len(drawn))
 
