@@ -146,7 +146,8 @@ def render_comic(
 
         def save(drawn: list[DrawnPanel]) -> None:
             for panel in drawn:
-                folder.save_panel(panel.job, panel.image, input_hash=hashes[panel.job.index], seconds=panel.seconds)
+                folder.save_panel(panel.job, panel.image, input_hash=hashes[panel.job.index],
+                                  seconds=panel.seconds, control_map=panel.control_map)
                 result.rendered.append(panel.job.index)
             folder.write_manifest(**records)
 

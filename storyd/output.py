@@ -2,7 +2,8 @@
 
 Layout of `out/<story>/`: `panels/001.png ...`, `pages/page-001.png ...`, `comic.pdf`,
 `manifest.json`, `characters/<name>.safetensors` (saved banks), `panels/history/`
-(earlier versions of regenerated panels). Every write is atomic; the manifest is
+(earlier versions of regenerated panels), `panels/control/` (pose and depth maps detected
+in control photos). Every write is atomic; the manifest is
 rewritten after every batch, so an interrupted run loses no finished panel.
 
 Faults a run survives: the manifest is written before the first panel (a folder killed
@@ -40,6 +41,10 @@ GENERATION_VERSION = 1  # bump when a change to storyd changes the pixels of unc
 
 def panel_file(index: int) -> str:
     return f"panels/{index + 1:03d}.png"
+
+
+def control_map_file(index: int, kind: str) -> str:
+    return f"panels/control/{index + 1:03d}-{kind}.png"
 
 
 def _digest(data: object) -> str:
@@ -93,7 +98,8 @@ def read_seed_overrides(root: Path) -> dict[int, int]:
         return {}  # no manifest, or a damaged one: OutputFolder says what is wrong with it
 
 
-WRITTEN_FOLDERS = ("panels", "panels/history", "pages", "characters")  # where storyd writes inside the folder
+# where storyd writes inside the folder
+WRITTEN_FOLDERS = ("panels", "panels/history", "panels/control", "pages", "characters")
 PAGE_FILES = ("pages/page-[0-9][0-9][0-9].png", "comic.pdf", "comic.cbz")  # what laying out writes or removes
 
 
@@ -281,7 +287,8 @@ class OutputFolder:
                 self._owned.setdefault(file, set()).add(None)
             self._dump()
 
-    def save_panel(self, job: PanelJob, image, *, input_hash: str, seconds: float) -> Path:
+    def save_panel(self, job: PanelJob, image, *, input_hash: str, seconds: float, control_map=None) -> Path:
+        """Write a drawn panel and its manifest entry; `control_map`, a detected pose or depth map, goes beside it."""
         file = panel_file(job.index)
         path = self.root / file
         previous = self.known_panels().get(job.index)
@@ -314,9 +321,23 @@ class OutputFolder:
             "seconds": round(seconds, 3),
             "sha256": hashlib.sha256(data).hexdigest(),
         }
+        if control_map is not None:
+            entry["control_map"] = self._save_control_map(control_map, control_map_file(job.index, panel.control.kind))
         panels = [p for p in self.manifest.get("panels", []) if p["index"] != job.index] + [entry]
         self.manifest["panels"] = sorted(panels, key=lambda p: p["index"])
         return path
+
+    def _save_control_map(self, image, file: str) -> str:
+        """A detected pose or depth map, written as storyd's own file (never over one storyd did not write)."""
+        path = self.root / file
+        if path.exists() or path.is_symlink():
+            self.check_ours([file])
+        data = _png_bytes(image)
+        self._write_intent([file])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+        self._owned[file] = {hashlib.sha256(data).hexdigest()}
+        return file
 
     def begin_pages(self, paths: list[Path]) -> None:
         """Name the page files in the manifest before laying out (see `_write_intent`)."""

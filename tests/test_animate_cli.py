@@ -137,5 +137,6 @@ def test_metrics_come_back_per_transition(keyframes, tmp_path):
     scorer = TransitionScorer(conv_features(net, taps=(0,)), lambda frames: torch.ones(len(frames), 3))
     result = animate(keyframes, tmp_path / "o", backend="interpolate", frames=4, metrics=scorer)
     assert len(result.metrics) == 2
-    assert set(result.metrics[0]) == {"lpips_first", "lpips_frames", "clipsim_first", "clipsim_frames"}
-    assert result.metrics[0]["clipsim_frames"] == pytest.approx(1.0) and result.metrics[0]["lpips_first"] > 0
+    first = result.metrics[0]
+    assert set(first) == {"clip_token_distance_first", "clip_token_distance_frames", "clipsim_first", "clipsim_frames"}
+    assert first["clipsim_frames"] == pytest.approx(1.0) and first["clip_token_distance_first"] > 0

@@ -40,6 +40,7 @@ def weights(tmp_path_factory, clip, tokenizer):
     lock = load_lock()
     save_model_folder(clip.model, root / "clip-vit-b-32", lock.get("clip-vit-b-32"), tokenizer)
     save_model_folder(tiny_vit(), root / "dino-vitb16", lock.get("dino-vitb16"))
+    save_model_folder(clip.model, root / "clip-vit-b-16", lock.get("clip-vit-b-16"), tokenizer)
     return root
 
 
@@ -98,7 +99,7 @@ def test_evaluate_scores_known_cases_and_reports_dreamsim_skipped(runs, weights)
     assert report.estimates["clipscore"][0].mean == pytest.approx(2.5, abs=1e-3)
     assert report.differences["clip-i"][1].mean < 0  # mixed minus same
     assert [s.metric for s in report.skipped] == ["dreamsim"]
-    assert report.models["clip-i"].describe() == "openai/clip-vit-base-patch32@unpinned"
+    assert report.models["clip-i"].describe() == "openai/clip-vit-base-patch32@3d74acf9a28c"
 
 
 def test_json_and_csv_shapes(runs, weights):
@@ -117,7 +118,7 @@ def test_json_and_csv_shapes(runs, weights):
     result = runner.invoke(app, [*args, "--csv"], catch_exceptions=False)
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert len(rows) == 6 and {r["run"] for r in rows} == {"same", "mixed"}
-    assert rows[0]["model"] == "openai/clip-vit-base-patch32@unpinned"
+    assert rows[0]["model"] == "openai/clip-vit-base-patch32@3d74acf9a28c"
 
 
 def test_table_names_protocol_model_and_runs(runs, weights):
@@ -150,3 +151,21 @@ def test_mask_background_replaces_flat_backdrops_before_identity_metrics(runs, w
     report = evaluate([runs / "same"], "clip-i", weights_dir=weights, mask_background=True)
     assert report.mask_background and report.as_dict()["protocol"]["mask_background"] is True
     assert report.estimates["clip-i"][0].mean < 0.999  # solid panels become different noise
+
+
+def test_the_consistory_protocol_scores_all_pairs_on_its_own_models(runs, weights, tmp_path):
+    report = evaluate([runs / "same", runs / "mixed"], weights_dir=weights, protocol_name="consistory")
+    assert report.metrics == ["cs-clip-t", "cs-clip-i"] and [s.metric for s in report.skipped] == ["cs-dreamsim"]
+    assert report.estimates["cs-clip-t"][0].mean == pytest.approx(2.5, abs=1e-3)  # CLIPScore, prefix, ViT-B/32
+    same, mixed = report.estimates["cs-clip-i"]
+    assert same.mean == pytest.approx(1.0, abs=1e-5) and mixed.mean < same.mean - 1e-3
+    assert report.models["cs-clip-i"].describe() == "openai/clip-vit-base-patch16@57c216476eef"
+    # all pairs, not only those sharing a character: a story whose panels show nobody still has a CLIP-I
+    write_story_run(tmp_path / "nobody" / "s0", [(solid(RED), "a red square", [])] * 2, name="s0")
+    alone = evaluate([tmp_path / "nobody"], "cs-clip-i", weights_dir=weights, protocol_name="consistory")
+    assert alone.estimates["cs-clip-i"][0].mean == pytest.approx(1.0, abs=1e-5)
+    result = CliRunner().invoke(app, ["eval", str(runs / "same"), "--protocol", "consistory", "--weights-dir",
+                                      str(weights), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["protocol"]["name"] == "consistory" and set(data["metrics"]) == {"cs-clip-t", "cs-clip-i"}

@@ -249,8 +249,10 @@ def test_canny_images_become_edge_maps_and_others_are_used_as_given(tmp_path):
     assert looks_like_edges(from_photo[..., 0])
     given = np.asarray(control_image(PanelControl("canny", tmp_path / "edges.png"), 64, 48))
     assert given.shape == (48, 64, 3)
-    as_pose = np.asarray(control_image(PanelControl("pose", photo), 64, 64))
-    assert as_pose[32, 32].tolist() == [200, 120, 40]  # a pose or depth image is not touched, only fitted
+    skeleton = np.asarray(control_image(PanelControl("pose", pose(tmp_path / "pose.png")), 96, 96))
+    assert np.array_equal(skeleton, np.asarray(Image.open(tmp_path / "pose.png")))  # a pose map is not touched
+    with pytest.raises(RuntimeError, match="no pose annotator"):  # a photo needs the annotator (test_annotators.py)
+        control_image(PanelControl("pose", photo), 64, 64)
 
 
 def test_several_reference_images_are_averaged(tiny_weights, tmp_path):

@@ -2,6 +2,7 @@ import yaml
 
 from storyd.errors import InputError
 from storyd.story.loader import load_story
+from storyd.story.prompts import build_prompts
 from storyd.story.text_format import story_to_yaml
 
 TEXT = """\
@@ -58,3 +59,9 @@ def test_missing_blank_line_is_explained(write_story):
         assert "blank line" in err.message
     else:
         raise AssertionError("no error")
+
+
+def test_escaped_brackets_in_a_text_story_are_kept_as_punctuation(write_story):
+    story = load_story(write_story("[Bob] a man\n\n[Bob] holds a sign: \\[SALE]\n", "s.txt"))
+    assert story.panels[0].characters == ("Bob",)
+    assert build_prompts(story)[0].prompt.endswith("holds a sign: [SALE]")

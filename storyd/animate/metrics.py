@@ -1,13 +1,15 @@
-"""Transition metrics from StoryDiffusion's video comparison (Table 2 there).
+"""Transition metrics in the shape of StoryDiffusion's video comparison (Table 2 there).
 
-For a transition of frames f_1 … f_L:
+For a transition of frames f_1 … f_L, with d the LPIPS-form distance below:
 
-- **LPIPS-first** = mean over i = 2…L of LPIPS(f_1, f_i): how far the clip drifts from its first frame.
-- **LPIPS-frames** = mean over i = 1…L−1 of LPIPS(f_i, f_{i+1}): how large the steps between neighbours are.
-- **CLIPSIM-first** = mean over i = 2…L of cos(E(f_1), E(f_i)), E the CLIP image embedding.
-- **CLIPSIM-frames** = mean over i = 1…L−1 of cos(E(f_i), E(f_{i+1})).
+- **clip_token_distance_first** = mean over i = 2…L of d(f_1, f_i): how far the clip drifts from its first frame
+  (the paper's LPIPS-first, on other features).
+- **clip_token_distance_frames** = mean over i = 1…L−1 of d(f_i, f_{i+1}): how large the steps between
+  neighbours are (the paper's LPIPS-frames, on other features).
+- **clipsim_first** = mean over i = 2…L of cos(E(f_1), E(f_i)), E the CLIP image embedding.
+- **clipsim_frames** = mean over i = 1…L−1 of cos(E(f_i), E(f_{i+1})).
 
-Lower LPIPS and higher CLIPSIM mean a smoother, more consistent clip.
+Lower distances and higher CLIPSIM mean a smoother, more consistent clip.
 
 LPIPS (Zhang et al. 2018) is d(x, y) = Σ_l mean_{h,w} ‖w_l ⊙ (x̂_l − ŷ_l)‖², where x̂_l are
 layer-l features of a network, unit-normalised along channels, and w_l per-channel weights.
@@ -15,7 +17,8 @@ The published LPIPS uses ImageNet AlexNet/VGG features and learned w_l; neither 
 available offline here (the backbones come from torchvision's model hub). So this module
 implements the formula over any feature network it is given. ``load_scorer`` uses the
 pinned CLIP ViT-H/14's intermediate token features with uniform w_l = 1: a perceptual
-distance of the same form, but its numbers are not comparable with the paper's LPIPS.
+distance of the same form, but not LPIPS, and its numbers are not comparable with the
+paper's; hence the names ``clip_token_distance_*``.
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ FeatureFn = Callable[[Sequence[np.ndarray]], list[torch.Tensor]]  # frames → p
 EmbedFn = Callable[[Sequence[np.ndarray]], torch.Tensor]  # frames → (B, C) image embeddings
 
 
-def lpips_distance(
+def lpips_form_distance(
     feats_x: list[torch.Tensor], feats_y: list[torch.Tensor], weights: list[torch.Tensor] | None = None
 ) -> torch.Tensor:
-    """LPIPS between two feature stacks; returns (B,). Conv maps are (B, C, H, W), token maps (B, T, C)."""
+    """The LPIPS formula between two feature stacks; returns (B,). Conv maps are (B, C, H, W), token maps (B, T, C)."""
     total = 0
     for layer, (x, y) in enumerate(zip(feats_x, feats_y, strict=True)):
         channel_dim = 1 if x.ndim == 4 else -1
@@ -58,14 +61,14 @@ def transition_metrics(
     with torch.no_grad():
         feats = features(frames)  # per layer (L, ...)
         first = [f[:1].expand_as(f[1:]) for f in feats]
-        lpips_first = lpips_distance(first, [f[1:] for f in feats], weights)
-        lpips_frames = lpips_distance([f[:-1] for f in feats], [f[1:] for f in feats], weights)
+        distance_first = lpips_form_distance(first, [f[1:] for f in feats], weights)
+        distance_frames = lpips_form_distance([f[:-1] for f in feats], [f[1:] for f in feats], weights)
         emb = torch.nn.functional.normalize(embed(frames).float(), dim=-1)  # (L, C)
         clip_first = emb[1:] @ emb[0]
         clip_frames = (emb[:-1] * emb[1:]).sum(-1)
     return {
-        "lpips_first": float(lpips_first.mean()),
-        "lpips_frames": float(lpips_frames.mean()),
+        "clip_token_distance_first": float(distance_first.mean()),
+        "clip_token_distance_frames": float(distance_frames.mean()),
         "clipsim_first": float(clip_first.mean()),
         "clipsim_frames": float(clip_frames.mean()),
     }
@@ -114,7 +117,7 @@ class TransitionScorer:
 
 
 def load_scorer(device: str = "cpu") -> TransitionScorer:
-    """The scorer on the pinned CLIP ViT-H/14: embeddings for CLIPSIM, four depths of tokens for LPIPS."""
+    """The scorer on the pinned CLIP ViT-H/14: embeddings for CLIPSIM, four depths of tokens for the distances."""
     from storyd.animate.encoder import load_clip_encoder
 
     encoder = load_clip_encoder(device=device)

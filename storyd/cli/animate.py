@@ -40,7 +40,12 @@ def animate(
         ),
     ] = None,
     metrics: Annotated[
-        bool, typer.Option("--metrics", help="Print LPIPS-first/-frames and CLIPSIM-first/-frames per transition.")
+        bool,
+        typer.Option(
+            "--metrics",
+            help="Print per transition the CLIP-token distances (LPIPS-form, not LPIPS) and CLIPSIM, "
+            "to the first frame and between frames.",
+        ),
     ] = False,
     seed: Annotated[int, seed_option("the diffusion backend's noise")] = 0,
     device: DeviceOpt = "auto",

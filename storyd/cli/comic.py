@@ -272,7 +272,8 @@ def plan_record(plan, warnings: list[str]) -> dict:
                 "seed": j.seed,
                 "prompt": j.prompt.prompt,
                 "negative": j.prompt.negative,
-                "lost_words": j.prompt.lost,
+                "tokens": j.prompt.tokens,  # read in j.prompt.chunks windows of 75: none is lost
+                "chunks": j.prompt.chunks,
                 **panel_summary(plan, j),  # reference: {character, scale}; control: {kind, image, strength}
             }
             for j in plan.jobs
@@ -292,7 +293,9 @@ def _print_plan(console, plan) -> None:
 
     table = Table("#", "role", "characters", "seed", "prompt")
     for j in plan.jobs:
-        prompt = escape(j.prompt.prompt) + (f" [red](lost: {escape(j.prompt.lost)})[/red]" if j.prompt.lost else "")
+        prompt = escape(j.prompt.prompt)
+        if j.prompt.chunks > 1:
+            prompt += f" [cyan]({j.prompt.tokens} tokens, read in {j.prompt.chunks} chunks)[/cyan]"
         steer = panel_summary(plan, j)
         if steer["reference"]:
             ref = steer["reference"]

@@ -20,6 +20,9 @@ MetricsOpt = Annotated[str, typer.Option(
                       "clip-t, clip-i, dino-i, dreamsim, toy-identity, toy-adherence.")]
 MaskOpt = Annotated[bool, typer.Option(
     "--mask-background", help="Replace the background with noise before CLIP-I, DINO-I and DreamSim.")]
+ProtocolOpt = Annotated[str, typer.Option(
+    "--protocol", help="storyd (its own metrics) or consistory (ConsiStory+'s published terms: CLIP-T as CLIPScore on "
+                       "ViT-B/32, CLIP-I on ViT-B/16 and DreamSim over all image pairs, background removed).")]
 CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV (one line per run and metric) on stdout.")]
 LabelOpt = Annotated[list[str] | None, typer.Option(
     "--label", help="Column name for each run, in order (default: the folder name).")]
@@ -27,7 +30,7 @@ LabelOpt = Annotated[list[str] | None, typer.Option(
 
 def eval_command(runs: RunsArg, metrics: MetricsOpt = "auto", mask_background: MaskOpt = False, json_: JsonOpt = False,
                  csv_: CsvOpt = False, label: LabelOpt = None, weights_dir: WeightsDirOpt = None,
-                 quiet: QuietOpt = False) -> None:
+                 quiet: QuietOpt = False, protocol_name: ProtocolOpt = "storyd") -> None:
     """Score comics: prompt alignment (CLIP-T) and identity consistency (CLIP-I, DINO-I, DreamSim, toy reader)."""
     from storyd.errors import InputError
     from storyd.eval import evaluate
@@ -40,7 +43,7 @@ def eval_command(runs: RunsArg, metrics: MetricsOpt = "auto", mask_background: M
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' weight-loading bars; read at import
     with out.progress() as progress:
         report = evaluate(runs, metrics, mask_background=mask_background, weights_dir=weights_dir, labels=label,
-                          progress=progress)
+                          progress=progress, protocol_name=protocol_name)
     by_reason: dict[str, list[str]] = {}
     for skip in report.skipped:
         by_reason.setdefault(skip.reason, []).append(skip.metric)
@@ -57,8 +60,8 @@ def _print_table(console, report) -> None:
 
     header, rows = report.table()
     mask = "background masked" if report.mask_background else "background kept"
-    table = Table(title=f"storyd eval · protocol v{protocol.PROTOCOL_VERSION} · mean [95% bootstrap CI over stories]"
-                        f" · {mask}", title_justify="left")
+    table = Table(title=f"storyd eval · {report.protocol} protocol v{protocol.PROTOCOL_VERSION} · mean "
+                        f"[95% bootstrap CI over stories] · {mask}", title_justify="left")
     for i, name in enumerate(header):
         table.add_column(escape(name), justify="left" if i < 2 else "right")
     for row in rows:

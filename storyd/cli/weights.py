@@ -24,6 +24,8 @@ UnpinnedOpt = Annotated[bool, typer.Option(
 def _row(entry: weights.LockEntry, result: weights.VerifyResult) -> dict:
     return {"name": entry.name, "kind": entry.kind, "family": entry.family,
             "repo": entry.repo or entry.local or entry.url, "revision": entry.revision, "size": entry.size,
+            # the hub commit, short; "?" where the lock does not know it yet, "-" for a local folder or a URL
+            "commit": entry.revision[:12] if entry.revision else ("?" if entry.repo else "-"),
             "license": entry.license, "pinned": entry.pinned,
             "status": result.status, "path": result.path, "message": result.message, "hint": result.hint,
             "note": entry.note}
@@ -47,7 +49,7 @@ def list_(json_: JsonOpt = False, weights_dir: WeightsDirOpt = None) -> None:
     """List the models in weights.lock and whether each is on this machine (no hashing)."""
     lock = weights.load_lock()
     rows = [_row(e, weights.verify_entry(e, weights_dir, check=False)) for e in lock.entries.values()]
-    columns = ["name", "kind", "family", "size", "license", "pinned", "status"]
+    columns = ["name", "kind", "family", "commit", "size", "license", "pinned", "status"]
     Output(json_mode=json_).result(rows, _table(rows, columns))
 
 

@@ -17,11 +17,14 @@ from storyd.progress import NullProgress, Progress
 TOY_READER = "toy-reader"
 
 
-def select_metrics(spec: str) -> tuple[list[str], bool]:
-    """The metric names ``spec`` asks for, in protocol order, and whether they were named explicitly."""
+def select_metrics(spec: str, protocol_name: str = "storyd") -> tuple[list[str], bool]:
+    """The metric names ``spec`` asks for, in protocol order, and whether they were named explicitly;
+    ``auto`` is every metric of ``protocol_name``."""
     spec = spec.strip().lower()
+    if protocol_name not in protocol.PROTOCOLS:
+        raise InputError(f"unknown protocol '{protocol_name}'", f"choose from {', '.join(protocol.PROTOCOLS)}")
     if spec == "auto":
-        return list(protocol.METRICS), False
+        return [name for name, m in protocol.METRICS.items() if m.protocol == protocol_name], False
     wanted: set[str] = set()
     for word in filter(None, (w.strip() for w in spec.split(","))):
         if word in protocol.GROUPS:
@@ -77,7 +80,7 @@ class _Models:
             self.info[name] = ModelInfo(name, entry.files[0].path, entry.files[0].sha256)
         else:
             self.info[name] = ModelInfo(name, entry.repo, entry.revision)
-        if name == protocol.CLIP_MODEL:
+        if name in (protocol.CLIP_MODEL, protocol.CLIP_B16_MODEL):
             from storyd.eval.clip_metrics import ClipEncoder
 
             return ClipEncoder.load(folder)
@@ -103,6 +106,7 @@ def evaluate(
     lock=None,
     labels: Sequence[str] | None = None,
     progress: Progress | None = None,
+    protocol_name: str = "storyd",
 ) -> EvalReport:
     """Score each run (a comic output folder, or a folder of them) with the pinned protocol.
 
@@ -115,7 +119,7 @@ def evaluate(
     runs = [load_run(d, labels[i] if labels else None) for i, d in enumerate(run_dirs)]
     if len({r.label for r in runs}) < len(runs):
         runs = [Run(r.folder, str(r.folder), r.stories) for r in runs]
-    wanted, explicit = select_metrics(metrics)
+    wanted, explicit = select_metrics(metrics, protocol_name)
     toy_runs = [_is_toy(r) for r in runs]
     skipped: list[Skipped] = []
     if not any(toy_runs) and any(protocol.METRICS[m].model == TOY_READER for m in wanted):
@@ -165,6 +169,7 @@ def evaluate(
         differences=differences,
         skipped=skipped,
         mask_background=mask_background,
+        protocol=protocol_name,
     )
 
 
@@ -174,7 +179,7 @@ def _score_story(story: StoryRun, metrics: list[str], loaded: dict, mask: bool, 
         if mask else images
     pairs = identity_pairs(story)
     out: dict[str, float] = {}
-    if "clip-t" in metrics or "clipscore" in metrics:
+    if {"clip-t", "clipscore"} & set(metrics):
         from storyd.eval.clip_metrics import clipscore
 
         cosines = loaded[protocol.CLIP_MODEL].text_image_cosines(images, [p.base_prompt for p in story.panels])
@@ -185,8 +190,29 @@ def _score_story(story: StoryRun, metrics: list[str], loaded: dict, mask: bool, 
             embeddings = loaded[protocol.METRICS[name].model].embed_images(identity_images)
             similarity = pairwise_mean(embeddings, pairs)
             out[name] = 1.0 - similarity if name == "dreamsim" else similarity
+    out.update(_consistory_scores(story, images, metrics, loaded))
     if is_toy and {"toy-identity", "toy-adherence"} & set(metrics):
         from storyd.eval.toy_metrics import toy_scores
 
         out.update(toy_scores(story, images, loaded[TOY_READER]))
     return {k: v for k, v in out.items() if k in metrics}
+
+
+def _consistory_scores(story: StoryRun, images, metrics: list[str], loaded: dict) -> dict[str, float]:
+    """ConsiStory+'s terms: CLIPScore with the prefix on ViT-B/32; CLIP-I (ViT-B/16) and DreamSim over
+    every image pair of the story's set, DreamSim after the background is removed."""
+    import itertools
+
+    out: dict[str, float] = {}
+    pairs = list(itertools.combinations(range(len(images)), 2))
+    if "cs-clip-t" in metrics:
+        from storyd.eval.clip_metrics import clipscore
+
+        cosines = loaded[protocol.CLIP_MODEL].text_image_cosines(images, [p.base_prompt for p in story.panels])
+        out["cs-clip-t"] = sum(clipscore(c) for c in cosines) / len(cosines)
+    if "cs-clip-i" in metrics:
+        out["cs-clip-i"] = pairwise_mean(loaded[protocol.CLIP_B16_MODEL].embed_images(images), pairs)
+    if "cs-dreamsim" in metrics:
+        masked = [mask_image(im, (protocol.MASK_NOISE_SEED, p.index)) for im, p in zip(images, story.panels)]
+        out["cs-dreamsim"] = 1.0 - pairwise_mean(loaded[protocol.DREAMSIM_MODEL].embed_images(masked), pairs)
+    return out

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 PROTOCOL_VERSION = 1
 
 CLIP_MODEL = "clip-vit-b-32"  # weights.lock names
+CLIP_B16_MODEL = "clip-vit-b-16"  # ConsiStory+'s CLIP-I
 DINO_MODEL = "dino-vitb16"
 DREAMSIM_MODEL = "dreamsim"
 TOY_MODEL = "toy"  # the manifest model name the toy metrics apply to
@@ -42,6 +43,7 @@ class Metric:
     model: str  # weights.lock name, or "toy-reader" for the shipped attribute reader
     higher_is_better: bool
     scale: str  # one line for the table's footnote and docs
+    protocol: str = "storyd"  # the protocol whose `auto` set it belongs to (PROTOCOLS)
 
 
 METRICS: dict[str, Metric] = {
@@ -54,16 +56,26 @@ METRICS: dict[str, Metric] = {
         Metric("dreamsim", "DreamSim", DREAMSIM_MODEL, False, "mean pairwise 1 - cos in [0, 2], lower is better"),
         Metric("toy-identity", "toy identity agreement", "toy-reader", True, "share of panel pairs in [0, 1]"),
         Metric("toy-adherence", "toy prompt adherence", "toy-reader", True, "share of named attributes in [0, 1]"),
+        # ConsiStory+ (Tewel et al. 2024, and the papers that report on its prompts): every image pair of a
+        # story's set, not only panels sharing a character.
+        Metric("cs-clip-t", "ConsiStory CLIP-T", CLIP_MODEL, True, "CLIPScore 2.5 x max(cos, 0), ViT-B/32",
+               "consistory"),
+        Metric("cs-clip-i", "ConsiStory CLIP-I", CLIP_B16_MODEL, True, "mean cosine over all pairs, ViT-B/16",
+               "consistory"),
+        Metric("cs-dreamsim", "ConsiStory DreamSim", DREAMSIM_MODEL, False,
+               "mean 1 - cos over all pairs, background removed", "consistory"),
     )
 }
+PROTOCOLS = ("storyd", "consistory")
 # Names --metrics accepts that stand for several rows: clip-t gives the cosine and the CLIPScore.
 GROUPS: dict[str, tuple[str, ...]] = {"clip-t": ("clip-t", "clipscore"), "toy": ("toy-identity", "toy-adherence")}
 CHOICES = ("auto", *METRICS, *(g for g in GROUPS if g not in METRICS))
 
 
-def describe() -> dict:
+def describe(name: str = "storyd") -> dict:
     """The protocol as data, for the JSON output and the table's footnote."""
     return {
+        "name": name,
         "version": PROTOCOL_VERSION,
         "clip_prefix": CLIP_PREFIX,
         "clipscore_weight": CLIPSCORE_WEIGHT,
@@ -74,4 +86,9 @@ def describe() -> dict:
         "dreamsim": {"resize": f"{DREAMSIM_SIZE} x {DREAMSIM_SIZE} bicubic, no crop",
                      "normalisation": "ImageNet mean and std", "embedding": DREAMSIM_EMBEDDING,
                      "distance": "1 - cos"},
+        **({"consistory": {"pairs": "all image pairs of a story", "clip_t": f"{CLIP_MODEL}, {CLIP_PREFIX!r}, x2.5",
+                           "clip_i": CLIP_B16_MODEL,
+                           "background": "removed before DreamSim by the border-colour key above (the published "
+                                         "figures used a learned background-removal model: not pinned yet)"}}
+           if name == "consistory" else {}),
     }

@@ -48,10 +48,11 @@ class EvalReport:
     differences: dict[str, list[Estimate | None]] = field(default_factory=dict)  # metric -> run k minus run 0
     skipped: list[Skipped] = field(default_factory=list)
     mask_background: bool = False
+    protocol: str = "storyd"  # one of protocol.PROTOCOLS
 
     def as_dict(self) -> dict:
         return {
-            "protocol": {**protocol.describe(), "mask_background": self.mask_background},
+            "protocol": {**protocol.describe(self.protocol), "mask_background": self.mask_background},
             "runs": [vars(r) | {"models": list(r.models)} for r in self.runs],
             "metrics": {
                 name: {

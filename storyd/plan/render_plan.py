@@ -190,14 +190,8 @@ def _with_seeds(story: Story, seed: int | None, panel_seeds: Mapping[int, int]) 
 
 
 def plan_warnings(plan: RenderPlan) -> list[str]:
-    """What the user should know before drawing: words lost to the prompt window, a noise model, conditioning."""
+    """What the user should know before drawing: a noise model, conditioning, lettering no font can draw."""
     notes = []
-    for job in plan.jobs:
-        if job.prompt.lost:
-            notes.append(
-                f"panel {job.index + 1}: the prompt is longer than the text encoder reads; "
-                f'these words are lost: "{job.prompt.lost}"'
-            )
     if not plan.preset.art:
         notes.append(f"model '{plan.preset.name}' has random weights: its images are noise, not art")
     return notes + conditioning_warnings(plan) + lettering_warnings(plan.story)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from storyd.render import control, reference
@@ -54,6 +54,7 @@ class Conditioning:
     plan: object  # RenderPlan
     adapter: reference.ReferenceAdapter | None
     nets: control.ControlNets | None
+    detected: dict = field(default_factory=dict)  # panel index -> the control map an annotator drew from a photo
 
     def prepare(self, pipe, jobs, *, cfg: bool):
         """(the pipeline to call, its extra arguments) for a batch of jobs."""
@@ -67,6 +68,7 @@ class Conditioning:
             controls = [control.panel_control(plan, j) for j in jobs]
             call, extra = self.nets.prepare(pipe, controls, width=plan.width, height=plan.height)
             kwargs.update(extra)
+            self.detected.update({j.index: m for j, m in zip(jobs, self.nets.detected) if m is not None})
         return call, kwargs
 
 

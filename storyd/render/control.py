@@ -1,11 +1,12 @@
 """Pose and composition control: a panel's `control:` entry drawn through a ControlNet.
 
-The control image is used as given: it must already be an OpenPose skeleton (`pose`), an
-edge map (`canny`) or a depth map (`depth`, near is bright); storyd ships no pose or depth
-estimator. For `canny` only, an image that is not already a black-and-white edge map (a
-photo or a drawing) is turned into one with OpenCV's Canny detector (thresholds 100 and
-200), at the panel's size. The image is cropped to the panel's aspect ratio around its
-centre and scaled to the panel's size.
+The control image may be the map itself: an OpenPose skeleton (`pose`, mostly black), an
+edge map (`canny`, black and white) or a depth map (`depth`, grey, near is bright). Anything
+else is a photo (or a drawing) and is turned into the map: Canny edges with OpenCV
+(thresholds 100 and 200, at the panel's size), a pose skeleton or a depth map with the
+pinned annotators (storyd.render.annotators, on the whole photo). A detected pose or depth
+map is saved beside the panel (`panels/control/`) so the user can check it. The image is
+cropped to the panel's aspect ratio around its centre and scaled to the panel's size.
 
 ControlNets only add residuals to the UNet's down and mid blocks, so the UNet's
 attention processors (CSA's included) stay as they are and CSA still holds the
@@ -30,6 +31,7 @@ from storyd.story.model import PanelControl
 
 WEIGHT_NAMES = {"pose": "openpose", "canny": "canny", "depth": "depth"}  # kind -> the lock entries' word for it
 FAMILIES = ("sd15", "sdxl")
+ANNOTATOR_WEIGHTS = {"pose": "annotator-pose", "depth": "annotator-depth"}  # kind -> the lock entry of its detector
 
 
 def controlnet_for(preset, kind: str) -> str | None:
@@ -50,8 +52,27 @@ def panel_control(plan, job) -> PanelControl | None:
 
 
 def required_weights(plan) -> list[str]:
-    kinds = {c.kind for c in (panel_control(plan, j) for j in plan.jobs) if c is not None}
-    return [controlnet_for(plan.preset, kind) for kind in sorted(kinds)]
+    controls = [c for c in (panel_control(plan, j) for j in plan.jobs) if c is not None]
+    nets = [controlnet_for(plan.preset, kind) for kind in sorted({c.kind for c in controls})]
+    return nets + [ANNOTATOR_WEIGHTS[kind] for kind in detected_kinds(controls)]
+
+
+def needs_detection(control: PanelControl) -> bool:
+    """Whether a `pose` or `depth` control's image is a photo, to be turned into the map by an annotator."""
+    if control.kind not in ANNOTATOR_WEIGHTS:
+        return False
+    import numpy as np
+    from PIL import Image
+
+    from storyd.render.annotators import is_map
+
+    with Image.open(control.image) as source:
+        return not is_map(control.kind, np.asarray(source.convert("RGB")))
+
+
+def detected_kinds(controls) -> list[str]:
+    """The kinds among `controls` (None for none) whose image an annotator must turn into the map."""
+    return sorted({c.kind for c in controls if c is not None and needs_detection(c)})
 
 
 def hash_inputs(plan, job) -> dict:
@@ -61,16 +82,19 @@ def hash_inputs(plan, job) -> dict:
         return {}
     from storyd.weights import load_lock
 
-    entry = load_lock().get(controlnet_for(plan.preset, control.kind))
-    return {
-        "control": {
-            "kind": control.kind,
-            "image": file_sha256(control.image),
-            "strength": control.strength,
-            "controlnet": entry.name,
-            "revision": entry.revision,
-        }
+    lock = load_lock()
+    entry = lock.get(controlnet_for(plan.preset, control.kind))
+    record = {
+        "kind": control.kind,
+        "image": file_sha256(control.image),
+        "strength": control.strength,
+        "controlnet": entry.name,
+        "revision": entry.revision,
     }
+    if needs_detection(control):  # the annotator decides the map, so its version decides the pixels
+        annotator = lock.get(ANNOTATOR_WEIGHTS[control.kind])
+        record["annotator"] = {"name": annotator.name, "revision": annotator.revision}
+    return {"control": record}
 
 
 def control_warnings(plan) -> list[str]:
@@ -93,13 +117,18 @@ def looks_like_edges(gray) -> bool:
     return bool(extreme >= 0.97 and np.mean(gray > 127) < 0.5)
 
 
-def control_image(control: PanelControl, width: int, height: int):
-    """The image the ControlNet sees: as given (edges detected for a `canny` photo), cropped and scaled to the panel."""
+def control_image(control: PanelControl, width: int, height: int, detectors: dict | None = None):
+    """The image the ControlNet sees, cropped and scaled to the panel: the map as given, or the map
+    detected in a photo (Canny edges; pose and depth by `detectors`, kind -> annotator)."""
     import numpy as np
     from PIL import Image, ImageOps
 
     with Image.open(control.image) as source:
         image = source.convert("RGB")
+    if needs_detection(control):
+        if not detectors or control.kind not in detectors:
+            raise RuntimeError(f"no {control.kind} annotator is loaded for {control.image}")
+        image = detectors[control.kind](image)
     fitted = ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
     if control.kind == "canny" and not looks_like_edges(np.asarray(image.convert("L"))):
         import cv2
@@ -116,6 +145,8 @@ class ControlNets:
     nets: dict  # kind -> diffusers ControlNetModel
     weights: dict = field(default_factory=dict)  # kind -> (B,) per-image residual scale for the current batch
     pipes: dict = field(default_factory=dict)  # kinds -> pipeline
+    detectors: dict = field(default_factory=dict)  # kind -> annotator (storyd.render.annotators), for photos
+    detected: list = field(default_factory=list)  # per panel of the current batch: the detected map, or None
 
     def per_panel(self, kind: str, forward):
         """A ControlNet `forward` that runs `forward` once per panel whose weight for `kind` is not 0
@@ -156,6 +187,7 @@ class ControlNets:
 
         kinds = sorted({c.kind for c in controls if c is not None})
         if not kinds:
+            self.detected = [None] * len(controls)
             return pipe, {}
         for kind in self.nets:
             strengths = [c.strength if c is not None and c.kind == kind else 0.0 for c in controls]
@@ -164,9 +196,16 @@ class ControlNets:
 
         blank = Image.new("RGB", (width, height))
         images = {
-            kind: [control_image(c, width, height) if c is not None and c.kind == kind else blank for c in controls]
+            kind: [
+                control_image(c, width, height, self.detectors) if c is not None and c.kind == kind else blank
+                for c in controls
+            ]
             for kind in kinds
         }
+        self.detected = [
+            images[c.kind][i] if c is not None and c.kind in self.detectors and needs_detection(c) else None
+            for i, c in enumerate(controls)
+        ]
         if len(kinds) == 1:
             return self._pipeline(pipe, tuple(kinds)), {"image": images[kinds[0]], "controlnet_conditioning_scale": 1.0}
         return self._pipeline(pipe, tuple(kinds)), {
@@ -213,11 +252,15 @@ def control_nets(pipe, plan, *, device: str, weights_dir: Path | None = None) ->
         return
     from diffusers import ControlNetModel
 
+    from storyd.render.annotators import DETECTORS
     from storyd.weights import load_lock, resolve
 
     lock = load_lock()
-    kinds = sorted({c.kind for c in (panel_control(plan, j) for j in plan.jobs) if c is not None})
+    controls = [panel_control(plan, j) for j in plan.jobs]
+    kinds = sorted({c.kind for c in controls if c is not None})
     state = ControlNets({})
+    for kind in detected_kinds(controls):
+        state.detectors[kind] = DETECTORS[kind](resolve(lock.get(ANNOTATOR_WEIGHTS[kind]), weights_dir), device)
     for kind in kinds:
         folder = resolve(lock.get(controlnet_for(plan.preset, kind)), weights_dir)
         net = ControlNetModel.from_pretrained(str(folder), local_files_only=True, torch_dtype=pipe.unet.dtype)
@@ -229,3 +272,4 @@ def control_nets(pipe, plan, *, device: str, weights_dir: Path | None = None) ->
     finally:
         state.nets.clear()
         state.pipes.clear()
+        state.detectors.clear()

@@ -23,6 +23,7 @@ from storyd.plan.render_plan import Batch, PanelJob, RenderPlan
 from storyd.progress import NullProgress, Progress
 from storyd.render.conditioning import Conditioning, conditioning
 from storyd.render.lora import LoraSwitch, applied_loras
+from storyd.render.prompt_encoding import prompt_arguments
 
 
 @dataclass
@@ -30,6 +31,7 @@ class DrawnPanel:
     job: PanelJob
     image: object  # PIL.Image.Image
     seconds: float
+    control_map: object = None  # the pose or depth map an annotator detected in the panel's control photo
 
 
 class PanelGenerator:
@@ -95,7 +97,11 @@ class PanelGenerator:
                 images = self._draw(batch, batch_jobs, functools.partial(progress.advance, label), steer, loras)
                 progress.end(label)
                 seconds = (time.perf_counter() - started) / len(batch_jobs)
-                drawn = [DrawnPanel(j, im, seconds) for j, im in zip(batch_jobs, images) if j.index in keep]
+                drawn = [
+                    DrawnPanel(j, im, seconds, steer.detected.get(j.index))
+                    for j, im in zip(batch_jobs, images)
+                    if j.index in keep
+                ]
                 on_batch(drawn)
                 progress.advance("panels", len(drawn))
 
@@ -134,9 +140,11 @@ class PanelGenerator:
 
         pipe, extra = steer.prepare(self.pipe, jobs, cfg=cfg)  # references (IP-Adapter), control (ControlNet)
         with torch.inference_mode():
+            text = prompt_arguments(
+                self.pipe, [j.prompt.prompt for j in jobs], [j.prompt.negative for j in jobs] if cfg else None
+            )
             result = pipe(
-                prompt=[j.prompt.prompt for j in jobs],
-                negative_prompt=[j.prompt.negative for j in jobs] if cfg else None,
+                **text,
                 num_inference_steps=plan.steps,
                 guidance_scale=guidance,
                 width=plan.width,

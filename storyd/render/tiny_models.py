@@ -141,3 +141,47 @@ def write_tiny_controlnet(family: str, folder: Path, seed: int = 0) -> Path:
     """`build_tiny_controlnet` saved as the hub holds ControlNets (config.json, diffusion_pytorch_model.safetensors)."""
     build_tiny_controlnet(family, seed).save_pretrained(str(folder))
     return folder
+
+
+def write_tiny_pose_estimator(folder: Path, seed: int = 0) -> Path:
+    """A ViTPose of random weights in the layout of usyd-community/vitpose-base-simple (17 COCO keypoints)."""
+    from transformers import VitPoseBackboneConfig, VitPoseConfig, VitPoseForPoseEstimation, VitPoseImageProcessor
+
+    backbone = VitPoseBackboneConfig(
+        image_size=[64, 48], patch_size=[8, 8], hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        mlp_ratio=2, out_indices=[2],
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = VitPoseForPoseEstimation(VitPoseConfig(backbone_config=backbone, num_labels=17))
+    model.save_pretrained(str(folder))
+    VitPoseImageProcessor(size={"height": 64, "width": 48}).save_pretrained(str(folder))
+    return folder
+
+
+def write_tiny_depth_estimator(folder: Path, seed: int = 0) -> Path:
+    """A DPT depth estimator of random weights (the architecture of Intel/dpt-hybrid-midas, without its BiT stem)."""
+    from safetensors.torch import load_file
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    config = DPTConfig(
+        hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, image_size=32,
+        patch_size=8, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
+        head_in_index=-1, use_auxiliary_head=False,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DPTForDepthEstimation(config)
+        with torch.no_grad():  # a neck and head of spread-out weights, so the depth map is not flat
+            for module in [*model.neck.modules(), *model.head.modules()]:
+                if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+                    module.weight.normal_(0, 0.5)
+                    if module.bias is not None:
+                        module.bias.normal_(0, 0.1)
+    model.save_pretrained(str(folder))
+    # the repository ships pytorch_model.bin (what weights.lock pins), which transformers 5 no longer writes
+    weights = folder / "model.safetensors"
+    torch.save(load_file(str(weights)), folder / "pytorch_model.bin")
+    weights.unlink()
+    DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(str(folder))
+    return folder

@@ -20,9 +20,11 @@ from storyd.story.model import (
     CAPTION_POSITIONS,
     CONTROL_KINDS,
     DIALOGUE_KINDS,
+    ESCAPE_HINT,
     FITS,
     PAGE_PRESETS,
     SPANS,
+    TAG_RE,
     TAIL_HINTS,
     TEMPLATES,
     Character,
@@ -59,7 +61,6 @@ CONTROL_KEYS = ("kind", "image", "strength")
 DIALOGUE_KEYS = ("speaker", "text", "kind", "tail")
 LENGTH_RE = re.compile(r"^\s*\d+(\.\d+)?\s*(mm|cm|in|pt|px)\s*$")
 PAGE_RE = re.compile(r"^\s*\d+(\.\d+)?\s*x\s*\d+(\.\d+)?\s*(mm|cm|in|px)\s*$")
-TAG_RE = re.compile(r"\[([^\[\]]+)\]")
 NO_CHARACTER_TAG = "NC"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MIN_IMAGE_SIDE = 64  # px: smaller reference or control images carry too little to steer a panel
@@ -421,7 +422,9 @@ def infer_characters(doc: YamlDoc, node: Node, prompt: str, characters: dict[str
         for name in names:
             if name not in characters:
                 raise doc.error(
-                    node, f"the prompt names [{name}], who is not defined under 'characters:'", _define_hint(name)
+                    node,
+                    f"the prompt names [{name}], who is not defined under 'characters:'",
+                    f"{_define_hint(name)}; {ESCAPE_HINT} ('\\\\[' inside double quotes)",
                 )
         return tuple(dict.fromkeys(names))
     found = [(m.start(), name) for name in characters for m in [re.search(rf"\b{re.escape(name)}\b", prompt)] if m]

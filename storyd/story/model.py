@@ -6,6 +6,7 @@ plain-text format; everything else in storyd reads only these records.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,15 @@ FITS = ("cover", "contain")
 LAYER_SETS = ("up", "all", "down", "mid")
 READ_STEPS = ("same", "last")
 CONTROL_KINDS = ("pose", "canny", "depth")  # a panel's `control: kind:` (storyd.render.control)
+
+# A character tag `[Name]` in a prompt; `\[...]` is an escaped bracket, plain punctuation for the model.
+TAG_RE = re.compile(r"(?<!\\)\[([^\[\]]+)\]")
+ESCAPE_HINT = "if the brackets are plain punctuation, escape them with a backslash: \\[like this]"
+
+
+def unescape_brackets(text: str) -> str:
+    """The prompt as the model reads it: escaped brackets become plain ones."""
+    return text.replace("\\[", "[").replace("\\]", "]")
 
 
 @dataclass(frozen=True)

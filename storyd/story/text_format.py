@@ -23,10 +23,9 @@ from pathlib import Path
 import yaml
 
 from storyd.errors import InputError
-from storyd.story.model import Character, Panel, Story
+from storyd.story.model import ESCAPE_HINT, TAG_RE, Character, Panel, Story
 
 _DEFINITION_RE = re.compile(r"^\[([^\[\]]+)\]\s*(.+)$")
-_TAG_RE = re.compile(r"\[([^\[\]]+)\]")
 
 
 def parse_text_story(path: Path, text: str) -> Story:
@@ -66,18 +65,18 @@ def parse_text_story(path: Path, text: str) -> Story:
         if "#" in line:
             prompt, caption = line.rsplit("#", 1)
             caption = caption.strip() or None
-        names = [t.strip() for t in _TAG_RE.findall(prompt)]
+        names = [t.strip() for t in TAG_RE.findall(prompt)]
         for name in names:
             if name != "NC" and name not in characters:
                 col = line.index(f"[{name}") + 1
                 raise InputError(
                     f"the panel names [{name}], who is not defined in the character lines",
-                    f"add a line '[{name}] how they look' before the first blank line",
+                    f"add a line '[{name}] how they look' before the first blank line; {ESCAPE_HINT}",
                     path=path,
                     line=number,
                     col=col,
                 )
-        prompt = re.sub(r"\[NC\]\s*", "", prompt).strip()
+        prompt = re.sub(r"(?<!\\)\[NC\]\s*", "", prompt).strip()
         shown = tuple(dict.fromkeys(n for n in names if n != "NC"))
         if not prompt:
             raise InputError(
@@ -97,7 +96,7 @@ def story_to_yaml(story: Story) -> str:
     panels = []
     for panel in story.panels:
         entry: dict = {"prompt": panel.prompt}
-        if not panel.characters and _TAG_RE.search(panel.prompt) is None:
+        if not panel.characters and TAG_RE.search(panel.prompt) is None:
             entry["characters"] = []
         if panel.caption:
             entry["caption"] = panel.caption
