@@ -106,7 +106,7 @@ def test_animate_with_the_diffusion_backend_writes_videos(tmp_path):
     predictor = SemanticMotionPredictor(config).eval()  # tokens: 2×2 patches + CLS of the tiny encoder
     backend = DiffusionBackend(tiny_video_models(), tiny_clip_encoder(), predictor, config=FAST)
     result = animate(folder, tmp_path / "out", backend=backend, frames=5, fps=4)
-    assert result.backend == "diffusion"
+    assert result.backend == "animatediff"
     clip = read_video(result.transitions[0])
     assert len(clip) == 5 and clip[0].shape == (16, 16, 3)
     with pytest.raises(InputError, match="more than the motion predictor's 8"):
@@ -139,7 +139,7 @@ def test_real_loader_on_tiny_snapshots(tmp_path, tokenizer):
     MotionAdapter(
         block_out_channels=(8, 16), motion_layers_per_block=1, motion_norm_num_groups=2, motion_num_attention_heads=2,
         motion_max_seq_length=32,
-    ).save_pretrained(str(folders["animatediff-motion-v1-5-2"]))
+    ).save_pretrained(str(folders["animatediff-motion-v1-5-3"]))
     source.controlnet.save_pretrained(str(folders["sparsectrl-rgb"]))
     tiny_clip_encoder().model.save_pretrained(str(folders["clip-vit-h-14"]))
     ip_weights = {f"image_proj.{k}": v for k, v in source.image_projection.state_dict().items()}

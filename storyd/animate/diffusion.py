@@ -33,7 +33,7 @@ from storyd.errors import InputError
 
 # Weights lock entries this backend needs (see weights.lock).
 REQUIRED_WEIGHTS = (
-    "clip-vit-h-14", "sd15-diffusers", "animatediff-motion-v1-5-2", "sparsectrl-rgb", "ip-adapter-sd15",
+    "clip-vit-h-14", "sd15-diffusers", "animatediff-motion-v1-5-3", "sparsectrl-rgb", "ip-adapter-sd15",
 )
 
 
@@ -43,7 +43,7 @@ class SamplerConfig:
     guidance_scale: float = 7.5
     image_prompt_scale: float = 0.7
     control_scale: float = 1.0
-    window: int = 16  # AnimateDiff v2 motion modules are trained on 16 frames
+    window: int = 16  # AnimateDiff v3 motion modules are trained on 16 frames
     stride: int = 8  # window start step; window − stride frames overlap
     negative_prompt: str = ""
 
@@ -193,7 +193,7 @@ class DiffusionBackend:
     predictor: SemanticMotionPredictor | None = None
     config: SamplerConfig = field(default_factory=SamplerConfig)
     seed: int = 0
-    name: str = "diffusion"
+    name: str = "animatediff"
 
     def render(self, start: Image.Image, end: Image.Image, frames: int, prompt: str | None = None) -> list[np.ndarray]:
         tokens = self.encoder.encode([start, end])  # (2, N, C)
@@ -206,17 +206,6 @@ class DiffusionBackend:
         per_frame = predict_embeddings(tokens[:1], tokens[1:], frames, self.predictor)  # (1, L, N, C)
         generator = torch.Generator("cpu").manual_seed(self.seed)
         return sample_transition(self.models, start, end, per_frame[0, :, 0], prompt or "", self.config, generator)
-
-
-def why_unavailable() -> str | None:
-    """Why ``auto`` can't pick the diffusion backend here, or None when it can."""
-    if not torch.cuda.is_available():
-        return "no CUDA GPU on this machine"
-    try:
-        resolve_weights()
-    except InputError as exc:  # WeightsError, or an entry missing from the lock
-        return f"video weights missing ({exc.format()})"
-    return None
 
 
 def resolve_weights() -> dict[str, Path]:
@@ -244,7 +233,7 @@ def load_video_models(
 
     from storyd.animate.encoder import load_clip_encoder
 
-    sd15, motion = folders["sd15-diffusers"], folders["animatediff-motion-v1-5-2"]
+    sd15, motion = folders["sd15-diffusers"], folders["animatediff-motion-v1-5-3"]
     sparse, ip = folders["sparsectrl-rgb"], folders["ip-adapter-sd15"]
     tokenizer = CLIPTokenizer.from_pretrained(str(sd15 / "tokenizer"), local_files_only=True)
     text_encoder = CLIPTextModel.from_pretrained(str(sd15), subfolder="text_encoder", dtype=dtype).to(device)
@@ -284,10 +273,9 @@ def load_diffusion_backend(
     from storyd.animate.motion import load_predictor
 
     folders = resolve_weights()  # fail before any note or model load
-    if device == "cuda" and not torch.cuda.is_available():
-        note("no CUDA GPU: the diffusion backend runs on the CPU in float32 and will be very slow")
-        device = "cpu"
-    dtype = torch.float16 if device == "cuda" else torch.float32
+    if not device.startswith("cuda"):
+        note(f"no CUDA GPU: the animatediff backend runs on {device} in float32 and will be very slow")
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
     predictor = None
     if motion_weights is not None:
         predictor, _ = load_predictor(motion_weights, device)
