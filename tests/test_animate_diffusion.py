@@ -51,11 +51,31 @@ def test_sample_transition_yields_L_frames_of_the_keyframe_size():
     frames = sample_transition(models, start, end, embeds, "a cat", FAST, torch.Generator().manual_seed(0))
     assert len(frames) == 7  # 7 frames through windows of 4: [0, 2] + [3]
     assert all(f.shape == (16, 24, 3) and f.dtype == np.uint8 for f in frames)
-    assert np.array_equal(frames[0], np.asarray(start)) and np.array_equal(frames[-1], np.asarray(end))
+    for frame in frames:  # decoded, never the pasted keyframes
+        assert not np.array_equal(frame, np.asarray(start)) and not np.array_equal(frame, np.asarray(end))
     assert {k: type(v) for k, v in models.unet.attn_processors.items()} == {k: type(v) for k, v in before.items()}
     assert models.image_prompt.tokens is None
     again = sample_transition(models, start, end, embeds, "a cat", FAST, torch.Generator().manual_seed(0))
     assert all(np.array_equal(a, b) for a, b in zip(frames, again, strict=True))  # seeded: reproducible
+
+
+def test_last_keyframe_sparsectrl_and_anchoring_each_change_the_frames():
+    models = tiny_video_models()
+    start = pictures()[0]
+    end, other = Image.new("RGB", (24, 16)), Image.new("RGB", (24, 16), (255, 255, 255))  # the tiny VAE averages noise
+    embeds = torch.randn(5, IMAGE_DIM, generator=torch.Generator().manual_seed(0))
+    config = SamplerConfig(steps=2, window=4, stride=2, anchor=False)
+
+    def run(models, end, config):
+        return sample_transition(models, start, end, embeds, "x", config, torch.Generator().manual_seed(0))
+
+    base = run(models, end, config)
+    changed = run(models, other, config)  # SparseCtrl alone carries the last keyframe here
+    assert all(not np.array_equal(a, b) for a, b in zip(base[1:-1], changed[1:-1]))
+    without_control = run(tiny_video_models(control=False), end, config)
+    assert all(not np.array_equal(a, b) for a, b in zip(base, without_control))
+    anchored = run(models, end, SamplerConfig(**{**config.__dict__, "anchor": True}))
+    assert not np.array_equal(base[2], anchored[2])
 
 
 def test_per_frame_embeddings_reach_the_unet():

@@ -7,7 +7,7 @@ cross-attention (see :mod:`storyd.animate.image_prompt`). The first and last
 frames are held to the keyframes two ways: SparseCtrl-RGB sees the keyframe
 latents at both ends (when that model is loaded), and at every step the end
 latents are replaced by the keyframe latents noised to the current timestep
-(latent anchoring). Transitions longer than the motion module's window are
+(latent anchoring, ``SamplerConfig.anchor``). Nothing is pasted over the decoded frames. Transitions longer than the motion module's window are
 denoised in overlapping windows whose noise predictions are averaged.
 """
 
@@ -46,6 +46,7 @@ class SamplerConfig:
     window: int = 16  # AnimateDiff v3 motion modules are trained on 16 frames
     stride: int = 8  # window start step; window − stride frames overlap
     negative_prompt: str = ""
+    anchor: bool = True  # hold the end latents to the noised keyframe latents at every step
 
 
 @dataclass
@@ -93,7 +94,8 @@ def sample_transition(
 ) -> list[np.ndarray]:
     """Denoise a (1, 4, L, h, w) latent video from ``start`` to ``end``; ``frame_embeds`` is (L, C).
 
-    Returns L uint8 frames of the keyframes' size; the first and last are the keyframes themselves.
+    Returns L uint8 frames of the keyframes' size, all as the VAE decodes them: no keyframe is
+    pasted over the result, so a weak conditioning shows in the output.
     """
     device, dtype = models.device, models.dtype
     frames = frame_embeds.shape[0]
@@ -124,8 +126,9 @@ def sample_transition(
         models.image_prompt.scale = config.image_prompt_scale
         timesteps = list(scheduler.timesteps)
         for step, t in enumerate(timesteps):
-            noised = scheduler.add_noise(keys, anchor_noise, t.reshape(1).expand(2))  # (2, 4, h, w)
-            latents[:, :, 0], latents[:, :, -1] = noised[0], noised[1]
+            if config.anchor:
+                noised = scheduler.add_noise(keys, anchor_noise, t.reshape(1).expand(2))  # (2, 4, h, w)
+                latents[:, :, 0], latents[:, :, -1] = noised[0], noised[1]
             prediction = torch.zeros_like(latents)
             weight = torch.zeros((1, 1, frames, 1, 1), device=device, dtype=dtype)
             for s in window_starts(frames, config.window, config.stride):
@@ -154,10 +157,7 @@ def sample_transition(
             if on_step is not None:
                 on_step(step + 1, len(timesteps))
         models.image_prompt.tokens = None
-    latents[:, :, 0], latents[:, :, -1] = keys[0], keys[1]
-    video = _decode_latents(models.vae, latents[0].transpose(0, 1))  # (L, H, W, 3) uint8
-    video[0], video[-1] = np.asarray(start.convert("RGB")), np.asarray(end.convert("RGB"))
-    return list(video)
+    return list(_decode_latents(models.vae, latents[0].transpose(0, 1)))  # (L, H, W, 3) uint8, nothing pasted
 
 
 def _encode_images(vae, images: list[Image.Image], device, dtype) -> torch.Tensor:
