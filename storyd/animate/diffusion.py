@@ -8,7 +8,8 @@ frames are held to the keyframes two ways: SparseCtrl-RGB sees the keyframe
 latents at both ends (when that model is loaded), and at every step the end
 latents are replaced by the keyframe latents noised to the current timestep
 (latent anchoring, ``SamplerConfig.anchor``). Nothing is pasted over the decoded
-frames. Transitions longer than the motion module's window are denoised in overlapping windows whose noise predictions are averaged.
+frames. Transitions longer than the motion module's window are denoised in
+overlapping windows whose noise predictions are averaged.
 """
 
 from __future__ import annotations
