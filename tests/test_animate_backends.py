@@ -197,3 +197,19 @@ def test_vace_conditioning_keeps_the_ends_and_generates_between():
     video, mask = vace_inputs(first, last, 5)
     assert video[0] is first and video[-1] is last and len(video) == len(mask) == 5
     assert [np.asarray(m).max() for m in mask] == [0, 255, 255, 255, 0]
+
+
+def test_wan_loader_reads_a_diffusers_snapshot(wan, tmp_path):
+    """load_wan_backend loads the folder layout of the pinned repositories; here it holds the tiny pipeline."""
+    from storyd.animate.backends.wan import load_wan_backend
+
+    wan.pipe.save_pretrained(str(tmp_path / "snapshot"))
+    notes = []
+    loaded = load_wan_backend(wan.model, device="cpu", mode="none", fit="letterbox", seed=0, note=notes.append,
+                              folder=tmp_path / "snapshot")
+    assert type(loaded.pipe) is type(wan.pipe) and loaded.kind == wan.kind
+    assert notes == [f"{wan.model.name}: memory mode none"]
+    loaded.steps, loaded.guidance_scale, loaded.max_sequence_length = 2, 1.0, 16
+    start, end = noise(0), noise(1)
+    for a, b in zip(loaded.render(start, end, 5, "a cat"), wan.render(start, end, 5, "a cat"), strict=True):
+        assert np.abs(a.astype(int) - b).max() <= 2  # same weights; float32 rounding may differ by a level

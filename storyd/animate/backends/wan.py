@@ -85,7 +85,8 @@ def load_wan_backend(
 
     ``mode`` is the memory mode: none (all on the GPU), model (diffusers' model CPU
     offload) or group (group offload, layer by layer with CUDA streams); VAE tiling is on
-    with offload. The VAE and the CLIP image encoder stay float32, as Wan's model cards do.
+    with offload. bfloat16 on a GPU, float32 elsewhere; the VAE and the CLIP image encoder
+    stay float32, as Wan's model cards do.
     """
     import torch
     from diffusers import AutoencoderKLWan
@@ -95,6 +96,7 @@ def load_wan_backend(
 
         folder = Path(resolve(load_lock().get(model.weights[0])))
     kind = model.backend.removeprefix("wan-")
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     vae = AutoencoderKLWan.from_pretrained(str(folder), subfolder="vae", torch_dtype=torch.float32)
     if kind == "flf2v":
         from diffusers import WanImageToVideoPipeline
@@ -102,12 +104,12 @@ def load_wan_backend(
 
         encoder = CLIPVisionModel.from_pretrained(str(folder), subfolder="image_encoder", dtype=torch.float32)
         pipe = WanImageToVideoPipeline.from_pretrained(
-            str(folder), vae=vae, image_encoder=encoder, torch_dtype=torch.bfloat16, local_files_only=True
+            str(folder), vae=vae, image_encoder=encoder, torch_dtype=dtype, local_files_only=True
         )
     else:
         from diffusers import WanVACEPipeline
 
-        pipe = WanVACEPipeline.from_pretrained(str(folder), vae=vae, torch_dtype=torch.bfloat16, local_files_only=True)
+        pipe = WanVACEPipeline.from_pretrained(str(folder), vae=vae, torch_dtype=dtype, local_files_only=True)
     if mode == "none":
         pipe.to(device)
     elif mode == "model":
