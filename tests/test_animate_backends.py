@@ -213,3 +213,14 @@ def test_wan_loader_reads_a_diffusers_snapshot(wan, tmp_path):
     start, end = noise(0), noise(1)
     for a, b in zip(loaded.render(start, end, 5, "a cat"), wan.render(start, end, 5, "a cat"), strict=True):
         assert np.abs(a.astype(int) - b).max() <= 2  # same weights; float32 rounding may differ by a level
+
+
+def test_doctor_says_which_backend_animate_would_use(monkeypatch):
+    import torch
+
+    from storyd.doctor import diagnose
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    info = diagnose("cpu", "sd15")
+    assert info["animate"] == {"backend": "interpolate", "model": None,
+                               "reason": "interpolate: no CUDA GPU here (cpu), and the video models need one"}
