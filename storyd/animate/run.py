@@ -129,7 +129,8 @@ def animate(
         renderer = _load_backend(choice, device=device, offload=offload, fit=fit, motion_weights=motion_weights,
                                  seed=seed, note=note)
         if frames_for(choice.model, frames) != frames:
-            note(f"{choice.model.name} takes 4k+1 frames: --frames {frames} runs as {frames_for(choice.model, frames)}")
+            step, runs = choice.model.frame_step, frames_for(choice.model, frames)
+            note(f"{choice.model.name} takes {step}k+1 frames: --frames {frames} runs as {runs}")
     else:
         renderer = backend
     scorer = _choose_scorer(metrics)
