@@ -1,8 +1,9 @@
-"""Frames per second of each `storyd animate` backend on the CPU.
+"""Seconds per generated frame of each `storyd animate` backend on the CPU, at fixed tiny sizes.
 
 Rows: the interpolate backend at 256 and 512 px (rendering only, then rendering plus
-H.264 encoding), and the diffusion backend on the tiny random models (so it measures
-the sampler's overhead, not SD1.5's speed). Run alone: ``python -m bench.bench_animate``.
+H.264 encoding); the animatediff backend and both Wan backends on their tiny random models
+(so they measure each pipeline's overhead at a fixed size, not the real models' speed:
+regressions show, real timings are in docs/animate.md). Run alone: ``python -m bench.bench_animate``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def _keyframes(side: int) -> tuple[Image.Image, Image.Image]:
 
 def _row(case: str, frames: int, seconds: float) -> dict:
     return {"bench": "animate", "case": case, "frames": frames, "seconds": round(seconds, 3),
-            "fps": round(frames / seconds, 2)}
+            "fps": round(frames / seconds, 2), "s_per_frame": round(seconds / frames, 4)}
 
 
 def _interpolate_rows(side: int) -> list[dict]:
@@ -67,11 +68,33 @@ def _diffusion_row(side: int = 32, steps: int = 4) -> dict:
             backend.render(a, b, FRAMES)
     finally:
         torch.set_num_threads(threads)
-    return _row(f"diffusion tiny {side}px {steps} steps (1 thread)", FRAMES, time.perf_counter() - started)
+    return _row(f"animatediff tiny {side}px {steps} steps (1 thread)", FRAMES, time.perf_counter() - started)
+
+
+def _wan_row(kind: str, steps: int = 4) -> dict:
+    import torch
+
+    from storyd.animate.backends.tiny_wan import tiny_wan_model, tiny_wan_pipeline
+    from storyd.animate.backends.wan import WanBackend
+
+    name = {"flf2v": "wan2.1-flf2v-14b", "vace": "wan2.1-vace-1.3b"}[kind]
+    backend = WanBackend(tiny_wan_pipeline(kind), tiny_wan_model(name), kind, steps=steps, guidance_scale=1.0,
+                         max_sequence_length=16)
+    a, b = (image.resize((48, 32)) for image in _keyframes(64))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            backend.render(a, b, 5)  # warm-up
+            started = time.perf_counter()
+            frames = len(backend.render(a, b, FRAMES))  # 16 asked, 17 (4k+1) generated
+    finally:
+        torch.set_num_threads(threads)
+    return _row(f"wan-{kind} tiny 48x32 {steps} steps (1 thread)", frames, time.perf_counter() - started)
 
 
 def run() -> list[dict]:
-    return [*_interpolate_rows(256), *_interpolate_rows(512), _diffusion_row()]
+    return [*_interpolate_rows(256), *_interpolate_rows(512), _diffusion_row(), _wan_row("flf2v"), _wan_row("vace")]
 
 
 def _print_table(rows: list[dict]) -> None:

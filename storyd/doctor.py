@@ -29,6 +29,12 @@ def diagnose(device: str = "auto", model: str = "sdxl", weights_dir=None) -> dic
         "memory": memory.as_dict(),
         "embedded_default": default_preset_name(),
     }
+    from storyd.animate.backends.registry import choose_backend, lock_present
+
+    video = choose_backend("auto", None, device=chosen, free_bytes=free if chosen.startswith("cuda") else None,
+                           present=lambda names: lock_present(names, weights_dir))
+    info["animate"] = {"backend": video.backend, "model": video.model.name if video.model else None,
+                       "reason": video.reason}
     lock = load_lock()
     info["weights"] = [
         {"name": r.name, "status": r.status, "path": str(r.path) if r.path else None, "hint": r.hint}

@@ -107,7 +107,7 @@ def test_help_names_the_backend_default():
     result = runner.invoke(app, ["animate", "--help"])
     assert result.exit_code == 0
     text = " ".join(result.output.replace("│", " ").split())
-    assert "auto: diffusion where the device is a CUDA GPU and the pinned video weights are present, else " in text
+    assert "auto: the first video model whose weights are present and that fits the GPU's free memory" in text
     assert runner.invoke(app, ["train-motion", "--help"]).exit_code == 0
 
 
@@ -117,11 +117,15 @@ def test_auto_backend_says_why_it_fell_back(keyframes, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     result = runner.invoke(app, ["animate", str(keyframes), "-o", str(tmp_path / "o"), "--frames", "3"])
     assert result.exit_code == 0, result.output
-    assert "using the interpolate backend: the device is cpu, not a CUDA GPU" in result.stderr
+    assert "interpolate: no CUDA GPU here (cpu), and the video models need one" in result.stderr
     assert "3 transitions" not in result.stdout and "2 transitions (interpolate, 56x40" in result.stdout
 
 
-@pytest.mark.parametrize("args", [["--backend", "diffusion"], ["--backend", "interpolate", "--metrics"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--backend", "animatediff"], ["--backend", "wan-flf2v"], ["--video-model", "wan2.1-vace-1.3b"],
+     ["--backend", "interpolate", "--metrics"]],
+)
 def test_missing_weights_exit_2_and_say_what_to_pull(keyframes, tmp_path, args):
     result = runner.invoke(app, ["animate", str(keyframes), "-o", str(tmp_path / "o"), "--frames", "3", *args])
     assert result.exit_code == 2, result.output

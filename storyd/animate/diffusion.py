@@ -7,8 +7,9 @@ cross-attention (see :mod:`storyd.animate.image_prompt`). The first and last
 frames are held to the keyframes two ways: SparseCtrl-RGB sees the keyframe
 latents at both ends (when that model is loaded), and at every step the end
 latents are replaced by the keyframe latents noised to the current timestep
-(latent anchoring). Transitions longer than the motion module's window are
-denoised in overlapping windows whose noise predictions are averaged.
+(latent anchoring, ``SamplerConfig.anchor``). Nothing is pasted over the decoded
+frames. Transitions longer than the motion module's window are denoised in
+overlapping windows whose noise predictions are averaged.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from storyd.errors import InputError
 
 # Weights lock entries this backend needs (see weights.lock).
 REQUIRED_WEIGHTS = (
-    "clip-vit-h-14", "sd15-diffusers", "animatediff-motion-v1-5-2", "sparsectrl-rgb", "ip-adapter-sd15",
+    "clip-vit-h-14", "sd15-diffusers", "animatediff-motion-v1-5-3", "sparsectrl-rgb", "ip-adapter-sd15",
 )
 
 
@@ -43,9 +44,10 @@ class SamplerConfig:
     guidance_scale: float = 7.5
     image_prompt_scale: float = 0.7
     control_scale: float = 1.0
-    window: int = 16  # AnimateDiff v2 motion modules are trained on 16 frames
+    window: int = 16  # AnimateDiff v3 motion modules are trained on 16 frames
     stride: int = 8  # window start step; window − stride frames overlap
     negative_prompt: str = ""
+    anchor: bool = True  # hold the end latents to the noised keyframe latents at every step
 
 
 @dataclass
@@ -93,7 +95,8 @@ def sample_transition(
 ) -> list[np.ndarray]:
     """Denoise a (1, 4, L, h, w) latent video from ``start`` to ``end``; ``frame_embeds`` is (L, C).
 
-    Returns L uint8 frames of the keyframes' size; the first and last are the keyframes themselves.
+    Returns L uint8 frames of the keyframes' size, all as the VAE decodes them: no keyframe is
+    pasted over the result, so a weak conditioning shows in the output.
     """
     device, dtype = models.device, models.dtype
     frames = frame_embeds.shape[0]
@@ -124,8 +127,9 @@ def sample_transition(
         models.image_prompt.scale = config.image_prompt_scale
         timesteps = list(scheduler.timesteps)
         for step, t in enumerate(timesteps):
-            noised = scheduler.add_noise(keys, anchor_noise, t.reshape(1).expand(2))  # (2, 4, h, w)
-            latents[:, :, 0], latents[:, :, -1] = noised[0], noised[1]
+            if config.anchor:
+                noised = scheduler.add_noise(keys, anchor_noise, t.reshape(1).expand(2))  # (2, 4, h, w)
+                latents[:, :, 0], latents[:, :, -1] = noised[0], noised[1]
             prediction = torch.zeros_like(latents)
             weight = torch.zeros((1, 1, frames, 1, 1), device=device, dtype=dtype)
             for s in window_starts(frames, config.window, config.stride):
@@ -154,10 +158,7 @@ def sample_transition(
             if on_step is not None:
                 on_step(step + 1, len(timesteps))
         models.image_prompt.tokens = None
-    latents[:, :, 0], latents[:, :, -1] = keys[0], keys[1]
-    video = _decode_latents(models.vae, latents[0].transpose(0, 1))  # (L, H, W, 3) uint8
-    video[0], video[-1] = np.asarray(start.convert("RGB")), np.asarray(end.convert("RGB"))
-    return list(video)
+    return list(_decode_latents(models.vae, latents[0].transpose(0, 1)))  # (L, H, W, 3) uint8, nothing pasted
 
 
 def _encode_images(vae, images: list[Image.Image], device, dtype) -> torch.Tensor:
@@ -193,7 +194,7 @@ class DiffusionBackend:
     predictor: SemanticMotionPredictor | None = None
     config: SamplerConfig = field(default_factory=SamplerConfig)
     seed: int = 0
-    name: str = "diffusion"
+    name: str = "animatediff"
 
     def render(self, start: Image.Image, end: Image.Image, frames: int, prompt: str | None = None) -> list[np.ndarray]:
         tokens = self.encoder.encode([start, end])  # (2, N, C)
@@ -206,17 +207,6 @@ class DiffusionBackend:
         per_frame = predict_embeddings(tokens[:1], tokens[1:], frames, self.predictor)  # (1, L, N, C)
         generator = torch.Generator("cpu").manual_seed(self.seed)
         return sample_transition(self.models, start, end, per_frame[0, :, 0], prompt or "", self.config, generator)
-
-
-def why_unavailable(device: str) -> str | None:
-    """Why ``auto`` can't pick the diffusion backend on ``device``, or None when it can."""
-    if not device.startswith("cuda"):
-        return f"the device is {device}, not a CUDA GPU"
-    try:
-        resolve_weights()
-    except InputError as exc:  # WeightsError, or an entry missing from the lock
-        return f"video weights missing ({exc.format()})"
-    return None
 
 
 def resolve_weights() -> dict[str, Path]:
@@ -244,7 +234,7 @@ def load_video_models(
 
     from storyd.animate.encoder import load_clip_encoder
 
-    sd15, motion = folders["sd15-diffusers"], folders["animatediff-motion-v1-5-2"]
+    sd15, motion = folders["sd15-diffusers"], folders["animatediff-motion-v1-5-3"]
     sparse, ip = folders["sparsectrl-rgb"], folders["ip-adapter-sd15"]
     tokenizer = CLIPTokenizer.from_pretrained(str(sd15 / "tokenizer"), local_files_only=True)
     text_encoder = CLIPTextModel.from_pretrained(str(sd15), subfolder="text_encoder", dtype=dtype).to(device)
@@ -285,10 +275,9 @@ def load_diffusion_backend(
     from storyd.animate.motion import load_predictor
 
     folders = resolve_weights()  # fail before any note or model load
-    on_gpu = device.startswith("cuda")
-    if not on_gpu:
-        note(f"the diffusion backend runs on {device} in float32 and will be very slow")
-    dtype = torch.float16 if on_gpu else torch.float32
+    if not device.startswith("cuda"):
+        note(f"no CUDA GPU: the animatediff backend runs on {device} in float32 and will be very slow")
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
     predictor = None
     if motion_weights is not None:
         predictor, _ = load_predictor(motion_weights, device)

@@ -12,14 +12,14 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from storyd.animate.backends.framing import FITS
+from storyd.animate.backends.registry import BACKENDS, Choice, choose_backend, frames_for, lock_present, memory_mode
 from storyd.animate.frames import fit_image, load_keyframes, output_size
 from storyd.animate.video import write_gif, write_mp4
 from storyd.errors import InputError
 from storyd.fsutil import atomic_write_text
 from storyd.progress import NullProgress, Progress
 from storyd.render.device import pick_device
-
-BACKENDS = ("auto", "interpolate", "diffusion")
 
 
 class Backend(Protocol):
@@ -78,17 +78,22 @@ def animate(
     motion_weights: Path | None = None,
     metrics: bool | Scorer = False,
     seed: int = 0,
+    video_model: str | None = None,
+    fit: str = "letterbox",
     device: str = "auto",
+    offload: str = "auto",
 ) -> AnimationResult:
     """Render a transition video for each consecutive pair of keyframes in ``frames_dir``.
 
     ``size`` is (width, height), an int for the longer side, or None for the keyframes' own
     size rounded down to a multiple of 8. ``frames`` counts both keyframes; in the joined
     ``story.mp4`` the keyframe shared by two transitions appears once. ``backend="auto"``
-    picks ``diffusion`` where the device is a CUDA GPU and the pinned video weights are present,
-    and ``interpolate`` elsewhere. ``device`` goes through ``pick_device``, the policy every
-    command shares. ``metrics`` is True (the pinned CLIP scorer) or a Scorer.
-    Everything is checked before a model is loaded or a file written.
+    picks the best backend whose weights are present and that fits the GPU's free memory,
+    else ``interpolate``, and says why in one note (see
+    :func:`storyd.animate.backends.registry.choose_backend`). ``video_model`` names a model
+    of the registry instead; ``fit`` (letterbox or crop) brings the keyframes to the model's
+    native size; ``offload`` is auto, none, model or group. ``metrics`` is True (the pinned
+    CLIP scorer) or a Scorer. Everything is checked before a model is loaded or a file written.
     """
     started = time.perf_counter()
     progress = progress or NullProgress()
@@ -102,6 +107,8 @@ def animate(
         raise InputError(f"--frames {frames} is too few", "a transition needs at least 2 frames (both keyframes)")
     if fps <= 0:
         raise InputError(f"--fps {fps} must be positive", "pass e.g. --fps 12")
+    if fit not in FITS:
+        raise InputError(f"unknown fit '{fit}'", f"use one of: {', '.join(FITS)}")
     device = pick_device(device)
     keyframes = load_keyframes(Path(frames_dir))
     video_size = output_size(keyframes[0].image.size, size)
@@ -114,15 +121,27 @@ def animate(
         targets += [p.with_suffix(".gif") for p in targets]
     _check_free(targets, force)
 
-    renderer = _choose_backend(backend, motion_weights=motion_weights, seed=seed, note=note, device=device)
+    if isinstance(backend, str):
+        choice = _choice(backend, video_model, device)
+        if backend == "auto" and video_model is None:  # an explicit choice needs no explaining
+            note(choice.reason)
+        renderer = _load_backend(choice, device=device, offload=offload, fit=fit, motion_weights=motion_weights,
+                                 seed=seed, note=note)
+        if frames_for(choice.model, frames) != frames:
+            step, runs = choice.model.frame_step, frames_for(choice.model, frames)
+            note(f"{choice.model.name} takes {step}k+1 frames: --frames {frames} runs as {runs}")
+    else:
+        renderer = backend
     scorer = _choose_scorer(metrics, device)
     images = [fit_image(k.image, video_size) for k in keyframes]
     story: list[np.ndarray] = []
+    clip_frames = frames
     scores: list[dict[str, float]] = []
     total = len(names)
     for i, path in enumerate(transition_paths):
         progress.update("transitions", i, total, detail=names[i])
         clip = renderer.render(images[i], images[i + 1], frames, keyframes[i + 1].prompt)
+        clip_frames = len(clip)
         write_mp4(path, clip, fps)
         if gif:
             write_gif(path.with_suffix(".gif"), clip, fps)
@@ -137,7 +156,7 @@ def animate(
         out_dir=out_dir,
         backend=renderer.name,
         fps=fps,
-        frames_per_transition=frames,
+        frames_per_transition=clip_frames,
         size=video_size,
         keyframes=[k.path for k in keyframes],
         transitions=transition_paths,
@@ -152,6 +171,54 @@ def animate(
     return result
 
 
+def plan_animation(
+    frames_dir: Path,
+    *,
+    backend: str = "auto",
+    frames: int = 16,
+    size: tuple[int, int] | int | None = None,
+    video_model: str | None = None,
+    fit: str = "letterbox",
+    device: str = "auto",
+    offload: str = "auto",
+) -> dict:
+    """What :func:`animate` would do, without loading a model: backend and why, sizes, frames, memory, time."""
+    from storyd.animate.backends.framing import plan_framing
+    from storyd.animate.backends.registry import GB, seconds_estimate
+
+    keyframes = load_keyframes(Path(frames_dir))
+    video_size = output_size(keyframes[0].image.size, size)
+    choice = _choice(backend, video_model, device)
+    model = choice.model
+    count = frames_for(model, frames)
+    info: dict = {
+        "backend": choice.backend, "reason": choice.reason, "model": model.name if model else None,
+        "transitions": len(keyframes) - 1, "size": list(video_size), "frames": count, "lines": [choice.reason],
+    }
+    if model is None:
+        info["lines"].append(f"{info['transitions']} transitions of {count} frames at {video_size[0]}x{video_size[1]}")
+        return info
+    framing = plan_framing(video_size, model.native, fit)
+    from storyd.render.memory import free_memory
+
+    where = pick_device(device)
+    mode = memory_mode(model, free_memory(where) if where.startswith("cuda") else None, offload)
+    seconds = seconds_estimate(model, count, framing.size)
+    width, height = framing.size
+    info.update(render_size=[width, height], box=list(framing.box), fit=fit, memory_mode=mode,
+                gpu_bytes=model.peak_bytes[mode], seconds_per_transition=seconds, figures=model.figures)
+    rule = f" ({model.frame_step}k+1)" if model.frame_step > 1 else ""
+    info["lines"] += [
+        f"{info['transitions']} transitions of {count} frames{rule}, rendered at {width}x{height} ({fit}), "
+        f"written at {video_size[0]}x{video_size[1]}",
+        f"memory mode {mode}: about {model.peak_bytes[mode] / GB:.0f} GB of GPU memory (estimate)",
+        "time per transition: " + (f"about {seconds:.0f} s at 50 steps, scaled from the published figure"
+                                   if seconds is not None else "no published figure"),
+        f"figures: {model.figures}",
+    ]
+    return info
+
+
 def _check_free(targets: list[Path], force: bool) -> None:
     if force:
         return
@@ -160,29 +227,37 @@ def _check_free(targets: list[Path], force: bool) -> None:
             raise InputError("already exists", "pass --force to overwrite, or choose another -o folder", path=path)
 
 
-def _choose_backend(
-    backend: str | Backend, *, motion_weights: Path | None, seed: int, note: Callable[[str], None], device: str
-) -> Backend:
-    if not isinstance(backend, str):
-        return backend
-    if backend not in BACKENDS:
+def _choice(backend: str, video_model: str | None, device: str) -> Choice:
+    from storyd.render.memory import free_memory
+
+    if backend not in BACKENDS:  # before the device is asked about
         raise InputError(f"unknown backend {backend!r}", f"choose one of: {', '.join(BACKENDS)}")
-    if backend == "interpolate":
+    where = pick_device(device)
+    free = free_memory(where) if where.startswith("cuda") else None
+    return choose_backend(backend, video_model, device=where, free_bytes=free, present=lock_present)
+
+
+def _load_backend(
+    choice: Choice, *, device: str, offload: str, fit: str, motion_weights: Path | None, seed: int,
+    note: Callable[[str], None],
+) -> Backend:
+    if choice.backend != "animatediff" and motion_weights is not None:
+        note("--motion-weights is used by the animatediff backend only; ignored")
+    if choice.backend == "interpolate":
         from storyd.animate.interpolate import InterpolateBackend
 
-        if motion_weights is not None:
-            note("--motion-weights is used by the diffusion backend only; ignored")
         return InterpolateBackend()
-    from storyd.animate import diffusion
+    from storyd.render.memory import free_memory
 
-    if backend == "auto":
-        missing = diffusion.why_unavailable(device)
-        if missing is not None:
-            from storyd.animate.interpolate import InterpolateBackend
+    where = pick_device(device)
+    if choice.backend == "animatediff":
+        from storyd.animate import diffusion
 
-            note(f"using the interpolate backend: {missing}")
-            return InterpolateBackend()
-    return diffusion.load_diffusion_backend(motion_weights=motion_weights, seed=seed, note=note, device=device)
+        return diffusion.load_diffusion_backend(motion_weights=motion_weights, seed=seed, note=note, device=where)
+    from storyd.animate.backends.wan import load_wan_backend
+
+    mode = memory_mode(choice.model, free_memory(where) if where.startswith("cuda") else None, offload)
+    return load_wan_backend(choice.model, device=where, mode=mode, fit=fit, seed=seed, note=note)
 
 
 def _choose_scorer(metrics: bool | Scorer, device: str) -> Scorer | None:

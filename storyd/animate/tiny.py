@@ -74,6 +74,11 @@ def _tiny_video_models(control: bool, seed: int) -> VideoModels:
             conditioning_embedding_out_channels=(8, 8), use_simplified_condition_embedding=True,
             concat_conditioning_mask=True, motion_num_attention_heads=2, motion_max_seq_length=32,
         ).eval()
+        # ControlNet starts with zero convolutions: as built it adds nothing, and a test that SparseCtrl
+        # carries the keyframes would pass with it switched off. Random weights make it act.
+        for layer in [controlnet.controlnet_cond_embedding, *controlnet.controlnet_down_blocks,
+                      controlnet.controlnet_mid_block]:
+            torch.nn.init.normal_(layer.weight)
     state = ImagePromptState()
     processors = build_image_prompt_processors(unet, state)
     projection = ImagePromptProjection(IMAGE_DIM, CROSS_DIM)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from storyd.cli.common import Output
 from storyd.cli.options import DeviceOpt, ForceOpt, JsonOpt, QuietOpt, out_option, seed_option
@@ -22,9 +23,9 @@ def animate(
     backend: Annotated[
         str,
         typer.Option(
-            help="auto | interpolate | diffusion. auto: diffusion where the device is a CUDA GPU and the pinned video "
-            "weights are present, else interpolate (optical-flow warp with cross-fade; no model, runs anywhere "
-            "offline)."
+            help="auto | wan-flf2v | wan-vace | animatediff | interpolate. auto: the first video model whose weights "
+            "are present and that fits the GPU's free memory, in that order, else interpolate (optical-flow warp "
+            "with cross-fade; no model, runs anywhere offline). The choice and its reason are printed."
         ),
     ] = "auto",
     fps: Annotated[float, typer.Option(help="Frames per second of the videos.")] = 12.0,
@@ -47,8 +48,23 @@ def animate(
             "to the first frame and between frames.",
         ),
     ] = False,
-    seed: Annotated[int, seed_option("the diffusion backend's noise")] = 0,
+    seed: Annotated[int, seed_option("the video models' noise")] = 0,
+    video_model: Annotated[
+        str | None,
+        typer.Option(help="A video model by name (e.g. wan2.1-flf2v-14b, wan2.1-vace-1.3b, animatediff-v3); its "
+                     "weights come from weights.lock. Sets the backend."),
+    ] = None,
+    fit: Annotated[
+        str, typer.Option(help="letterbox (keep the whole panel) or crop, where the panel's aspect is outside "
+                          "what the model was trained on. The MP4 keeps the comic's aspect.")
+    ] = "letterbox",
     device: DeviceOpt = "auto",
+    offload: Annotated[
+        str, typer.Option(help="auto | none | model | group: how the video model is fitted in GPU memory.")
+    ] = "auto",
+    plan: Annotated[
+        bool, typer.Option("--plan", help="Print the backend, size, frames and memory plan, and stop.")
+    ] = False,
     force: ForceOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -59,6 +75,13 @@ def animate(
 
     output = Output(json_mode=json_, quiet=quiet)
     requested = parse_size(size) if size else None
+    if plan:
+        from storyd.animate.run import plan_animation
+
+        info = plan_animation(frames_dir, backend=backend, frames=frames, size=requested, video_model=video_model,
+                              fit=fit, device=device, offload=offload)
+        output.result(info, lambda console: [console.print(escape(line)) for line in info["lines"]])
+        return
     with output.progress() as progress:
         result = run_animate(
             frames_dir,
@@ -73,7 +96,10 @@ def animate(
             motion_weights=motion_weights,
             metrics=metrics,
             seed=seed,
+            video_model=video_model,
+            fit=fit,
             device=device,
+            offload=offload,
         )
 
     def human(console) -> None:

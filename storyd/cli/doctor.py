@@ -31,6 +31,7 @@ def doctor(
             f"VAE tiling {'on' if mem['vae_tiling'] else 'off'}, slicing {'on' if mem['vae_slicing'] else 'off'}"
         )
         console.print(f"Embedded default model: {info['embedded_default']}")
+        console.print(f"storyd animate would use {escape(info['animate']['reason'])}")
         table = Table("model", "status", "where / what to do")
         for w in info["weights"]:
             table.add_row(w["name"], w["status"], escape(w["path"] or w["hint"] or ""))
