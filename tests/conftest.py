@@ -18,8 +18,8 @@ from support import REPO
 _TOOL_CACHES = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"}
 _REPO_FILES = pytest.StashKey[dict]()
 
-# Hypothesis would keep its example database in the checkout (.hypothesis/); a failing example is
-# printed in the failure report instead.
+# Hypothesis keeps its files in .hypothesis/ under the working directory: no example database (a failing
+# example is printed in the report), and its caches go to the session's temp dir (session_environment).
 settings.register_profile("storyd", database=None)
 settings.load_profile("storyd")
 
@@ -61,12 +61,14 @@ def shared_home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def session_environment(shared_home):
+def session_environment(shared_home, tmp_path_factory):
     """For the whole session: one torch thread, here and in the processes tests start, so panels are
     the same bytes in both (tiny models also run fastest on one thread); the shared home for
     module-scoped fixtures, which run before any test's own home is set; no hub access."""
     import torch
+    from hypothesis.configuration import set_hypothesis_home_dir
 
+    set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("OMP_NUM_THREADS", "1")
@@ -75,6 +77,7 @@ def session_environment(shared_home):
         torch.set_num_threads(1)
         yield
         torch.set_num_threads(threads)
+        set_hypothesis_home_dir(None)
 
 
 @pytest.fixture(autouse=True)
