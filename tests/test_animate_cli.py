@@ -7,13 +7,9 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from storyd.animate import animate
 from storyd.animate.video import read_video
-from storyd.cli.app import app
-
-runner = CliRunner()
 
 
 @pytest.fixture
@@ -27,14 +23,10 @@ def keyframes(tmp_path):
     return folder
 
 
-def test_animate_writes_transitions_and_joined_story(keyframes, tmp_path):
+def test_animate_writes_transitions_and_joined_story(cli, keyframes, tmp_path):
     out = tmp_path / "out"
-    result = runner.invoke(
-        app,
-        ["animate", str(keyframes), "-o", str(out), "--backend", "interpolate", "--frames", "5", "--fps", "10",
-         "--gif", "--json"],
-        catch_exceptions=False,
-    )
+    result = cli("animate", keyframes, "-o", out, "--backend", "interpolate", "--frames", "5", "--fps", "10", "--gif",
+                 "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["backend"] == "interpolate" and data["size"] == [56, 40]
@@ -48,13 +40,13 @@ def test_animate_writes_transitions_and_joined_story(keyframes, tmp_path):
     assert json.loads((out / "animation.json").read_text())["total_frames"] == 9
 
 
-def test_existing_output_needs_force(keyframes, tmp_path):
-    args = ["animate", str(keyframes), "-o", str(tmp_path / "o"), "--backend", "interpolate", "--frames", "3", "-q"]
-    assert runner.invoke(app, args).exit_code == 0
-    again = runner.invoke(app, args)
+def test_existing_output_needs_force(cli, keyframes, tmp_path):
+    args = ["animate", keyframes, "-o", tmp_path / "o", "--backend", "interpolate", "--frames", "3", "-q"]
+    assert cli(*args).exit_code == 0
+    again = cli(*args)
     assert again.exit_code == 2
     assert "already exists; pass --force to overwrite" in again.stderr
-    assert runner.invoke(app, [*args, "--force"]).exit_code == 0
+    assert cli(*args, "--force").exit_code == 0
 
 
 def test_size_option_resizes(keyframes, tmp_path):
@@ -91,11 +83,11 @@ def test_size_option_resizes(keyframes, tmp_path):
     ],
     ids=["empty", "one-frame", "mixed-sizes", "not-an-image", "bad-size", "bad-backend"],
 )
-def test_bad_input_exits_2_with_one_line(tmp_path, make, args, expected):
+def test_bad_input_exits_2_with_one_line(cli, tmp_path, make, args, expected):
     folder = tmp_path / "in"
     folder.mkdir()
     make(folder)
-    result = runner.invoke(app, ["animate", str(folder), "-o", str(tmp_path / "out"), *args])
+    result = cli("animate", folder, "-o", tmp_path / "out", *args)
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], result.stderr
@@ -103,19 +95,19 @@ def test_bad_input_exits_2_with_one_line(tmp_path, make, args, expected):
     assert not (tmp_path / "out").exists()  # nothing written before validation passed
 
 
-def test_help_names_the_backend_default():
-    result = runner.invoke(app, ["animate", "--help"])
+def test_help_names_the_backend_default(cli):
+    result = cli("animate", "--help")
     assert result.exit_code == 0
     text = " ".join(result.output.replace("│", " ").split())
     assert "auto: the first video model whose weights are present and that fits the GPU's free memory" in text
-    assert runner.invoke(app, ["train-motion", "--help"]).exit_code == 0
+    assert cli("train-motion", "--help").exit_code == 0
 
 
-def test_auto_backend_says_why_it_fell_back(keyframes, tmp_path, monkeypatch):
+def test_auto_backend_says_why_it_fell_back(cli, keyframes, tmp_path, monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    result = runner.invoke(app, ["animate", str(keyframes), "-o", str(tmp_path / "o"), "--frames", "3"])
+    result = cli("animate", keyframes, "-o", tmp_path / "o", "--frames", "3")
     assert result.exit_code == 0, result.output
     assert "interpolate: no CUDA GPU here (cpu), and the video models need one" in result.stderr
     assert "3 transitions" not in result.stdout and "2 transitions (interpolate, 56x40" in result.stdout
@@ -126,8 +118,8 @@ def test_auto_backend_says_why_it_fell_back(keyframes, tmp_path, monkeypatch):
     [["--backend", "animatediff"], ["--backend", "wan-flf2v"], ["--video-model", "wan2.1-vace-1.3b"],
      ["--backend", "interpolate", "--metrics"]],
 )
-def test_missing_weights_exit_2_and_say_what_to_pull(keyframes, tmp_path, args):
-    result = runner.invoke(app, ["animate", str(keyframes), "-o", str(tmp_path / "o"), "--frames", "3", *args])
+def test_missing_weights_exit_2_and_say_what_to_pull(cli, keyframes, tmp_path, args):
+    result = cli("animate", keyframes, "-o", tmp_path / "o", "--frames", "3", *args)
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("Error: ") and "storyd weights pull" in result.stderr, result.stderr
     assert not (tmp_path / "o" / "story.mp4").exists()

@@ -16,14 +16,6 @@ from storyd.animate.video import read_video
 from storyd.errors import InputError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def pictures(size=(24, 16)):
     rng = np.random.default_rng(0)
     return [Image.fromarray((rng.random((size[1], size[0], 3)) * 255).astype(np.uint8)) for _ in range(2)]

@@ -19,16 +19,6 @@ from storyd.animate.motion import (
 from storyd.animate.train_motion import TrainConfig, train_motion
 from storyd.errors import InputError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and the CI machine's two cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 TINY = MotionPredictorConfig(embed_dim=16, hidden_dim=32, num_layers=2, num_heads=4, num_tokens=5, max_frames=16)
 
 
@@ -159,13 +149,9 @@ def test_train_from_videos_encodes_once_and_caches(tmp_path, recorder):
     assert recorder.notes[0].startswith("using the clip embeddings cached")
 
 
-def test_train_motion_cli_rejects_a_folder_without_videos(tmp_path):
-    from typer.testing import CliRunner
-
-    from storyd.cli.app import app
-
+def test_train_motion_cli_rejects_a_folder_without_videos(cli, tmp_path):
     (tmp_path / "clips").mkdir()
-    result = CliRunner().invoke(app, ["train-motion", str(tmp_path / "clips"), "-o", str(tmp_path / "out")])
+    result = cli("train-motion", tmp_path / "clips", "-o", tmp_path / "out")
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: ") and "no video files found" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

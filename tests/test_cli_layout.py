@@ -7,9 +7,6 @@ import re
 
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
-
-from storyd.cli.app import app
 
 STORY = """
 title: The Keeper
@@ -44,13 +41,9 @@ def project(tmp_path, write_story, monkeypatch):
     return story, panels
 
 
-def run(*args: str):
-    return CliRunner().invoke(app, ["layout", *args], catch_exceptions=False)
-
-
-def test_layout_uses_the_default_folders_and_reports_json(project, tmp_path):
+def test_layout_uses_the_default_folders_and_reports_json(cli, project, tmp_path):
     story, _ = project
-    result = run(str(story), "--json")
+    result = cli("layout", story, "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["pages"] == 1 and data["template"] == "auto"
@@ -60,33 +53,33 @@ def test_layout_uses_the_default_folders_and_reports_json(project, tmp_path):
     assert len(re.findall(rb"/Type\s*/Page\b", (out / "comic.pdf").read_bytes())) == 1
 
 
-def test_existing_output_needs_force(project, tmp_path):
+def test_existing_output_needs_force(cli, project, tmp_path):
     story, panels = project
     out = tmp_path / "elsewhere"
-    assert run(str(story), "--panels", str(panels), "-o", str(out), "-q").exit_code == 0
-    again = run(str(story), "--panels", str(panels), "-o", str(out))
+    assert cli("layout", story, "--panels", panels, "-o", out, "-q").exit_code == 0
+    again = cli("layout", story, "--panels", panels, "-o", out)
     assert again.exit_code == 2
     assert "page-001.png already exists" in again.output and "--force" in again.output
-    assert run(str(story), "--panels", str(panels), "-o", str(out), "--force", "-q").exit_code == 0
+    assert cli("layout", story, "--panels", panels, "-o", out, "--force", "-q").exit_code == 0
 
 
-def test_template_override(project, tmp_path):
+def test_template_override(cli, project, tmp_path):
     story, _ = project
-    result = run(str(story), "--template", "strip", "--json")
+    result = cli("layout", story, "--template", "strip", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["template"] == "strip"
     page = Image.open(tmp_path / "out" / "keeper" / "pages" / "page-001.png")
     assert page.width == 600 and page.height < 400  # one row of panels, not a full page
-    bad = run(str(story), "--template", "zigzag", "--force")
+    bad = cli("layout", story, "--template", "zigzag", "--force")
     assert bad.exit_code == 2 and "zigzag" in bad.output
 
 
-def test_missing_or_extra_panels_are_named(project):
+def test_missing_or_extra_panels_are_named(cli, project):
     story, panels = project
     (panels / "002.png").unlink()
-    result = run(str(story))
+    result = cli("layout", story)
     assert result.exit_code == 2 and "002.png is missing" in result.output and "storyd comic" in result.output
     Image.new("RGB", (8, 8)).save(panels / "002.png")
     Image.new("RGB", (8, 8)).save(panels / "004.png")
-    result = run(str(story))
+    result = cli("layout", story)
     assert result.exit_code == 2 and "004.png has no panel" in result.output

@@ -6,9 +6,7 @@ import hashlib
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from storyd.cli.app import app
 from storyd.cli.weights import weights_app
 
 REV = "c" * 40
@@ -30,12 +28,8 @@ def small_lock(tmp_path, monkeypatch):
     return path
 
 
-def _run(*args: str):
-    return CliRunner().invoke(app, ["weights", *args], catch_exceptions=False)
-
-
-def test_list_json_covers_the_repository_lock():
-    result = _run("list", "--json")
+def test_list_json_covers_the_repository_lock(cli):
+    result = cli("weights", "list", "--json")
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["sdxl"]["pinned"] is True and rows["sdxl"]["size"] == 6938078334
@@ -43,51 +37,51 @@ def test_list_json_covers_the_repository_lock():
     assert {"sd15", "sd15-diffusers", "clip-vit-h-14", "ip-adapter-sd15", "toy"} <= set(rows)
 
 
-def test_list_table_shows_unpinned():
-    result = _run("list")
+def test_list_table_shows_unpinned(cli):
+    result = cli("weights", "list")
     assert result.exit_code == 0, result.output
     line = next(line for line in result.stdout.splitlines() if line.strip().startswith("sd21 "))
     assert "unpinned" in line and "missing" in line
 
 
-def test_unknown_model_exits_2_with_a_suggestion():
-    result = _run("pull", "sdxk")
+def test_unknown_model_exits_2_with_a_suggestion(cli):
+    result = cli("weights", "pull", "sdxk")
     assert result.exit_code == 2
     assert "Error: no model named 'sdxk' in weights.lock; did you mean 'sdxl'?" in result.stderr
 
 
-def test_pull_refuses_unpinned():
-    result = _run("pull", "sd21")
+def test_pull_refuses_unpinned(cli):
+    result = cli("weights", "pull", "sd21")
     assert result.exit_code == 2
     assert "is unpinned" in result.stderr and "--allow-unpinned" in result.stderr
 
 
-def test_add_then_verify(small_lock, tmp_path):
+def test_add_then_verify(cli, small_lock, tmp_path):
     good = tmp_path / "m.safetensors"
     good.write_bytes(DATA)
-    result = _run("add", "m", str(good), "--json")
+    result = cli("weights", "add", "m", good, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"name": "m", "path": str(good)}
-    result = _run("verify", "--json")
+    result = cli("weights", "verify", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)[0]["status"] == "present"
 
     good.write_bytes(DATA.upper())  # damaged after registering
-    result = _run("verify", "m", "--json")
+    result = cli("weights", "verify", "m", "--json")
     assert result.exit_code == 1
     row = json.loads(result.stdout)[0]
     assert row["status"] == "corrupt" and "sha256 is" in row["message"]
 
 
-def test_add_rejects_a_wrong_file(small_lock, tmp_path):
+def test_add_rejects_a_wrong_file(cli, small_lock, tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"x" * len(DATA))
-    result = _run("add", "m", str(bad))
+    result = cli("weights", "add", "m", bad)
     assert result.exit_code == 2
     assert "sha256 is" in result.stderr and "weights.lock expects" in result.stderr
 
 
-def test_lock_fill_with_a_mocked_hub(small_lock, monkeypatch):
+def test_lock_fill_with_a_mocked_hub(cli, small_lock, monkeypatch):
     from types import SimpleNamespace
 
     import huggingface_hub
@@ -103,14 +97,14 @@ def test_lock_fill_with_a_mocked_hub(small_lock, monkeypatch):
             return SimpleNamespace(sha="d" * 40, siblings=[sibling])
 
     monkeypatch.setattr(huggingface_hub, "HfApi", Api)
-    result = _run("lock-fill", "m", "--revision", "v2", "--json")
+    result = cli("weights", "lock-fill", "m", "--revision", "v2", "--json")
     assert result.exit_code == 0, result.output
     written = json.loads(small_lock.read_text())["models"]["m"]
     assert written["revision"] == "d" * 40 and written["files"][0]["size"] == len(new)
 
 
-def test_every_command_has_help():
+def test_every_command_has_help(cli):
     for command in weights_app.registered_commands:
         assert command.callback.__doc__, command.name
-        result = _run(command.name or command.callback.__name__, "--help")
+        result = cli("weights", command.name or command.callback.__name__, "--help")
         assert result.exit_code == 0, result.output

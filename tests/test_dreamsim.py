@@ -12,10 +12,8 @@ import torch
 from dreamsim_support import IMAGE, RELEASE, build_release, reference_embeddings
 from eval_support import solid, write_story_run
 from PIL import Image
-from typer.testing import CliRunner
 
 from storyd import weights
-from storyd.cli.app import app
 from storyd.errors import WeightsError
 from storyd.eval import evaluate, protocol
 from storyd.eval.dreamsim import DreamSimEncoder, resize_to_tensor
@@ -88,7 +86,7 @@ def _dreamsim_lock(tmp_path, archive, monkeypatch):
     return weights.load_lock(path)
 
 
-def test_storyd_eval_computes_dreamsim_after_a_pull(tmp_path, monkeypatch):
+def test_storyd_eval_computes_dreamsim_after_a_pull(cli, tmp_path, monkeypatch):
     archive, _ = build_release(tmp_path / "release")
     lock = _dreamsim_lock(tmp_path, archive, monkeypatch)
     wdir = tmp_path / "weights"
@@ -104,8 +102,7 @@ def test_storyd_eval_computes_dreamsim_after_a_pull(tmp_path, monkeypatch):
     assert same.mean == pytest.approx(0.0, abs=1e-5) and mixed.mean > 1e-3
     sha = lock.get("dreamsim").files[0].sha256
     assert report.models["dreamsim"].describe() == f"{RELEASE}@{sha[:12]}"
-    result = CliRunner().invoke(app, ["eval", str(runs / "same"), str(runs / "mixed"), "--metrics", "dreamsim",
-                                      "--weights-dir", str(wdir), "--json"], catch_exceptions=False)
+    result = cli("eval", runs / "same", runs / "mixed", "--metrics", "dreamsim", "--weights-dir", wdir, "--json")
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)["metrics"]["dreamsim"]
     assert row["runs"][0]["mean"] == pytest.approx(0.0, abs=1e-5) and row["runs"][1]["mean"] > 1e-3

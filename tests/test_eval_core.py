@@ -7,9 +7,7 @@ import math
 
 import pytest
 from eval_support import solid, write_story_run
-from typer.testing import CliRunner
 
-from storyd.cli.app import app
 from storyd.errors import InputError
 from storyd.eval import evaluate, load_run, select_metrics
 from storyd.eval.runs import identity_pairs
@@ -19,29 +17,29 @@ from storyd.toy.captions import describe, named_attributes, write_caption
 from storyd.toy.world import CharacterLook, Figure, Scene
 
 
-def one_line_error(args) -> str:
-    result = CliRunner().invoke(app, ["eval", *args], env={"COLUMNS": "300"})
+def one_line_error(cli, args) -> str:
+    result = cli("eval", *args, env={"COLUMNS": "300"})
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     return lines[0]
 
 
-def test_a_folder_that_is_not_a_storyd_output_is_exit_2_naming_it(tmp_path):
+def test_a_folder_that_is_not_a_storyd_output_is_exit_2_naming_it(cli, tmp_path):
     (tmp_path / "photos").mkdir()
-    line = one_line_error([str(tmp_path / "photos")])
+    line = one_line_error(cli, [str(tmp_path / "photos")])
     assert str(tmp_path / "photos") in line and "not a storyd output folder" in line and "storyd comic -o" in line
 
 
-def test_missing_folder_broken_manifest_and_missing_panel(tmp_path):
-    assert "is not a folder" in one_line_error([str(tmp_path / "nope")])
+def test_missing_folder_broken_manifest_and_missing_panel(cli, tmp_path):
+    assert "is not a folder" in one_line_error(cli, [str(tmp_path / "nope")])
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "manifest.json").write_text("{", encoding="utf-8")
-    assert "not valid JSON" in one_line_error([str(bad)])
+    assert "not valid JSON" in one_line_error(cli, [str(bad)])
     run = write_story_run(tmp_path / "run", [(solid((1, 2, 3)), "a kid", ["A"])])
     (run / "panels" / "001.png").unlink()
-    line = one_line_error([str(run)])
+    line = one_line_error(cli, [str(run)])
     assert "panels/001.png is missing" in line and "storyd comic" in line
 
 
@@ -66,9 +64,9 @@ def test_identity_pairs_are_panels_sharing_a_character(tmp_path):
     assert identity_pairs(run.stories[0]) == [(0, 2), (1, 2)]
 
 
-def test_toy_metrics_named_on_non_toy_runs_is_an_error(tmp_path):
+def test_toy_metrics_named_on_non_toy_runs_is_an_error(cli, tmp_path):
     run = write_story_run(tmp_path / "r", [(solid((0, 0, 0)), "a kid", ["A"])] * 2, model="tiny")
-    assert "no run was drawn by it" in one_line_error([str(run), "--metrics", "toy"])
+    assert "no run was drawn by it" in one_line_error(cli, [str(run), "--metrics", "toy"])
 
 
 def test_bootstrap_covers_the_mean_reproduces_and_shrinks_with_more_stories():
@@ -136,13 +134,12 @@ def test_toy_scores_agreement_on_free_attributes_and_adherence(tmp_path):
     assert scores["toy-identity"] == 1.0 and scores["toy-adherence"] == 0.5
 
 
-def test_evaluate_toy_metrics_with_a_reader_and_no_other_models(tmp_path, monkeypatch):
+def test_evaluate_toy_metrics_with_a_reader_and_no_other_models(cli, tmp_path, monkeypatch):
     monkeypatch.setattr("storyd.eval.toy_metrics.load_reader", lambda: FakeReader())
     prompt = "a kid with red hair standing on the beach"
     for k in range(3):
         write_story_run(tmp_path / "on" / f"s{k}", [(solid((250, 0, 0)), prompt, ["A"])] * 4, model="toy")
-    result = CliRunner().invoke(app, ["eval", str(tmp_path / "on"), "--json", "--weights-dir", str(tmp_path / "w")],
-                                catch_exceptions=False)
+    result = cli("eval", tmp_path / "on", "--json", "--weights-dir", tmp_path / "w")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert set(data["metrics"]) == {"toy-identity", "toy-adherence"}
@@ -151,8 +148,8 @@ def test_evaluate_toy_metrics_with_a_reader_and_no_other_models(tmp_path, monkey
     assert "skipped clip-t, clipscore, clip-i:" in result.stderr
 
 
-def test_no_metric_model_at_all_is_exit_2(tmp_path):
+def test_no_metric_model_at_all_is_exit_2(cli, tmp_path):
     run = write_story_run(tmp_path / "r", [(solid((0, 0, 0)), "a kid", ["A"])] * 2)
-    line = one_line_error([str(run), "--weights-dir", str(tmp_path / "w")])
+    line = one_line_error(cli, [str(run), "--weights-dir", str(tmp_path / "w")])
     assert "nothing can be scored" in line and "storyd weights pull clip-vit-b-32" in line
     assert evaluate  # the public API is importable from storyd.eval

@@ -9,9 +9,7 @@ import json
 import pytest
 from eval_support import save_model_folder, solid, tiny_clip, tiny_vit, write_story_run
 from PIL import Image
-from typer.testing import CliRunner
 
-from storyd.cli.app import app
 from storyd.eval import evaluate
 from storyd.eval.clip_metrics import ClipEncoder, clipscore
 from storyd.eval.dino import ClsEncoder
@@ -102,11 +100,9 @@ def test_evaluate_scores_known_cases_and_reports_dreamsim_skipped(runs, weights)
     assert report.models["clip-i"].describe() == "openai/clip-vit-base-patch32@3d74acf9a28c"
 
 
-def test_json_and_csv_shapes(runs, weights):
-    runner = CliRunner()
-    args = ["eval", str(runs / "same"), str(runs / "mixed"), "--weights-dir", str(weights),
-            "--metrics", "clip-t,dino-i"]
-    result = runner.invoke(app, [*args, "--json"], catch_exceptions=False)
+def test_json_and_csv_shapes(cli, runs, weights):
+    args = ["eval", runs / "same", runs / "mixed", "--weights-dir", weights, "--metrics", "clip-t,dino-i"]
+    result = cli(*args, "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["protocol"]["version"] == 1 and data["protocol"]["clip_prefix"] == "A photo depicts "
@@ -115,25 +111,23 @@ def test_json_and_csv_shapes(runs, weights):
     cell = data["metrics"]["dino-i"]["runs"][1]
     assert set(cell) == {"mean", "low", "high", "n"} and cell["low"] <= cell["mean"] <= cell["high"]
     assert set(data["per_story"]["mixed"]["dino-i"]) == {"s0", "s1", "s2"}
-    result = runner.invoke(app, [*args, "--csv"], catch_exceptions=False)
+    result = cli(*args, "--csv")
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert len(rows) == 6 and {r["run"] for r in rows} == {"same", "mixed"}
     assert rows[0]["model"] == "openai/clip-vit-base-patch32@3d74acf9a28c"
 
 
-def test_table_names_protocol_model_and_runs(runs, weights):
-    result = CliRunner().invoke(app, ["eval", str(runs / "same"), str(runs / "mixed"), "--weights-dir", str(weights),
-                                      "--label", "csa", "--label", "plain"], env={"COLUMNS": "250"},
-                                catch_exceptions=False)
+def test_table_names_protocol_model_and_runs(cli, runs, weights):
+    result = cli("eval", runs / "same", runs / "mixed", "--weights-dir", weights, "--label", "csa", "--label", "plain",
+                 env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "protocol v1" in result.stdout and "openai/clip-vit-base-patch32" in result.stdout
     assert "csa (tiny, CSA on, 3 st.)" in result.stdout and "plain (tiny, CSA off, 3 st.)" in result.stdout
     assert "skipped dreamsim" in result.stderr and "minus first run" in result.stdout
 
 
-def test_explicit_metric_with_missing_model_is_an_error(runs, tmp_path):
-    result = CliRunner().invoke(app, ["eval", str(runs / "same"), "--metrics", "clip-i", "--weights-dir",
-                                      str(tmp_path)])
+def test_explicit_metric_with_missing_model_is_an_error(cli, runs, tmp_path):
+    result = cli("eval", runs / "same", "--metrics", "clip-i", "--weights-dir", tmp_path)
     assert result.exit_code == 2
     assert "storyd weights pull clip-vit-b-32" in result.stderr
 
@@ -153,7 +147,7 @@ def test_mask_background_replaces_flat_backdrops_before_identity_metrics(runs, w
     assert report.estimates["clip-i"][0].mean < 0.999  # solid panels become different noise
 
 
-def test_the_consistory_protocol_scores_all_pairs_on_its_own_models(runs, weights, tmp_path):
+def test_the_consistory_protocol_scores_all_pairs_on_its_own_models(cli, runs, weights, tmp_path):
     report = evaluate([runs / "same", runs / "mixed"], weights_dir=weights, protocol_name="consistory")
     assert report.metrics == ["cs-clip-t", "cs-clip-i"] and [s.metric for s in report.skipped] == ["cs-dreamsim"]
     assert report.estimates["cs-clip-t"][0].mean == pytest.approx(2.5, abs=1e-3)  # CLIPScore, prefix, ViT-B/32
@@ -164,8 +158,7 @@ def test_the_consistory_protocol_scores_all_pairs_on_its_own_models(runs, weight
     write_story_run(tmp_path / "nobody" / "s0", [(solid(RED), "a red square", [])] * 2, name="s0")
     alone = evaluate([tmp_path / "nobody"], "cs-clip-i", weights_dir=weights, protocol_name="consistory")
     assert alone.estimates["cs-clip-i"][0].mean == pytest.approx(1.0, abs=1e-5)
-    result = CliRunner().invoke(app, ["eval", str(runs / "same"), "--protocol", "consistory", "--weights-dir",
-                                      str(weights), "--json"], catch_exceptions=False)
+    result = cli("eval", runs / "same", "--protocol", "consistory", "--weights-dir", weights, "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["protocol"]["name"] == "consistory" and set(data["metrics"]) == {"cs-clip-t", "cs-clip-i"}

@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
+from support import panel_bytes
 
-from storyd.cli.app import app
 from storyd.comic import ComicOptions, render_comic
 from storyd.errors import InputError
 from storyd.render.memory import GB, MemorySettings, choose_memory
@@ -26,19 +25,14 @@ panels:
   - Mia sitting
   - Mia jumping
 """
-runner = CliRunner()
 
 
-def panel_bytes(out):
-    return {p.name: p.read_bytes() for p in sorted((out / "panels").glob("*.png"))}
-
-
-def test_redo_changes_exactly_one_panel_and_keeps_the_old_one(write_story, tmp_path):
+def test_redo_changes_exactly_one_panel_and_keeps_the_old_one(cli, write_story, tmp_path):
     story = write_story(STORY)
     out = tmp_path / "out"
     render_comic(load_story(story), ComicOptions(out_dir=out))
     before = panel_bytes(out)
-    result = runner.invoke(app, ["comic", str(story), "-o", str(out), "--redo", "3", "--redo-seed", "1234", "--json"])
+    result = cli("comic", story, "-o", out, "--redo", "3", "--redo-seed", "1234", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["rendered"] == [2]
     after = panel_bytes(out)
@@ -47,11 +41,11 @@ def test_redo_changes_exactly_one_panel_and_keeps_the_old_one(write_story, tmp_p
     assert len(old) == 1 and old[0].read_bytes() == before["003.png"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["panels"][2]["seed"] == 1234 and manifest["seed_overrides"] == {"2": 1234}
-    again = runner.invoke(app, ["comic", str(story), "-o", str(out), "--json"])  # the redo sticks
+    again = cli("comic", story, "-o", out, "--json")  # the redo sticks
     assert json.loads(again.stdout)["rendered"] == []
 
 
-def test_redo_without_a_seed_picks_a_new_one_and_bad_numbers_are_refused(write_story, tmp_path):
+def test_redo_without_a_seed_picks_a_new_one_and_bad_numbers_are_refused(cli, write_story, tmp_path):
     story = write_story(STORY)
     out = tmp_path / "out"
     render_comic(load_story(story), ComicOptions(out_dir=out))
@@ -60,7 +54,7 @@ def test_redo_without_a_seed_picks_a_new_one_and_bad_numbers_are_refused(write_s
     assert json.loads((out / "manifest.json").read_text())["panels"][0]["seed"] != seed_before
     with pytest.raises(InputError, match="panels 1 to 4"):
         render_comic(load_story(story), ComicOptions(out_dir=out, redo=9))
-    bad = runner.invoke(app, ["comic", str(story), "-o", str(out), "--redo-seed", "3"])
+    bad = cli("comic", story, "-o", out, "--redo-seed", "3")
     assert bad.exit_code == 2 and "--redo-seed goes with --redo" in bad.stderr
 
 
@@ -82,15 +76,35 @@ def test_unknown_scheduler_in_a_story_names_the_line(write_story):
     assert info.value.line == 1 and "did you mean 'euler'" in info.value.format()
 
 
-def test_vae_tiling_and_slicing_run_on_the_cpu_and_keep_the_picture(write_story, tmp_path):
-    story = load_story(write_story(STORY.replace("  - Mia sitting\n  - Mia jumping\n", "")))
+def test_vae_tiling_decodes_a_large_panel_in_tiles_and_keeps_the_picture(write_story, tmp_path, monkeypatch):
+    """At 128 px the tiny VAE's latent (32x32) is over its tile (16x16 latents): tiling decodes each panel
+    in three rows of three overlapping tiles (the last ones cut at the edge), slicing one panel at a time."""
+    from diffusers.models.autoencoders.vae import Decoder
+
+    two_panels = STORY.replace("  - Mia sitting\n  - Mia jumping\n", "").replace("seed: 4", "seed: 4\nsize: 128")
+    story = load_story(write_story(two_panels))
+    decoded = []
+    real = Decoder.forward
+
+    def counted(self, z, *args, **kwargs):
+        decoded.append(tuple(z.shape))
+        return real(self, z, *args, **kwargs)
+
+    monkeypatch.setattr(Decoder, "forward", counted)
     plain = render_comic(story, ComicOptions(out_dir=tmp_path / "a", memory=MemorySettings(vae_tiling=False)))
+    whole, decoded[:] = list(decoded), []
     tiled = render_comic(
         story, ComicOptions(out_dir=tmp_path / "b", memory=MemorySettings(vae_tiling=True, vae_slicing=True))
     )
     assert plain.rendered == tiled.rendered == [0, 1]
-    a, b = (np.asarray(Image.open(tmp_path / d / "panels" / "002.png"), dtype=float) for d in ("a", "b"))
-    assert np.abs(a - b).mean() < 2.0  # 64 px is a single tile: the same picture, up to rounding
+    assert {shape[2:] for shape in whole} == {(32, 32)}
+    tiles = [(1, 4, h, w) for h in (16, 16, 8) for w in (16, 16, 8)]
+    assert decoded == tiles * 2
+    a, b, other = (np.asarray(Image.open(tmp_path / d / "panels" / f), dtype=float)
+                   for d, f in (("a", "002.png"), ("b", "002.png"), ("a", "001.png")))
+    # The random decoder sees across tile edges, so the blended seams differ a little (mean 4 of 255);
+    # another picture differs by about 45.
+    assert np.abs(a - b).mean() < 6.0 < np.abs(a - other).mean()
 
 
 def test_memory_choices_follow_free_memory():
@@ -108,8 +122,8 @@ def test_memory_choices_follow_free_memory():
         choose_memory(MemorySettings(dtype="fp16"), "cpu", weights, 20 * GB)
 
 
-def test_doctor_reports_device_choices_and_weights():
-    result = runner.invoke(app, ["doctor", "--json", "--device", "cpu"])
+def test_doctor_reports_device_choices_and_weights(cli):
+    result = cli("doctor", "--json", "--device", "cpu")
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["device"] == "cpu" and info["memory"]["offload"] == "none" and info["free_bytes"] > 0

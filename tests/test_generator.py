@@ -7,17 +7,15 @@ import dataclasses
 import numpy as np
 import pytest
 
-from storyd.plan.presets import PRESETS
 from storyd.plan.render_plan import plan_story
 from storyd.render.generator import PanelGenerator
-from storyd.render.pipelines import load_pipeline
 from storyd.render.schedulers import make_scheduler
 from storyd.story.loader import load_story
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    return load_pipeline(PRESETS["tiny"], device="cpu")
+def pipe(tiny_pipeline):
+    return tiny_pipeline("tiny")
 
 
 def story_text(read_panels: int) -> str:

@@ -9,16 +9,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-from storyd.cli.app import app
 from storyd.comic import ComicOptions, render_comic
 from storyd.errors import InputError
 from storyd.fsutil import file_sha256
 from storyd.plan.render_plan import plan_story
 from storyd.story.loader import load_story
-
-runner = CliRunner()
 
 STORY = """
 model: tiny
@@ -191,7 +187,7 @@ def test_a_pinned_lora_is_found_through_weights_lock(write_story, tmp_path, lora
 
 
 def test_a_lora_for_another_model_family_is_a_one_line_error_and_leaves_the_pipeline_clean(
-    write_story, tmp_path, loras
+    cli, write_story, tmp_path, loras
 ):
     pipes: dict = {}
     story = write_story(f"model: tiny\nloras:\n  - path: {loras['ink']}\n  - path: {loras['xl']}\npanels: [a kid]\n")
@@ -199,7 +195,7 @@ def test_a_lora_for_another_model_family_is_a_one_line_error_and_leaves_the_pipe
         render_comic(load_story(story), ComicOptions(out_dir=tmp_path / "a"), pipes=pipes)
     assert (info.value.line, info.value.col) == (4, 5) and "\n" not in info.value.format()
     assert next(iter(pipes.values())).get_list_adapters() == {}  # the first LoRA, loaded fine, is gone too
-    result = runner.invoke(app, ["comic", str(story), "-o", str(tmp_path / "b")])
+    result = cli("comic", story, "-o", tmp_path / "b")
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"{story}:4:5: " in result.stderr and "is not a LoRA for model 'tiny'" in result.stderr
     xl = write_story(f"model: tiny-sdxl\nloras:\n  - path: {loras['xl']}\npanels: [a kid]\n", "xl.yaml")

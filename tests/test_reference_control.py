@@ -9,18 +9,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from typer.testing import CliRunner
 
 from storyd import weights
-from storyd.cli.app import app
 from storyd.comic import ComicOptions, plan_warnings, render_comic
 from storyd.errors import InputError, WeightsError
 from storyd.output import input_hashes
-from storyd.plan.presets import PRESETS
 from storyd.plan.render_plan import plan_story
 from storyd.render.control import control_image, looks_like_edges
 from storyd.render.generator import PanelGenerator
-from storyd.render.pipelines import load_pipeline
 from storyd.render.tiny_models import write_tiny_controlnet, write_tiny_ip_adapter
 from storyd.story.loader import load_story
 
@@ -49,8 +45,8 @@ def registered(tiny_weights):
 
 
 @pytest.fixture(scope="module")
-def pipes():
-    return {name: load_pipeline(PRESETS[name], device="cpu") for name in ("tiny", "tiny-sdxl")}
+def pipes(tiny_pipeline):
+    return {name: tiny_pipeline(name) for name in ("tiny", "tiny-sdxl")}
 
 
 def picture(path, colour, size=96, shape="ellipse"):
@@ -333,7 +329,7 @@ def test_kinds_mix_in_one_batch_and_combine_with_a_reference(pipes, registered, 
         assert np.abs(np.asarray(alone_run[index]).astype(int) - steered[index]).max() <= 1
 
 
-def test_comic_redraws_only_what_a_changed_control_decides(registered, write_story, tmp_path):
+def test_comic_redraws_only_what_a_changed_control_decides(cli, registered, write_story, tmp_path):
     pose(tmp_path / "pose.png")
     path = write_story(story_yaml("tiny", controls={3: ("pose", "pose.png", 1.0)}))
     out = tmp_path / "out"
@@ -342,7 +338,7 @@ def test_comic_redraws_only_what_a_changed_control_decides(registered, write_sto
     path.write_text(story_yaml("tiny", controls={3: ("pose", "pose.png", 0.7)}))
     again = render_comic(load_story(path), ComicOptions(out_dir=out, device="cpu"))
     assert again.rendered == [3]
-    result = CliRunner().invoke(app, ["validate", str(path), "--json"])
+    result = cli("validate", path, "--json")
     assert result.exit_code == 0, result.output
     panels = json.loads(result.stdout)["panels"]
     assert panels[3]["control"] == {"kind": "pose", "image": str(tmp_path / "pose.png"), "strength": 0.7}

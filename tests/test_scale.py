@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-from typer.testing import CliRunner
+from support import panel_bytes
 
 import storyd.comic
 import storyd.plan.render_plan
-from storyd.cli.app import app
 from storyd.comic import ComicOptions, render_comic
 from storyd.errors import InputError
 from storyd.render.distributed import Shard, owned_panels, parse_shard
@@ -38,11 +34,6 @@ panels:
   - Sam waving
   - "[NC] a room"
 """
-runner = CliRunner()
-
-
-def panels(out: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((out / "panels").glob("*.png"))}
 
 
 def manifest_panels(out: Path) -> list[dict]:
@@ -68,26 +59,26 @@ def test_shard_labels_parse_and_cover_every_panel_once(single):
     assert sum(len(p) for p in parts) == 8 and set().union(*parts) == set(range(8))
 
 
-def test_shards_and_merge_give_the_single_run(single, tmp_path):
+def test_shards_and_merge_give_the_single_run(cli, single, tmp_path):
     story, one = single
     out = tmp_path / "out"
     plan_owned = []
     for label in ("1/2", "2/2"):
-        result = runner.invoke(app, ["comic", str(story), "-o", str(out), "--shard", label, "--json", "-q"])
+        result = cli("comic", story, "-o", out, "--shard", label, "--json", "-q")
         assert result.exit_code == 0, result.output
         plan_owned.append(set(json.loads(result.stdout)["rendered"]))
         assert not (out / "manifest.json").exists()  # a shard writes only its own manifest
     assert plan_owned[0].isdisjoint(plan_owned[1]) and plan_owned[0] | plan_owned[1] == set(range(8))
-    merged = runner.invoke(app, ["comic", str(story), "-o", str(out), "--merge", "--json"])
+    merged = cli("comic", story, "-o", out, "--merge", "--json")
     assert merged.exit_code == 0, merged.output
     assert json.loads(merged.stdout)["rendered"] == []
-    assert panels(out) == panels(one)
+    assert panel_bytes(out) == panel_bytes(one)
     assert manifest_panels(out) == manifest_panels(one)
     assert not list(out.glob("manifest.shard-*"))
     assert (out / "comic.pdf").is_file()
 
 
-def test_merge_refuses_missing_panels_and_a_rerun_completes_an_interrupted_shard(single, tmp_path, monkeypatch):
+def test_merge_refuses_missing_panels_and_a_rerun_completes_an_interrupted_shard(cli, single, tmp_path, monkeypatch):
     story, one = single
     out = tmp_path / "out"
     from storyd.render.generator import PanelGenerator
@@ -102,20 +93,20 @@ def test_merge_refuses_missing_panels_and_a_rerun_completes_an_interrupted_shard
         return real(self, batch, *args)
 
     monkeypatch.setattr(PanelGenerator, "_draw", dies_on_second_batch)
-    killed = runner.invoke(app, ["comic", str(story), "-o", str(out), "--shard", "1/2", "-q"])
+    killed = cli("comic", story, "-o", out, "--shard", "1/2", "-q")
     assert killed.exit_code == 130
     monkeypatch.setattr(PanelGenerator, "_draw", real)
     kept = {e["index"] for e in json.loads((out / "manifest.shard-1-of-2.json").read_text())["panels"]}
-    refused = runner.invoke(app, ["comic", str(story), "-o", str(out), "--merge"])
+    refused = cli("comic", story, "-o", out, "--merge")
     assert refused.exit_code == 2 and "not drawn yet" in refused.stderr
-    runner.invoke(app, ["comic", str(story), "-o", str(out), "--shard", "2/2", "-q"])
+    assert cli("comic", story, "-o", out, "--shard", "2/2", "-q").exit_code == 0
     plan = storyd.plan.render_plan.plan_story(load_story(story))
-    rerun = json.loads(runner.invoke(app, ["comic", str(story), "-o", str(out), "--json", "-q"]).stdout)
+    rerun = json.loads(cli("comic", story, "-o", out, "--json", "-q").stdout)
     assert set(rerun["rendered"]) == owned_panels(plan, Shard(0, 2)) - kept  # exactly what was missing
-    assert panels(out) == panels(one)
+    assert panel_bytes(out) == panel_bytes(one)
 
 
-def test_several_stories_share_one_model_load(tmp_path, monkeypatch):
+def test_several_stories_share_one_model_load(cli, tmp_path, monkeypatch):
     folder = tmp_path / "stories"
     folder.mkdir()
     for name in ("a", "b"):
@@ -123,7 +114,7 @@ def test_several_stories_share_one_model_load(tmp_path, monkeypatch):
     loads = []
     real = storyd.comic.load_pipeline
     monkeypatch.setattr(storyd.comic, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k))
-    result = runner.invoke(app, ["comic", str(folder), "-o", str(tmp_path / "out"), "--json"])
+    result = cli("comic", folder, "-o", tmp_path / "out", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert [len(s["rendered"]) for s in summary["stories"]] == [2, 2] and len(loads) == 1
@@ -132,8 +123,8 @@ def test_several_stories_share_one_model_load(tmp_path, monkeypatch):
 
 
 def test_two_ranks_under_torchrun_draw_what_one_process_draws(single, tmp_path):
-    """Pixel-identical to one process with the same threads per process; torchrun runs each rank
-    on one thread, so the one-process reference here does too."""
+    """Pixel-identical to one process with the same threads per process: torchrun runs each rank on
+    one thread, and so do the one-process reference and this session (conftest.py)."""
     story, in_process = single
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run(
@@ -166,10 +157,7 @@ def test_two_ranks_under_torchrun_draw_what_one_process_draws(single, tmp_path):
         timeout=600,
     )
     assert two.returncode == 0, two.stderr[-3000:]
-    assert panels(tmp_path / "two") == panels(tmp_path / "one")
+    assert panel_bytes(tmp_path / "two") == panel_bytes(tmp_path / "one")
     assert manifest_panels(tmp_path / "two") == manifest_panels(tmp_path / "one")
     assert sorted(p.name for p in (tmp_path / "two" / "characters").iterdir()) == ["Mia.safetensors", "Sam.safetensors"]
-    for name, data in panels(in_process).items():  # other thread counts: the same within float tolerance
-        a = np.asarray(Image.open(io.BytesIO(data)), dtype=float)
-        b = np.asarray(Image.open(tmp_path / "two" / "panels" / name), dtype=float)
-        assert np.abs(a - b).mean() < 1.0, name
+    assert panel_bytes(in_process) == panel_bytes(tmp_path / "one")

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from storyd.errors import InputError
 from storyd.progress import NullProgress
 from storyd.render.pipelines import load_folder_pipeline
-from storyd.render.tokenizer import load_clip_tokenizer
 from storyd.toy.model_config import ToyModelConfig
+from storyd.toy.reader import AttributeReader
 from storyd.toy.train import (
     TrainSettings,
     _batch,
@@ -24,18 +25,12 @@ from storyd.toy.train import (
     train,
     unet_lr,
 )
-from storyd.weights.paths import storyd_home
 
 ASSETS = Path(__file__).resolve().parent.parent / "storyd" / "assets" / "toy"
 TINY = TrainSettings(seed=3, vae_steps=4, vae_batch=4, steps=6, batch=4, scenes=32, stories=4, story_panels=3,
                      stories_per_batch=1, copy_steps=2, copy_stories_per_batch=2, text_steps=3, text_batch=4,
                      decoder_steps=4, decoder_batch=2, checkpoint_every=3,
                      model=ToyModelConfig.tiny())
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_clip_tokenizer(storyd_home())
 
 
 class _Stop(Exception):
@@ -169,7 +164,11 @@ def test_shipped_model_draws_through_stable_diffusion_pipeline(tokenizer):
                  guidance_scale=info["guidance"], height=64, width=64,
                  generator=torch.Generator().manual_seed(0)).images[0]
     assert image.size == (64, 64)
-    assert np.asarray(image).std() > 20  # a drawing, not a flat or noise-grey field
+    pixels = np.asarray(image)
+    shuffled = np.random.default_rng(0).permutation(pixels.reshape(-1, 3)).reshape(pixels.shape)
+    drawn, noise = AttributeReader.load().read([image, Image.fromarray(shuffled)])
+    assert pixels.std() > 20 and drawn["setting"] == "beach" and drawn["count"] == 1  # not a flat field, a beach
+    assert noise["setting"] != "beach"  # which its own colours, shuffled into noise, are not
 
 
 def test_the_cli_trains_with_the_settings_defaults():

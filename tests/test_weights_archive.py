@@ -11,10 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from storyd import weights
-from storyd.cli.app import app
 from storyd.errors import InputError, WeightsError
 from storyd.weights import download, installed
 
@@ -112,9 +110,9 @@ def test_pull_downloads_checks_unpacks_and_verify_follows_the_stamp(tmp_path, mo
         weights.resolve(repinned)
 
 
-def test_pull_refuses_a_wrong_hash_with_one_line(tmp_path, monkeypatch, archive):
+def test_pull_refuses_a_wrong_hash_with_one_line(cli, tmp_path, monkeypatch, archive):
     _lock(tmp_path, monkeypatch, m=_entry(archive, sha="0" * 64))
-    result = CliRunner().invoke(app, ["weights", "pull", "m"], catch_exceptions=False)
+    result = cli("weights", "pull", "m")
     assert result.exit_code == 2
     actual = hashlib.sha256(archive.read_bytes()).hexdigest()
     assert result.stderr.strip() == (
