@@ -91,7 +91,7 @@ def local_info(preset: Preset) -> dict:
 
 def model_consistency(preset: Preset) -> ConsistencySettings:
     """The model's own CSA settings: the published ones, with what its model.json changes
-    (the toy model's differ: see the README)."""
+    (the toy model's differ: see docs/toy-model.md)."""
     values = local_info(preset).get("consistency", {}) if preset.source == "local" else {}
     return dataclasses.replace(ConsistencySettings(), **{k: tuple(v) if isinstance(v, list) else v
                                                          for k, v in values.items()})
