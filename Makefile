@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.storyd-setup
 
-.PHONY: setup demo test bench lint train-toy eval clean
+.PHONY: setup demo test bench lint docs train-toy eval clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check storyd tests bench
+
+# docs/commands.md from every command's --help (a test checks that it is current).
+docs: setup
+	$(BIN)/python -m storyd.cli.reference
 
 train-toy: setup
 	$(BIN)/storyd train-toy --device cpu  # where the shipped model was trained: the same bytes

@@ -95,7 +95,7 @@ def local_info(preset: Preset) -> dict:
 
 def model_consistency(preset: Preset) -> ConsistencySettings:
     """The model's own CSA settings: the published ones, with what its model.json changes
-    (the toy model's differ: see the README)."""
+    (the toy model's differ: see docs/toy-model.md)."""
     values = local_info(preset).get("consistency", {}) if preset.source == "local" else {}
     try:
         return ConsistencySettings(**values)

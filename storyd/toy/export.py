@@ -17,7 +17,7 @@ SAMPLING = {"width": 64, "height": 64, "steps": 25, "guidance": 4.0, "scheduler"
 # from a finished reference panel through every self-attention layer (storyd.toy.train), so
 # one reference panel, read at its last step with all its tokens, from the first step on, by
 # the conditional half only, so that guidance amplifies the copy; the reference drawn at guidance
-# 7, more decisively than the panels that copy it at 4 (measured: README).
+# 7, more decisively than the panels that copy it at 4 (measured: docs/toy-model.md).
 CONSISTENCY = {"id_panels": 1, "layers": "all", "sampling_rate": [1.0], "warmup_steps": 0, "random_skip": False,
                "read_step": "last", "uncond_reads": False, "reference_guidance": 7.0}
 
