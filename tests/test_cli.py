@@ -175,7 +175,7 @@ def test_convert_writes_yaml_and_never_overwrites(cli, tmp_path):
 def test_every_command_has_help(cli):
     import typer.main
 
-    from storyd.cli import app
+    from storyd.cli.app import app
 
     group = typer.main.get_command(app)
     for name, command in group.commands.items():

@@ -140,6 +140,7 @@ def keyframes(tmp_path):
 
 
 def test_animate_takes_its_device_from_the_one_policy(keyframes, tmp_path, monkeypatch):
+    import storyd.render.memory
     from storyd.animate import animate, diffusion
     from storyd.animate.interpolate import InterpolateBackend
 
@@ -149,15 +150,15 @@ def test_animate_takes_its_device_from_the_one_policy(keyframes, tmp_path, monke
         chosen.append(device)
         return InterpolateBackend()
 
-    monkeypatch.setattr(diffusion, "resolve_weights", lambda: {})
     monkeypatch.setattr(diffusion, "load_diffusion_backend", backend)
+    monkeypatch.setattr(storyd.render.memory, "free_memory", lambda device: 80 * 2**30)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    animate(keyframes, tmp_path / "gpu", frames=3)
-    assert chosen == ["cuda"]  # auto on a GPU machine: the diffusion backend, on the GPU
+    animate(keyframes, tmp_path / "gpu", frames=3, backend="animatediff")
+    assert chosen == ["cuda"]  # auto, on a GPU machine: the GPU
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     result = animate(keyframes, tmp_path / "cpu", frames=3)
-    assert result.backend == "interpolate" and "the device is cpu" in result.notes[0]
-    animate(keyframes, tmp_path / "slow", frames=3, backend="diffusion")
+    assert result.backend == "interpolate" and "no CUDA GPU here (cpu)" in result.notes[0]
+    animate(keyframes, tmp_path / "slow", frames=3, backend="animatediff")
     assert chosen == ["cuda", "cpu"]
     with pytest.raises(InputError, match="device 'cuda' is not available"):
         animate(keyframes, tmp_path / "none", frames=3, device="cuda")
