@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
+from support import invoke
 
 from storyd.animate import animate
 from storyd.animate.backends.framing import from_native, plan_framing, to_native
@@ -20,10 +20,7 @@ from storyd.animate.backends.registry import (
     memory_mode,
 )
 from storyd.animate.video import read_video
-from storyd.cli.app import app
 from storyd.errors import InputError
-
-runner = CliRunner()
 
 
 def noise(seed: int, size=(48, 32)) -> Image.Image:
@@ -49,7 +46,7 @@ def test_refused_model_exits_2_through_the_cli(tmp_path):
     for i in range(2):
         noise(i).save(tmp_path / f"{i}.png")
     out = tmp_path / "out"
-    result = runner.invoke(app, ["animate", str(tmp_path), "-o", str(out), "--video-model", "wan2.2-ti2v-5b"])
+    result = invoke(["animate", str(tmp_path), "-o", str(out), "--video-model", "wan2.2-ti2v-5b"])
     assert result.exit_code == 2, result.output
     assert "first frame only" in result.stderr and "Traceback" not in result.output
     assert not out.exists()
@@ -103,7 +100,7 @@ def test_plan_prints_backend_size_frames_and_memory(tmp_path):
     for i in range(3):
         noise(i, (56, 40)).save(tmp_path / f"{i}.png")
     args = ["animate", str(tmp_path), "-o", str(tmp_path / "o"), "--plan", "--backend", "wan-vace", "--json"]
-    result = runner.invoke(app, args)
+    result = invoke(args)
     assert result.exit_code == 0, result.output
     import json
 

@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from support import invoke
 
-from storyd.cli.app import app
 from storyd.cli.errors import INTERRUPTED, Terminated
 from storyd.errors import InputError
 
@@ -37,21 +36,23 @@ def _fail_with(monkeypatch, exc: BaseException) -> None:
 ])
 def test_the_error_table_ends_a_command_with_one_line(monkeypatch, write_story, exc, code, line):
     _fail_with(monkeypatch, exc)
-    result = CliRunner().invoke(app, ["validate", str(write_story("title: t\n"))])
+    result = invoke(["validate", str(write_story("title: t\n"))])
     assert (result.exit_code, result.stderr.strip()) == (code, line)
 
 
 def test_unknown_errors_stay_loud_and_storyd_debug_reraises_known_ones(monkeypatch, write_story):
     story = str(write_story("title: t\n"))
     _fail_with(monkeypatch, RuntimeError("a bug"))
-    assert isinstance(CliRunner().invoke(app, ["validate", story]).exception, RuntimeError)
+    with pytest.raises(RuntimeError, match="a bug"):
+        invoke(["validate", story])
     _fail_with(monkeypatch, InputError("bad"))
     monkeypatch.setenv("STORYD_DEBUG", "1")
-    assert isinstance(CliRunner().invoke(app, ["validate", story]).exception, InputError)
+    with pytest.raises(InputError, match="bad"):
+        invoke(["validate", story])
 
 
 def test_usage_errors_keep_typers_exit_2():
-    result = CliRunner().invoke(app, ["validate", "--no-such-option"])
+    result = invoke(["validate", "--no-such-option"])
     assert result.exit_code == 2 and "No such option" in result.output
 
 

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from support import invoke
 
-from storyd.cli.app import app
 from storyd.errors import InputError
 from storyd.eval.suite import run_suite
 
@@ -31,7 +30,7 @@ def test_run_suite_renders_each_story_once_per_mode(tmp_path, monkeypatch, recor
 def test_eval_suite_command_draws_into_out_and_prints_the_runs(tmp_path, monkeypatch):
     drawn = []
     monkeypatch.setattr("storyd.comic.render_comic", lambda story, options, progress: drawn.append(options.out_dir))
-    result = CliRunner().invoke(app, ["eval-suite", str(TOY), "-o", str(tmp_path), "--limit", "1", "--model", "tiny",
+    result = invoke(["eval-suite", str(TOY), "-o", str(tmp_path), "--limit", "1", "--model", "tiny",
                                       "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"runs": [str(tmp_path / "off"), str(tmp_path / "on")]}
@@ -39,7 +38,7 @@ def test_eval_suite_command_draws_into_out_and_prints_the_runs(tmp_path, monkeyp
 
 
 def test_eval_suite_command_reports_a_bad_folder_in_one_line(tmp_path):
-    result = CliRunner().invoke(app, ["eval-suite", str(tmp_path)])
+    result = invoke(["eval-suite", str(tmp_path)])
     assert result.exit_code == 2
     assert result.stderr.strip() == f"Error: {tmp_path} holds no story files; give a folder of .yaml stories"
 

@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from support import invoke, one_line_error
 
-from storyd.cli.app import app
 from storyd.fsutil import file_sha256
 
 STORY = """
@@ -35,16 +34,8 @@ layout:
 
 
 def comic(story: Path, out: Path, *extra: str):
-    return CliRunner().invoke(app, ["comic", str(story), "-o", str(out), "--json", *extra])
+    return invoke(["comic", str(story), "-o", str(out), "--json", *extra])
 
-
-def one_line_error(result, *needles):
-    """Exit 2 with one `Error:` line (the test runner also catches libraries' own log lines, which the CLI quiets)."""
-    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1, result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 def panel_hashes(out: Path) -> dict[str, str]:

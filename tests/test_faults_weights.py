@@ -10,9 +10,8 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
+from support import invoke, one_line_error
 
-from storyd.cli.app import app
 from storyd.errors import WeightsError
 from storyd.plan.presets import ASSETS, PRESETS
 from storyd.render.pipelines import check_finite, load_pipeline
@@ -38,16 +37,8 @@ def toy(tmp_path, monkeypatch):
 
 
 def comic(story, out, *extra):
-    return CliRunner().invoke(app, ["comic", str(story), "-o", str(out), "-q", *extra])
+    return invoke(["comic", str(story), "-o", str(out), "-q", *extra])
 
-
-def one_line_error(result, *needles):
-    """Exit 2 with one `Error:` line (the test runner also catches libraries' own log lines, which the CLI quiets)."""
-    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1, result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 def test_a_flipped_byte_in_the_toy_unet_stops_the_comic_before_drawing(toy, write_story, tmp_path, monkeypatch):
@@ -113,7 +104,7 @@ def test_truncated_or_missing_weight_files_are_one_line_for_validate_and_comic(t
         target.unlink()
     story = write_story(TOY_STORY)
     expected = "100 bytes, weights.lock expects" if damage == "truncate" else "file missing"
-    one_line_error(CliRunner().invoke(app, ["validate", str(story)]), "scheduler_config.json", expected)
+    one_line_error(invoke(["validate", str(story)]), "scheduler_config.json", expected)
     one_line_error(comic(story, tmp_path / "out"), "scheduler_config.json", expected)
 
 
@@ -160,7 +151,7 @@ def test_full_verify_rehashes_before_loading(toy, storyd_home):
 
 def test_weights_verify_full_rehashes(storyd_home):
     def verify(*extra):
-        result = CliRunner().invoke(app, ["weights", "verify", "toy", "--json", *extra])
+        result = invoke(["weights", "verify", "toy", "--json", *extra])
         return result.exit_code, json.loads(result.stdout)[0]["status"]
 
     assert verify() == (0, "present")

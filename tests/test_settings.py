@@ -6,10 +6,9 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
+from support import invoke
 
 import storyd.plan.settings
-from storyd.cli.app import app
 from storyd.comic import ComicOptions, render_comic
 from storyd.errors import InputError, SettingError
 from storyd.plan.presets import get_preset
@@ -32,7 +31,6 @@ panels:
 consistency:
   id_panels: 1
 """
-runner = CliRunner()
 
 
 @pytest.fixture
@@ -83,10 +81,10 @@ def test_values_are_normalised_so_equal_settings_compare_equal():
 
 def test_an_option_out_of_bounds_is_one_line_naming_the_option(write_story, tmp_path):
     path = write_story(STORY)
-    result = runner.invoke(app, ["validate", str(path), "--sampling-rate", "0.5,2"])
+    result = invoke(["validate", str(path), "--sampling-rate", "0.5,2"])
     assert result.exit_code == 2
     assert result.stderr.strip() == "Error: --sampling-rate 2 is out of range; use values from 0 to 1"
-    comic = runner.invoke(app, ["comic", str(path), "-o", str(tmp_path / "out"), "--batch-size", "0"])
+    comic = invoke(["comic", str(path), "-o", str(tmp_path / "out"), "--batch-size", "0"])
     assert comic.exit_code == 2 and "Traceback" not in comic.output
     assert comic.stderr.strip() == "Error: --batch-size 0 is out of range; use a whole number from 1 to 64"
     assert not (tmp_path / "out").exists()
@@ -94,7 +92,7 @@ def test_an_option_out_of_bounds_is_one_line_naming_the_option(write_story, tmp_
 
 def test_seed_and_a_csa_option_flow_from_the_cli_to_the_manifest(write_story, tmp_path, model_reads_last):
     out = tmp_path / "out"
-    result = runner.invoke(app, ["comic", str(write_story(STORY)), "-o", str(out), "--seed", "9",
+    result = invoke(["comic", str(write_story(STORY)), "-o", str(out), "--seed", "9",
                                  "--sampling-rate", "0.7", "-q"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
@@ -106,16 +104,16 @@ def test_seed_and_a_csa_option_flow_from_the_cli_to_the_manifest(write_story, tm
 
 def test_validate_prints_the_seeds_comic_draws_with_after_a_redo(write_story, tmp_path):
     story, out = write_story(STORY), tmp_path / "out"
-    drawn = runner.invoke(app, ["comic", str(story), "-o", str(out), "--seed", "9", "-q"])
+    drawn = invoke(["comic", str(story), "-o", str(out), "--seed", "9", "-q"])
     assert drawn.exit_code == 0, drawn.output
-    redo = runner.invoke(app, ["comic", str(story), "-o", str(out), "--seed", "9", "--redo", "2", "--redo-seed", "7",
+    redo = invoke(["comic", str(story), "-o", str(out), "--seed", "9", "--redo", "2", "--redo-seed", "7",
                                "--json"])
     assert json.loads(redo.stdout)["rendered"] == [1]
-    shown = json.loads(runner.invoke(app, ["validate", str(story), "-o", str(out), "--seed", "9", "--json"]).stdout)
+    shown = json.loads(invoke(["validate", str(story), "-o", str(out), "--seed", "9", "--json"]).stdout)
     assert [p["seed"] for p in shown["panels"]] == [panel_seed(9, 0), 7, panel_seed(9, 2)]
     manifest = json.loads((out / "manifest.json").read_text())
     assert [p["seed"] for p in manifest["panels"]] == [p["seed"] for p in shown["panels"]]
-    elsewhere = json.loads(runner.invoke(app, ["validate", str(story), "-o", str(tmp_path / "new"), "--json"]).stdout)
+    elsewhere = json.loads(invoke(["validate", str(story), "-o", str(tmp_path / "new"), "--json"]).stdout)
     assert elsewhere["panels"][1]["seed"] == panel_seed(3, 1)  # a fresh folder: the story's own seeds
 
 
@@ -174,7 +172,7 @@ def test_train_motion_takes_its_device_from_the_one_policy(tmp_path, monkeypatch
     train_motion(torch.randn(3, 4, 2, 8), tmp_path / "run", config)
     with safe_open(str(tmp_path / "run" / "checkpoint.safetensors"), framework="pt") as saved:
         assert json.loads(saved.metadata()["storyd.train_config"])["device"] == "cpu"  # auto, resolved
-    cli = runner.invoke(app, ["train-motion", str(tmp_path), "-o", str(tmp_path / "cli"), "--device", "cuda"])
+    cli = invoke(["train-motion", str(tmp_path), "-o", str(tmp_path / "cli"), "--device", "cuda"])
     assert cli.exit_code == 2
     assert cli.stderr.strip() == "Error: device 'cuda' is not available here; use --device cpu, or auto"
 
@@ -226,6 +224,6 @@ def test_comic_draws_on_the_device_its_launch_chose(write_story, tmp_path, monke
 
 def test_train_toy_takes_its_device_from_the_one_policy(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    result = runner.invoke(app, ["train-toy", "--out", str(tmp_path / "run"), "--device", "cuda", "-q"])
+    result = invoke(["train-toy", "--out", str(tmp_path / "run"), "--device", "cuda", "-q"])
     assert result.exit_code == 2 and not (tmp_path / "run").exists()
     assert result.stderr.strip() == "Error: device 'cuda' is not available here; use --device cpu, or auto"
