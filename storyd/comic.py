@@ -15,7 +15,8 @@ from storyd.output import OutputFolder, input_hashes, output_dir, run_seeds
 from storyd.plan.estimate import weights_bytes
 from storyd.plan.loras import character_loras
 from storyd.plan.presets import model_revision
-from storyd.plan.render_plan import RenderPlan, plan_story, plan_warnings
+from storyd.plan.render_plan import RenderPlan, plan_story
+from storyd.preflight import preflight
 from storyd.progress import NullProgress, Progress
 from storyd.render.conditioning import check_weights
 from storyd.render.distributed import Launch, Shard, owned_characters, owned_panels
@@ -118,7 +119,7 @@ def render_comic(
         folder = held.enter_context(
             OutputFolder(out_dir, plan, force=options.force, shard=None if options.merge else shard)
         )
-        result = ComicResult(out_dir, plan.preset.name, plan.preset.art, warnings=plan_warnings(plan))
+        result = ComicResult(out_dir, plan.preset.name, plan.preset.art, warnings=preflight(plan))
         revision = model_revision(plan.preset)
         hashes = input_hashes(plan, revision, threads=_cpu_threads(device))
         validity = functools.partial(_bank_validity, plan, revision)

@@ -20,6 +20,7 @@ from storyd.cli.app import app
 from storyd.errors import InputError
 from storyd.layout.export import write_pages
 from storyd.plan.render_plan import plan_story
+from storyd.preflight import preflight
 from storyd.story.loader import load_story
 from storyd.story.model import LayoutSettings
 
@@ -127,14 +128,14 @@ def test_a_layout_with_no_room_fails_at_load_before_any_panel_is_drawn(write_sto
     fails_at(write_story(STORY + "layout: {template: strip, margin: 110mm}\n"), 6, "no room")
 
 
-def test_the_plan_checks_the_layout_too(write_story, tokenizer):
-    """A layout changed after loading (as `storyd layout --template` does) fails at plan time, before any model."""
+def test_the_preflight_checks_the_layout_too(write_story, tokenizer):
+    """A layout changed after loading (as `storyd layout --template` does) fails before any model loads."""
     story = load_story(write_story(STORY))
     bad = replace(story, layout=replace(story.layout, margin="500mm"))
     with pytest.raises(InputError, match="no room") as caught:
-        plan_story(bad, tokenizer=tokenizer)
+        preflight(plan_story(bad, tokenizer=tokenizer))
     assert caught.value.path == str(story.path)
-    assert plan_story(story, tokenizer=tokenizer).jobs
+    preflight(plan_story(story, tokenizer=tokenizer))  # the same story with its own layout has room
 
 
 def test_pdf_and_cbz_are_byte_reproducible(tmp_path, monkeypatch):

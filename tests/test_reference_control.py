@@ -11,10 +11,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from storyd import weights
-from storyd.comic import ComicOptions, plan_warnings, render_comic
+from storyd.comic import ComicOptions, render_comic
 from storyd.errors import InputError, WeightsError
 from storyd.output import input_hashes
 from storyd.plan.render_plan import plan_story
+from storyd.preflight import preflight
 from storyd.render.control import control_image, looks_like_edges
 from storyd.render.generator import PanelGenerator
 from storyd.render.tiny_models import write_tiny_controlnet, write_tiny_ip_adapter
@@ -211,7 +212,7 @@ def test_models_without_adapter_or_controlnet_warn_and_ignore_them(write_story, 
     pose(tmp_path / "pose.png")
     path = write_story(story_yaml("tiny-sd21", mia_ref="red.png", controls={2: ("pose", "pose.png", 1)}))
     plan = plan_story(load_story(path))
-    notes = plan_warnings(plan)
+    notes = preflight(plan)
     assert any("no IP-Adapter" in n and "Mia" in n for n in notes)
     assert any("no ControlNet" in n and "control of panel 3 " in n for n in notes)
     assert input_hashes(plan, "r") == input_hashes(plan_story(load_story(write_story(story_yaml("tiny-sd21")))), "r")

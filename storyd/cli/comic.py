@@ -224,7 +224,8 @@ def validate(
     The seeds are those `storyd comic` would draw with into the same output folder (-o), after
     any panel an earlier run redrew with --redo."""
     from storyd.output import output_dir, run_seeds
-    from storyd.plan.render_plan import plan_story, plan_warnings
+    from storyd.plan.render_plan import plan_story
+    from storyd.preflight import preflight
     from storyd.render.device import planned_device
     from storyd.render.tokenizer import PromptTokenizer
     from storyd.story.loader import load_story
@@ -244,7 +245,7 @@ def validate(
             tokenizer=PromptTokenizer(storyd_home()),
             device=planned_device(device),
         )
-    warnings = plan_warnings(plan)
+    warnings = preflight(plan)
     for warning in warnings:
         output.warn(warning)
     output.result(plan_record(plan, warnings), lambda console: _print_plan(console, plan))

@@ -11,13 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from storyd.errors import InputError
-from storyd.layout import lettering_warnings
 from storyd.plan.estimate import Estimate, estimate_run
 from storyd.plan.loras import LoraUse, plan_loras
 from storyd.plan.presets import Preset, get_preset, scheduler_name
 from storyd.plan.seeds import panel_seed
 from storyd.plan.settings import resolve_consistency
-from storyd.render.conditioning import conditioning_warnings
 from storyd.story.model import ConsistencySettings, Story
 from storyd.story.prompts import PanelPrompt, build_prompts
 
@@ -101,7 +99,6 @@ def plan_story(
     preset = get_preset(model or story.model)
     story = _with_seeds(story, seed, panel_seeds or {})
     width, height = story.width or preset.width, story.height or preset.height
-    _check_layout(story, width / height)
     steps = story.steps or preset.steps
     guidance = story.guidance if story.guidance is not None else preset.guidance
     scheduler = scheduler or story.scheduler or scheduler_name(preset)
@@ -148,17 +145,6 @@ def plan_story(
     )
 
 
-def _check_layout(story: Story, panel_aspect: float) -> None:
-    """The pages laid out (not drawn) for the panels' real shape, so that a layout with no room
-    fails before any model is loaded; the loader has checked it already for the story's own size."""
-    from storyd.layout.render import check_layout
-
-    try:
-        check_layout(story, panel_aspect)
-    except InputError as exc:
-        raise InputError(exc.message, exc.hint, path=story.path) from None
-
-
 def _reference_panels(
     story: Story, consistency: ConsistencySettings, loaded_banks: tuple[str, ...]
 ) -> dict[str, tuple[int, ...]]:
@@ -187,11 +173,3 @@ def _with_seeds(story: Story, seed: int | None, panel_seeds: Mapping[int, int]) 
         dataclasses.replace(p, seed=panel_seeds[p.index]) if p.index in panel_seeds else p for p in story.panels
     )
     return dataclasses.replace(story, seed=story.seed if seed is None else seed, panels=panels)
-
-
-def plan_warnings(plan: RenderPlan) -> list[str]:
-    """What the user should know before drawing: a noise model, conditioning, lettering no font can draw."""
-    notes = []
-    if not plan.preset.art:
-        notes.append(f"model '{plan.preset.name}' has random weights: its images are noise, not art")
-    return notes + conditioning_warnings(plan) + lettering_warnings(plan.story)
