@@ -17,6 +17,7 @@ from support import REPO
 # Caches that tools keep in the checkout by design; everything else a test writes there is a defect.
 _TOOL_CACHES = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"}
 _REPO_FILES = pytest.StashKey[dict]()
+_HYPOTHESIS_HOME = pytest.StashKey[str]()
 
 # Hypothesis keeps its files in .hypothesis/ under the working directory: no example database (a failing
 # example is printed in the report), and its caches go to the session's temp dir (session_environment).
@@ -34,6 +35,23 @@ def _repo_files() -> dict[str, tuple[int, int]]:
             stat = path.lstat()
             files[str(path.relative_to(REPO))] = (stat.st_size, stat.st_mtime_ns)
     return files
+
+
+def pytest_configure(config):
+    """Hypothesis's caches go to a temp dir from the start: it writes some (the constants it finds
+    in the tested code) while test modules are collected, before any fixture runs."""
+    import tempfile
+
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    config.stash[_HYPOTHESIS_HOME] = tempfile.mkdtemp(prefix="storyd-hypothesis-")
+    set_hypothesis_home_dir(config.stash[_HYPOTHESIS_HOME])
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    shutil.rmtree(config.stash.get(_HYPOTHESIS_HOME, ""), ignore_errors=True)
 
 
 def pytest_sessionstart(session):
@@ -66,9 +84,7 @@ def session_environment(shared_home, tmp_path_factory):
     the same bytes in both (tiny models also run fastest on one thread); the shared home for
     module-scoped fixtures, which run before any test's own home is set; no hub access."""
     import torch
-    from hypothesis.configuration import set_hypothesis_home_dir
 
-    set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("OMP_NUM_THREADS", "1")
@@ -77,7 +93,6 @@ def session_environment(shared_home, tmp_path_factory):
         torch.set_num_threads(1)
         yield
         torch.set_num_threads(threads)
-        set_hypothesis_home_dir(None)
 
 
 @pytest.fixture(autouse=True)
