@@ -95,7 +95,8 @@ class PromptTokenizer:
     The same BPE files and the same steps as `load_clip_tokenizer`'s tokenizer (NFC,
     whitespace folded, lower case; CLIP's word split; byte-level BPE with ``</w>`` word
     ends), built on the ``tokenizers`` library without transformers, whose import costs
-    seconds: `storyd validate` plans without it. It offers the four members `lost_words` uses.
+    seconds: `storyd validate` plans without it. The plan counts a prompt's tokens with it
+    (`storyd.story.prompts.build_prompts`); tests/test_tokenizer.py checks it against transformers'.
     """
 
     model_max_length = 77
