@@ -1,4 +1,4 @@
-"""`storyd train-toy`: train the small model of the toy world on the CPU."""
+"""`storyd train-toy`: train the small model of the toy world."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from storyd.cli.common import Output
-from storyd.cli.options import QuietOpt, SeedOpt, out_option
+from storyd.cli.options import DeviceOpt, QuietOpt, SeedOpt, out_option
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "toy"
 
@@ -24,11 +24,13 @@ def train_toy(
         "--decoder-steps", min=0, help="Steps of the VAE decoder alone, encoder frozen (run last).")] = 3000,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
     install: Annotated[bool, typer.Option("--install", help="Copy the trained model into the shipped assets.")] = False,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps (the shipped model was "
-                                        "trained on cpu; other devices round differently).")] = "auto",
+    device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
-    """Train the toy model (VAE, text encoder, UNet, VAE decoder) reproducibly from a seed."""
+    """Train the toy model (VAE, text encoder, UNet, VAE decoder) reproducibly from a seed.
+
+    The shipped model was trained with --device cpu (as `make train-toy` does); other devices
+    round differently, so they reproduce it only approximately."""
     from storyd.render.tokenizer import load_clip_tokenizer
     from storyd.toy.export import install_model
     from storyd.toy.train import TrainSettings, train
