@@ -109,7 +109,6 @@ def animate(
         raise InputError(f"--fps {fps} must be positive", "pass e.g. --fps 12")
     if fit not in FITS:
         raise InputError(f"unknown fit '{fit}'", f"use one of: {', '.join(FITS)}")
-    device = pick_device(device)
     keyframes = load_keyframes(Path(frames_dir))
     video_size = output_size(keyframes[0].image.size, size)
     out_dir = Path(out_dir)
@@ -122,16 +121,16 @@ def animate(
     _check_free(targets, force)
 
     if isinstance(backend, str):
-        choice = _choice(backend, video_model, device)
+        choice, device, free = _choice(backend, video_model, device)
         if backend == "auto" and video_model is None:  # an explicit choice needs no explaining
             note(choice.reason)
-        renderer = _load_backend(choice, device=device, offload=offload, fit=fit, motion_weights=motion_weights,
-                                 seed=seed, note=note)
+        renderer = _load_backend(choice, device=device, free_bytes=free, offload=offload, fit=fit,
+                                 motion_weights=motion_weights, seed=seed, note=note)
         if frames_for(choice.model, frames) != frames:
             step, runs = choice.model.frame_step, frames_for(choice.model, frames)
             note(f"{choice.model.name} takes {step}k+1 frames: --frames {frames} runs as {runs}")
     else:
-        renderer = backend
+        renderer, device = backend, pick_device(device)
     scorer = _choose_scorer(metrics, device)
     images = [fit_image(k.image, video_size) for k in keyframes]
     story: list[np.ndarray] = []
@@ -188,7 +187,7 @@ def plan_animation(
 
     keyframes = load_keyframes(Path(frames_dir))
     video_size = output_size(keyframes[0].image.size, size)
-    choice = _choice(backend, video_model, device)
+    choice, _, free = _choice(backend, video_model, device)
     model = choice.model
     count = frames_for(model, frames)
     info: dict = {
@@ -199,10 +198,7 @@ def plan_animation(
         info["lines"].append(f"{info['transitions']} transitions of {count} frames at {video_size[0]}x{video_size[1]}")
         return info
     framing = plan_framing(video_size, model.native, fit)
-    from storyd.render.memory import free_memory
-
-    where = pick_device(device)
-    mode = memory_mode(model, free_memory(where) if where.startswith("cuda") else None, offload)
+    mode = memory_mode(model, free, offload)
     seconds = seconds_estimate(model, count, framing.size)
     width, height = framing.size
     info.update(render_size=[width, height], box=list(framing.box), fit=fit, memory_mode=mode,
@@ -227,19 +223,21 @@ def _check_free(targets: list[Path], force: bool) -> None:
             raise InputError("already exists", "pass --force to overwrite, or choose another -o folder", path=path)
 
 
-def _choice(backend: str, video_model: str | None, device: str) -> Choice:
+def _choice(backend: str, video_model: str | None, device: str) -> tuple[Choice, str, int | None]:
+    """The backend that runs, the device (`pick_device`'s policy) and its free memory (None off CUDA),
+    each asked once, for the choice and for the memory mode alike."""
     from storyd.render.memory import free_memory
 
     if backend not in BACKENDS:  # before the device is asked about
         raise InputError(f"unknown backend {backend!r}", f"choose one of: {', '.join(BACKENDS)}")
     where = pick_device(device)
     free = free_memory(where) if where.startswith("cuda") else None
-    return choose_backend(backend, video_model, device=where, free_bytes=free, present=lock_present)
+    return choose_backend(backend, video_model, device=where, free_bytes=free, present=lock_present), where, free
 
 
 def _load_backend(
-    choice: Choice, *, device: str, offload: str, fit: str, motion_weights: Path | None, seed: int,
-    note: Callable[[str], None],
+    choice: Choice, *, device: str, free_bytes: int | None, offload: str, fit: str, motion_weights: Path | None,
+    seed: int, note: Callable[[str], None],
 ) -> Backend:
     if choice.backend != "animatediff" and motion_weights is not None:
         note("--motion-weights is used by the animatediff backend only; ignored")
@@ -247,17 +245,14 @@ def _load_backend(
         from storyd.animate.interpolate import InterpolateBackend
 
         return InterpolateBackend()
-    from storyd.render.memory import free_memory
-
-    where = pick_device(device)
     if choice.backend == "animatediff":
         from storyd.animate import diffusion
 
-        return diffusion.load_diffusion_backend(motion_weights=motion_weights, seed=seed, note=note, device=where)
+        return diffusion.load_diffusion_backend(motion_weights=motion_weights, seed=seed, note=note, device=device)
     from storyd.animate.backends.wan import load_wan_backend
 
-    mode = memory_mode(choice.model, free_memory(where) if where.startswith("cuda") else None, offload)
-    return load_wan_backend(choice.model, device=where, mode=mode, fit=fit, seed=seed, note=note)
+    mode = memory_mode(choice.model, free_bytes, offload)
+    return load_wan_backend(choice.model, device=device, mode=mode, fit=fit, seed=seed, note=note)
 
 
 def _choose_scorer(metrics: bool | Scorer, device: str) -> Scorer | None:
