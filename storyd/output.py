@@ -303,9 +303,7 @@ class OutputFolder:
                 history = self.root / "panels" / "history" / f"{job.index + 1:03d}-{tag}.png"
                 history.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(path), history)
-        self._write_intent([file])
-        atomic_write_bytes(path, data)
-        self._owned[file] = {hashlib.sha256(data).hexdigest()}
+        sha = self._write_owned(file, data)
         panel = self.plan.story.panels[job.index]
         entry = {
             "index": job.index,
@@ -319,7 +317,7 @@ class OutputFolder:
             "role": job.role,
             "input_hash": input_hash,
             "seconds": round(seconds, 3),
-            "sha256": hashlib.sha256(data).hexdigest(),
+            "sha256": sha,
         }
         if control_map is not None:
             entry["control_map"] = self._save_control_map(control_map, control_map_file(job.index, panel.control.kind))
@@ -332,12 +330,18 @@ class OutputFolder:
         path = self.root / file
         if path.exists() or path.is_symlink():
             self.check_ours([file])
-        data = _png_bytes(image)
-        self._write_intent([file])
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, data)
-        self._owned[file] = {hashlib.sha256(data).hexdigest()}
+        self._write_owned(file, _png_bytes(image))
         return file
+
+    def _write_owned(self, file: str, data: bytes) -> str:
+        """Write `data` as storyd's own `file`: named in the manifest before, its sha256 (returned)
+        recorded after, so a later run knows the file as storyd's whether or not the write finished."""
+        self._write_intent([file])
+        atomic_write_bytes(self.root / file, data)
+        sha = hashlib.sha256(data).hexdigest()
+        self._owned[file] = {sha}
+        return sha
 
     def begin_pages(self, paths: list[Path]) -> None:
         """Name the page files in the manifest before laying out (see `_write_intent`)."""
