@@ -106,10 +106,3 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_save_image(image, path: Path, **save_args) -> None:
-    """Save a PIL image atomically; the format follows the file suffix."""
-    fmt = save_args.pop("format", None) or Path(path).suffix.lstrip(".").upper().replace("JPG", "JPEG")
-    with atomic_open(path, "wb") as handle:
-        image.save(handle, format=fmt, **save_args)
