@@ -17,9 +17,7 @@ def pick_device(requested: str = "auto") -> str:
             raise InputError(f"device '{requested}' is not available here", "use --device cpu, or auto")
         if requested == "mps" and not torch.backends.mps.is_available():
             raise InputError("device 'mps' is not available here", "use --device cpu, or auto")
-        if requested.split(":")[0] not in ("cpu", "cuda", "mps"):
-            raise InputError(f"unknown device '{requested}'", "use auto, cpu, cuda, cuda:N or mps")
-        return requested
+        return _known(requested)
     if torch.cuda.is_available():
         return "cuda"
     if torch.backends.mps.is_available():
@@ -34,11 +32,15 @@ def planned_device(requested: str = "auto") -> str:
     checks the real availability when a model is about to load.
     """
     if requested != "auto":
-        if requested.split(":")[0] not in ("cpu", "cuda", "mps"):
-            raise InputError(f"unknown device '{requested}'", "use auto, cpu, cuda, cuda:N or mps")
-        return requested
+        return _known(requested)
     if Path("/proc/driver/nvidia/version").exists():
         return "cuda"
     if sys.platform == "darwin" and platform.machine() == "arm64":
         return "mps"
     return "cpu"
+
+
+def _known(requested: str) -> str:
+    if requested.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise InputError(f"unknown device '{requested}'", "use auto, cpu, cuda, cuda:N or mps")
+    return requested
