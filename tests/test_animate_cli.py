@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from support import png_header
 
 from storyd.animate import animate
 from storyd.animate.video import read_video
@@ -68,7 +69,12 @@ def test_size_option_resizes(keyframes, tmp_path):
         (
             lambda d: (Image.new("RGB", (8, 8)).save(d / "a.png"), (d / "b.jpg").write_text("hello")),
             [],
-            "b.jpg: not a readable image",
+            "b.jpg: keyframe is not a readable image",
+        ),
+        (
+            lambda d: (Image.new("RGB", (8, 8)).save(d / "a.png"), png_header(d / "b.png", 30000, 30000)),
+            [],
+            "b.png: keyframe is too large to open safely",
         ),
         (
             lambda d: (Image.new("RGB", (8, 8)).save(d / "a.png"), Image.new("RGB", (8, 8)).save(d / "b.png")),
@@ -81,7 +87,7 @@ def test_size_option_resizes(keyframes, tmp_path):
             "unknown backend 'magic'",
         ),
     ],
-    ids=["empty", "one-frame", "mixed-sizes", "not-an-image", "bad-size", "bad-backend"],
+    ids=["empty", "one-frame", "mixed-sizes", "not-an-image", "bomb", "bad-size", "bad-backend"],
 )
 def test_bad_input_exits_2_with_one_line(cli, tmp_path, make, args, expected):
     folder = tmp_path / "in"

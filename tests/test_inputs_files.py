@@ -6,14 +6,13 @@ and the PDF and CBZ are byte-reproducible."""
 from __future__ import annotations
 
 import hashlib
-import struct
 import time
-import zlib
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from support import png_header
 from typer.testing import CliRunner
 
 from storyd.cli.app import app
@@ -48,18 +47,6 @@ def fails_at(path: Path, line: int | None, *words: str) -> str:
     for word in words:
         assert word in lines[0], lines[0]
     return lines[0]
-
-
-def png_header(path: Path, width: int, height: int) -> Path:
-    """A PNG that declares `width` x `height` pixels but holds none: what a decompression bomb looks like."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
-    return path
 
 
 @pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", ".NaN"])

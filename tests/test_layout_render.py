@@ -216,7 +216,7 @@ def test_load_panel_images_names_the_bad_file(tmp_path):
     with pytest.raises(InputError, match=r"002\.png has no panel"):
         load_panel_images(tmp_path, 1)
     (tmp_path / "002.png").write_bytes(b"not a png")
-    with pytest.raises(InputError, match=r"002\.png is not a readable image"):
+    with pytest.raises(InputError, match=r"002\.png: panel is not a readable image"):
         load_panel_images(tmp_path, 2)
 
 

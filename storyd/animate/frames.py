@@ -14,9 +14,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from storyd.errors import InputError
+from storyd.images import open_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -47,7 +48,8 @@ def load_keyframes(folder: Path) -> list[Keyframe]:
     if len(listed) < 2:
         found = "no PNG or JPEG keyframes" if not listed else "only one keyframe"
         raise InputError(f"{found} found", "a transition needs at least two images (PNG or JPEG)", path=folder)
-    frames = [Keyframe(path, _open_image(path), prompt) for path, prompt in listed]
+    frames = [Keyframe(path, open_rgb(path, "keyframe", "replace or remove the file"), prompt)
+              for path, prompt in listed]
     first = frames[0]
     for frame in frames[1:]:
         if frame.image.size != first.image.size:
@@ -83,17 +85,6 @@ def _from_manifest(manifest: Path) -> list[tuple[Path, str | None]]:
                 "is listed in manifest.json but missing", "re-run `storyd comic` for this folder", path=path
             )
     return listed
-
-
-def _open_image(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(
-            f"not a readable image ({exc.__class__.__name__})", "replace or remove the file", path=path
-        ) from None
 
 
 def _size(image: Image.Image) -> str:

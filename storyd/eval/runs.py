@@ -36,13 +36,9 @@ class StoryRun:
     panels: tuple[PanelRecord, ...]
 
     def load_images(self) -> list:
-        from PIL import Image
+        from storyd.images import open_rgb
 
-        images = []
-        for panel in self.panels:
-            with Image.open(panel.path) as im:
-                images.append(im.convert("RGB"))
-        return images
+        return [open_rgb(panel.path, "panel", "redraw it with `storyd comic`") for panel in self.panels]
 
 
 @dataclass(frozen=True)

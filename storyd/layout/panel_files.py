@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from storyd.errors import InputError
+from storyd.images import open_rgb
 
 PANEL_NAME = "{:03d}.png"
 _NUMBERED = re.compile(r"^(\d{3,})\.png$")
@@ -37,13 +38,5 @@ def load_panel_images(directory: Path, count: int) -> list[Image.Image]:
                 f"{path} is missing: the story has {count} panels",
                 hint="generate the missing panels with `storyd comic`, or check --panels",
             )
-        try:
-            with Image.open(path) as image:
-                image.load()
-                images.append(image.copy())
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(
-                f"{path} is not a readable image ({exc.__class__.__name__})",
-                hint="regenerate it with `storyd comic --force`, or replace it with a PNG",
-            ) from None
+        images.append(open_rgb(path, "panel", "regenerate it with `storyd comic --force`, or replace it with a PNG"))
     return images

@@ -62,12 +62,11 @@ def needs_detection(control: PanelControl) -> bool:
     if control.kind not in ANNOTATOR_WEIGHTS:
         return False
     import numpy as np
-    from PIL import Image
 
+    from storyd.images import open_rgb
     from storyd.render.annotators import is_map
 
-    with Image.open(control.image) as source:
-        return not is_map(control.kind, np.asarray(source.convert("RGB")))
+    return not is_map(control.kind, np.asarray(open_rgb(control.image, "control image")))
 
 
 def detected_kinds(controls) -> list[str]:
@@ -123,8 +122,9 @@ def control_image(control: PanelControl, width: int, height: int, detectors: dic
     import numpy as np
     from PIL import Image, ImageOps
 
-    with Image.open(control.image) as source:
-        image = source.convert("RGB")
+    from storyd.images import open_rgb
+
+    image = open_rgb(control.image, "control image")
     if needs_detection(control):
         if not detectors or control.kind not in detectors:
             raise RuntimeError(f"no {control.kind} annotator is loaded for {control.image}")

@@ -26,12 +26,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from storyd.errors import InputError, WeightsError
+from storyd.errors import WeightsError
 from storyd.fsutil import file_sha256
+from storyd.images import open_rgb
 from storyd.story.model import Character
-
-# Larger images are photos to scale down first: decoding one costs gigabytes, and CLIP sees 224 px anyway.
-MAX_IMAGE_PIXELS = 64_000_000
 
 # family -> (weights.lock entry, the adapter file inside it); both use the ViT-H image encoder
 ADAPTERS = {
@@ -39,44 +37,6 @@ ADAPTERS = {
     "sdxl": ("ip-adapter-sdxl", "sdxl_models/ip-adapter_sdxl_vit-h.safetensors"),
 }
 IMAGE_ENCODER = "models/image_encoder"
-
-
-def image_size(path: Path, what: str) -> tuple[int, int]:
-    """The (width, height) an image file declares, after checking that Pillow can read it and
-    that it is not too large to decode; a file that fails is one InputError, no traceback."""
-    with _readable(path, what) as image:
-        size = image.size
-        image.verify()
-    return size
-
-
-def open_image(path: Path, what: str):
-    """The image at `path` as RGB, with the checks of `image_size`."""
-    with _readable(path, what) as image:
-        return image.convert("RGB")
-
-
-@contextlib.contextmanager
-def _readable(path: Path, what: str) -> Iterator:
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
-    too_large = InputError(
-        f"{what} {path.name} is too large to open safely (over {MAX_IMAGE_PIXELS // 1_000_000} megapixels)",
-        "scale it down, e.g. to 1024 px on the long side",
-    )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with a clearer line
-            with Image.open(path) as image:
-                if image.width * image.height > MAX_IMAGE_PIXELS:
-                    raise too_large
-                yield image
-    except Image.DecompressionBombError:
-        raise too_large from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
-        raise InputError(f"{what} {path.name} is not a readable image", "re-export it as PNG or JPEG") from None
 
 
 def adapter_for(preset) -> tuple[str, str] | None:
@@ -193,7 +153,7 @@ def encode_references(encoder_dir: Path, characters: list[Character], *, device:
         for character in characters:
             images = []
             for path in character.references:
-                images.append(open_image(path, f"{character.name}'s reference"))
+                images.append(open_rgb(path, f"{character.name}'s reference"))
             pixels = processor(images=images, return_tensors="pt").pixel_values.to(device, dtype)
             embeds[character.name] = encoder(pixels).image_embeds.float().mean(dim=0).cpu()
     return embeds

@@ -332,12 +332,12 @@ def _reference_scale(doc: YamlDoc, entries: dict, name: str) -> dict:
 
 
 def _check_image(doc: YamlDoc, node: Node, path: Path, what: str, *, min_side: int | None = None) -> None:
-    from storyd.render.reference import image_size
+    from storyd.images import image_size
 
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise doc.error(node, f"{what} {path.name} is not a PNG, JPEG or WebP image", "use a .png, .jpg or .webp file")
     try:
-        size = image_size(path, what)
+        size = image_size(path, f"{what} {path.name}")
     except InputError as exc:
         raise doc.error(node, exc.message, exc.hint) from None
     if min_side is not None and min(size) < min_side:
