@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -448,3 +449,44 @@ def run_seeds(
         current = overrides.get(index, panel.seed if panel.seed is not None else panel_seed(base, index))
         redo_seed = derive_seed("redo", current) % 2**32
     return {**overrides, index: redo_seed}
+
+
+def layout_into(root: Path, files: list[Path], write: Callable[[], list[Path]]) -> list[Path]:
+    """Run `write`, which writes the page `files` (and removes stale pages), into `root`: for
+    `storyd layout`. In a storyd output folder it holds the manifest's lock, refuses page files the
+    manifest does not list, names the files in the manifest before and records them after, as a comic
+    run does, so that the next `storyd comic` in the folder knows them as its own."""
+    path = root / MANIFEST
+    if not path.is_file():
+        return write()
+    lock = _lock(root, path)
+    try:
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError("the manifest is not valid JSON", "delete it, or lay out into another folder with -o",
+                             path=path) from None
+        if not isinstance(manifest, dict):
+            raise InputError("this is not a storyd manifest", "lay out into another folder with -o", path=path)
+        owned = {*manifest.get("pages", []), *manifest.get("writing", [])}
+        existing = (p for pattern in PAGE_FILES for p in root.glob(pattern))
+        for file in sorted({p.relative_to(root).as_posix() for p in [*files, *existing] if p.exists()}):
+            if file not in owned or (root / file).is_symlink():
+                raise InputError(
+                    f"{root / file} was not written by storyd (its manifest does not list it), "
+                    "and laying out would replace it",
+                    "move it out of the folder (or lay out into another folder with -o), then run again",
+                )
+        names = [p.relative_to(root).as_posix() for p in files]
+        manifest["writing"] = list(dict.fromkeys([*manifest.get("writing", []), *names]))
+        atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        written = write()
+        manifest["pages"] = [p.relative_to(root).as_posix() for p in written]
+        manifest["writing"] = [f for f in manifest["writing"] if f not in manifest["pages"]]
+        if not manifest["writing"]:
+            del manifest["writing"]
+        manifest["updated"] = _now()
+        atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        return written
+    finally:
+        os.close(lock)

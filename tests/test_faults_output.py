@@ -249,3 +249,25 @@ def test_force_redraws_storyd_panels_without_asking(clean, copied, story):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["rendered"] == [0, 1, 2, 3]
     assert panel_hashes(copied) == panel_hashes(clean[1])
+
+
+def test_pages_laid_out_again_are_the_next_runs_own(copied, story):
+    one_page = json.loads((copied / "manifest.json").read_text())["pages"]
+    one_a_page = story.with_name("one-a-page.yaml")
+    one_a_page.write_text(STORY.replace("dpi: 40", "dpi: 40\n  rows: 1\n  columns: 1").lstrip(), encoding="utf-8")
+    result = invoke(["layout", str(one_a_page), "--panels", str(copied / "panels"), "-o", str(copied), "--force", "-q"])
+    assert result.exit_code == 0, result.output
+    pages = json.loads((copied / "manifest.json").read_text())["pages"]
+    assert len(pages) > len(one_page) and all((copied / p).exists() for p in pages)
+    result = comic(story, copied)  # knows the extra pages as its own, and lays out its template again
+    assert result.exit_code == 0, result.output
+    assert json.loads((copied / "manifest.json").read_text())["pages"] == one_page
+    assert sorted(p.relative_to(copied).as_posix() for p in (copied / "pages").iterdir()) == sorted(
+        p for p in one_page if p.startswith("pages/"))
+
+
+def test_layout_never_deletes_a_users_page_in_a_comic_folder(copied, story):
+    (copied / "pages" / "page-007.png").write_bytes(b"my page")
+    result = invoke(["layout", str(story), "--panels", str(copied / "panels"), "-o", str(copied), "--force"])
+    one_line_error(result, "page-007.png was not written by storyd")
+    assert (copied / "pages" / "page-007.png").read_bytes() == b"my page"

@@ -32,6 +32,8 @@ def layout(
 ) -> None:
     """Lay existing panel images out as comic pages: PNG per page, a PDF, and a CBZ if the story asks."""
     from storyd.layout import lettering_warnings, load_panel_images, render_pages, write_pages
+    from storyd.layout.export import output_paths
+    from storyd.output import layout_into
     from storyd.story.loader import load_story
 
     output = Output(json_mode=json, quiet=quiet)
@@ -47,7 +49,10 @@ def layout(
     for warning in lettering_warnings(parsed):
         output.warn(warning)
     pages = render_pages(parsed, images)
-    written = write_pages(pages, out_dir, settings=parsed.layout, force=force, title=parsed.title)
+    files = output_paths(out_dir, len(pages), parsed.layout)
+    written = layout_into(
+        out_dir, files, lambda: write_pages(pages, out_dir, settings=parsed.layout, force=force, title=parsed.title)
+    )
     output.result(
         {"pages": len(pages), "files": [str(p) for p in written], "template": parsed.layout.template},
         lambda console: console.print(
