@@ -30,6 +30,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
+import inspect
 import json
 import os
 import threading
@@ -391,10 +392,12 @@ def official_rows(namespace: dict, unet, config: dict, latent: int, scale: Scale
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     cls = namespace[OFFICIAL_CLASS]
+    accepted = inspect.signature(cls).parameters  # device and dtype, where it takes them, are this run's
+    arguments = {k: v for k, v in {"id_length": REFERENCES, "device": device, "dtype": dtype}.items() if k in accepted}
     processors = {}
     for name in unet.attn_processors:
         patched = name.startswith("up_blocks") and name.endswith("attn1.processor")
-        processors[name] = cls(id_length=REFERENCES) if patched else AttnProcessor2_0()
+        processors[name] = cls(**arguments) if patched else AttnProcessor2_0()
     original = dict(unet.attn_processors)
     side = latent * 8
     namespace.update(total_count=sum(isinstance(p, cls) for p in processors.values()), sa32=0.5, sa64=0.5,
