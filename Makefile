@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.storyd-setup
 
-.PHONY: setup demo test bench lint docs train-toy eval clean
+.PHONY: setup demo test bench bench-gpu lint docs train-toy eval clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m bench
+
+# Full size on a CUDA GPU (random weights, no network; under 8 minutes on an H100), reduced on a CPU.
+# The table also goes to out/bench/gpu-<device>-<date>.md, or to STORYD_BENCH_OUT.
+bench-gpu: setup
+	$(BIN)/python -m bench gpu
 
 lint: setup
 	$(BIN)/ruff check storyd tests bench

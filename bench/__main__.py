@@ -10,18 +10,21 @@ import sys
 from pathlib import Path
 
 
-def print_table(title: str, rows: list[dict]) -> None:
-    print(f"\n## {title}\n")
+def format_table(title: str, rows: list[dict]) -> str:
+    """The rows as a Markdown table under a `## title` heading."""
     if not rows:
-        print("(no rows)")
-        return
+        return f"\n## {title}\n\n(no rows)\n"
     keys = list(dict.fromkeys(k for row in rows for k in row))
     cells = [[str(row.get(k, "")) for k in keys] for row in rows]
     widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
-    print("| " + " | ".join(k.ljust(w) for k, w in zip(keys, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for c in cells:
-        print("| " + " | ".join(v.ljust(w) for v, w in zip(c, widths)) + " |")
+    lines = ["| " + " | ".join(k.ljust(w) for k, w in zip(keys, widths)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += ["| " + " | ".join(v.ljust(w) for v, w in zip(c, widths)) + " |" for c in cells]
+    return f"\n## {title}\n\n" + "\n".join(lines) + "\n"
+
+
+def print_table(title: str, rows: list[dict]) -> None:
+    print(format_table(title, rows), end="")
     sys.stdout.flush()
 
 
