@@ -7,7 +7,7 @@ from pathlib import Path
 
 from storyd.errors import InputError, StorydError, WeightsError
 from storyd.eval import protocol
-from storyd.eval.background import BackgroundRemover, panel_queries
+from storyd.eval.background import KEY, BackgroundRemover, panel_queries
 from storyd.eval.images import pairwise_mean
 from storyd.eval.report import EvalReport, ModelInfo, RunInfo, Skipped
 from storyd.eval.runs import Run, StoryRun, identity_pairs, load_run
@@ -73,10 +73,10 @@ class _Models:
     def background(self, is_toy: bool) -> BackgroundRemover:
         """CLIPSeg where it is installed; the border-colour key for toy runs and where it is not."""
         if is_toy:
-            return BackgroundRemover(method="border-colour key (toy model)")
+            return BackgroundRemover(method=f"{KEY} (toy model)")
         segmenter = self.optional(protocol.BACKGROUND_MODEL)
         if segmenter is None:
-            return BackgroundRemover(method=f"border-colour key ({self.missing[protocol.BACKGROUND_MODEL]})")
+            return BackgroundRemover(method=f"{KEY} ({self.missing[protocol.BACKGROUND_MODEL]})")
         info = self.info[protocol.BACKGROUND_MODEL].describe()
         return BackgroundRemover(segmenter, f"{protocol.BACKGROUND_MODEL} {info}, threshold "
                                             f"{protocol.BACKGROUND_THRESHOLD}")
