@@ -365,6 +365,7 @@ class OutputFolder:
                 "sha256": file_sha256(plan.story.path),
             },
             references={name: list(refs) for name, refs in plan.references.items()},
+            characters={name: c.description for name, c in plan.story.characters.items()},  # eval's segmenter
         )
         known = {j.index for j in plan.jobs}
         captions = {p.index: p.caption for p in plan.story.panels}

@@ -12,8 +12,10 @@ def solid(colour, size: int = 32) -> Image.Image:
     return Image.new("RGB", (size, size), colour)
 
 
-def write_story_run(folder: Path, panels, *, model: str = "tiny", csa: bool = True, name: str | None = None) -> Path:
-    """A comic output folder as `storyd comic` writes it; ``panels`` is [(image, base_prompt, characters)]."""
+def write_story_run(folder: Path, panels, *, model: str = "tiny", csa: bool = True, name: str | None = None,
+                    descriptions: dict[str, str] | None = None) -> Path:
+    """A comic output folder as `storyd comic` writes it; ``panels`` is [(image, base_prompt, characters)],
+    ``descriptions`` the manifest's character descriptions (None: an older manifest without them)."""
     (folder / "panels").mkdir(parents=True, exist_ok=True)
     entries = []
     for index, (image, prompt, characters) in enumerate(panels):
@@ -27,6 +29,7 @@ def write_story_run(folder: Path, panels, *, model: str = "tiny", csa: bool = Tr
         "settings": {"width": 32, "height": 32, "consistency": {"enabled": csa}},
         "references": {},
         "panels": entries,
+        **({"characters": descriptions} if descriptions is not None else {}),
     }
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return folder
@@ -86,3 +89,29 @@ def tiny_vit(kind: str = "vit", seed: int = 0):
     if kind == "dinov2":
         return Dinov2Model(Dinov2Config(**common, mlp_ratio=2)).eval()
     return ViTModel(ViTConfig(**common, intermediate_size=37), add_pooling_layer=False).eval()
+
+
+def tiny_clipseg(tokenizer, logit: float | None = None, seed: int = 0):
+    """A tiny CLIPSegForImageSegmentation and its processor (32 px). With ``logit`` the decoder's last layer
+    outputs that value everywhere: +8 calls every pixel foreground, -8 every pixel background."""
+    import torch
+    from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor, ViTImageProcessor
+
+    torch.manual_seed(seed)
+    config = CLIPSegConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+                     "num_attention_heads": 4, "max_position_embeddings": 77, "eos_token_id": 49407,
+                     "bos_token_id": 49406, "pad_token_id": 49407},
+        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 37,
+                       "num_hidden_layers": 2, "num_attention_heads": 4},
+        projection_dim=16, reduce_dim=8, extract_layers=[0, 1], decoder_num_attention_heads=2,
+        decoder_intermediate_size=16, conditional_layer=0,
+    )
+    model = CLIPSegForImageSegmentation(config).eval()
+    if logit is not None:
+        with torch.no_grad():
+            model.decoder.transposed_convolution.weight.zero_()
+            model.decoder.transposed_convolution.bias.fill_(logit)
+    processor = CLIPSegProcessor(image_processor=ViTImageProcessor(size={"height": 32, "width": 32}),
+                                 tokenizer=tokenizer)
+    return model, processor

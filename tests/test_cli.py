@@ -44,6 +44,7 @@ def test_comic_writes_panels_pages_pdf_and_manifest(rendered):
     assert (out / "comic.pdf").read_bytes().startswith(b"%PDF")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["name"] == "tiny" and manifest["story"]["name"] == "test-day"
+    assert manifest["characters"] == {"Mia": "a kid with red hair"}  # what `storyd eval`'s segmenter looks for
     assert [p["role"] for p in manifest["panels"]] == ["reference", "reference", "read", "plain"]
     assert manifest["panels"][0]["prompt"] == "a kid with red hair standing on the beach"
     assert all(len(p["input_hash"]) == 64 and p["seed"] >= 0 for p in manifest["panels"])

@@ -37,6 +37,23 @@ def test_list_json_covers_the_repository_lock(cli):
     assert {"sd15", "sd15-diffusers", "clip-vit-h-14", "ip-adapter-sd15", "toy"} <= set(rows)
 
 
+def test_list_shows_every_evaluation_and_annotator_model_with_its_commit(cli):
+    from storyd.eval import protocol
+    from storyd.render.control import ANNOTATOR_WEIGHTS
+
+    rows = {row["name"]: row for row in json.loads(cli("weights", "list", "--json").stdout)}
+    wanted = {m.model for m in protocol.METRICS.values() if m.model != "toy-reader"}
+    wanted |= {protocol.BACKGROUND_MODEL, *ANNOTATOR_WEIGHTS.values()}
+    assert wanted <= set(rows)
+    # commits from ../shared/research/weights-pins.md; "?" where it has none, "-" for a release archive (by url)
+    commits = {"clip-vit-b-32": "3d74acf9a28c", "clip-vit-b-16": "57c216476eef", "annotator-depth": "11eaf7a1cf4b"}
+    for name in wanted:
+        row = rows[name]
+        assert row["commit"] == commits.get(name, "-" if row["repo"].startswith("https://") else "?"), name
+        assert not row["pinned"] and ("unverified" in row["note"] or "unpinned" in row["note"]), name
+    assert rows["clipseg"]["repo"] == "CIDAS/clipseg-rd64-refined" and rows["clipseg"]["kind"] == "segmenter"
+
+
 def test_list_table_shows_unpinned(cli):
     result = cli("weights", "list")
     assert result.exit_code == 0, result.output

@@ -105,7 +105,7 @@ def test_json_and_csv_shapes(cli, runs, weights):
     result = cli(*args, "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["protocol"]["version"] == 1 and data["protocol"]["clip_prefix"] == "A photo depicts "
+    assert data["protocol"]["version"] == 2 and data["protocol"]["clip_prefix"] == "A photo depicts "
     assert set(data["metrics"]) == {"clip-t", "clipscore", "dino-i"}
     assert [r["csa"] for r in data["runs"]] == ["on", "off"]
     cell = data["metrics"]["dino-i"]["runs"][1]
@@ -121,7 +121,7 @@ def test_table_names_protocol_model_and_runs(cli, runs, weights):
     result = cli("eval", runs / "same", runs / "mixed", "--weights-dir", weights, "--label", "csa", "--label", "plain",
                  env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
-    assert "protocol v1" in result.stdout and "openai/clip-vit-base-patch32" in result.stdout
+    assert "protocol v2" in result.stdout and "openai/clip-vit-base-patch32" in result.stdout
     assert "csa (tiny, CSA on, 3 st.)" in result.stdout and "plain (tiny, CSA off, 3 st.)" in result.stdout
     assert "skipped dreamsim" in result.stderr and "minus first run" in result.stdout
 
@@ -151,13 +151,14 @@ def test_the_consistory_protocol_scores_all_pairs_on_its_own_models(cli, runs, w
     report = evaluate([runs / "same", runs / "mixed"], weights_dir=weights, protocol_name="consistory")
     assert report.metrics == ["cs-clip-t", "cs-clip-i"] and [s.metric for s in report.skipped] == ["cs-dreamsim"]
     assert report.estimates["cs-clip-t"][0].mean == pytest.approx(2.5, abs=1e-3)  # CLIPScore, prefix, ViT-B/32
-    same, mixed = report.estimates["cs-clip-i"]
-    assert same.mean == pytest.approx(1.0, abs=1e-5) and mixed.mean < same.mean - 1e-3
+    same, _ = report.estimates["cs-clip-i"]
+    assert same.mean < 0.999  # backgrounds removed first (here by the key: no clipseg): flat panels become noise
+    assert set(report.background) == {"same", "mixed"} and report.background["same"].startswith("border-colour key")
     assert report.models["cs-clip-i"].describe() == "openai/clip-vit-base-patch16@57c216476eef"
     # all pairs, not only those sharing a character: a story whose panels show nobody still has a CLIP-I
     write_story_run(tmp_path / "nobody" / "s0", [(solid(RED), "a red square", [])] * 2, name="s0")
     alone = evaluate([tmp_path / "nobody"], "cs-clip-i", weights_dir=weights, protocol_name="consistory")
-    assert alone.estimates["cs-clip-i"][0].mean == pytest.approx(1.0, abs=1e-5)
+    assert alone.estimates["cs-clip-i"][0].n == 1 and -1.0 <= alone.estimates["cs-clip-i"][0].mean <= 1.0
     result = cli("eval", runs / "same", "--protocol", "consistory", "--weights-dir", weights, "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)

@@ -67,6 +67,8 @@ def _print_table(console, report) -> None:
     for row in rows:
         table.add_row(*(escape(c) for c in row))
     console.print(table)
+    for label, method in report.background.items():
+        console.print(escape(f"background removed in {label}: {method}"))
 
 
 def eval_suite(

@@ -11,9 +11,13 @@ defaults (dreamsim 0.2.1), and what this module reproduces:
   and divided by its length;
 - distance: ``1 - cos`` of two embeddings.
 
-storyd loads the model as a transformers ViTModel folder with the LoRA merged into the
-weights (the ``dreamsim`` entry of weights.lock; dreamsim_convert.py builds it); the
-``dreamsim`` pip package is not used because it downloads its weights at run time.
+(Read from the 0.2.1 source: ``embed`` hooks the output of block 11, the last; with the LoRA
+its MLP head is the identity.) storyd loads the model as a transformers ViTModel folder with
+the LoRA merged into the weights (the ``dreamsim`` entry of weights.lock; dreamsim_convert.py
+builds it). The ``dreamsim`` pip package cannot be used: it imports torchvision, and the only
+torchvision for torch 2.13 is a CUDA build that does not load beside the CPU wheel
+(docs/eval.md); it would also fetch its weights at run time. tests/test_dreamsim.py checks
+this module against a tiny DINO with peft's own LoRA.
 """
 
 from __future__ import annotations

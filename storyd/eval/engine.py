@@ -7,7 +7,7 @@ from pathlib import Path
 
 from storyd.errors import InputError, StorydError, WeightsError
 from storyd.eval import protocol
-from storyd.eval.images import mask_background as mask_image
+from storyd.eval.background import KEY, BackgroundRemover, panel_queries
 from storyd.eval.images import pairwise_mean
 from storyd.eval.report import EvalReport, ModelInfo, RunInfo, Skipped
 from storyd.eval.runs import Run, StoryRun, identity_pairs, load_run
@@ -62,6 +62,25 @@ class _Models:
             return None
         return self.loaded[name]
 
+    def optional(self, name: str):
+        """Like ``get``, but a missing model is never an error: the caller has a fallback."""
+        explicit, self.explicit = self.explicit, False
+        try:
+            return self.get(name)
+        finally:
+            self.explicit = explicit
+
+    def background(self, is_toy: bool) -> BackgroundRemover:
+        """CLIPSeg where it is installed; the border-colour key for toy runs and where it is not."""
+        if is_toy:
+            return BackgroundRemover(method=f"{KEY} (toy model)")
+        segmenter = self.optional(protocol.BACKGROUND_MODEL)
+        if segmenter is None:
+            return BackgroundRemover(method=f"{KEY} ({self.missing[protocol.BACKGROUND_MODEL]})")
+        info = self.info[protocol.BACKGROUND_MODEL].describe()
+        return BackgroundRemover(segmenter, f"{protocol.BACKGROUND_MODEL} {info}, threshold "
+                                            f"{protocol.BACKGROUND_THRESHOLD}")
+
     def _load(self, name: str):
         if name == TOY_READER:
             from storyd.eval.toy_metrics import load_reader
@@ -88,6 +107,10 @@ class _Models:
             from storyd.eval.dreamsim import load_dreamsim
 
             return load_dreamsim(folder)
+        if name == protocol.BACKGROUND_MODEL:
+            from storyd.eval.background import ClipSegSegmenter
+
+            return ClipSegSegmenter.load(folder)
         from storyd.eval.dino import ClsEncoder
 
         return ClsEncoder.load(folder)
@@ -136,6 +159,9 @@ def evaluate(
         reasons = sorted({s.reason for s in skipped})
         raise WeightsError("no metric model is on this machine, so nothing can be scored", "; ".join(reasons))
     per_story: dict[str, dict[str, dict[str, float]]] = {}
+    masked = (mask_background and bool({"clip-i", "dino-i", "dreamsim"} & set(computed))) \
+        or bool({"cs-clip-i", "cs-dreamsim"} & set(computed))
+    removers = {r.label: models.background(is_toy) for r, is_toy in zip(runs, toy_runs)} if masked else {}
     progress = progress or NullProgress()
     total, done = sum(len(r.stories) for r in runs), 0
     for run, is_toy in zip(runs, toy_runs):
@@ -143,7 +169,8 @@ def evaluate(
         for story in run.stories:
             progress.update("scoring", done, total, unit="stories", detail=f"{run.label}/{story.name}")
             done += 1
-            for name, value in _score_story(story, computed, models.loaded, mask_background, is_toy).items():
+            remover = removers.get(run.label)
+            for name, value in _score_story(story, computed, models.loaded, mask_background, is_toy, remover).items():
                 scores[name][story.name] = value
         per_story[run.label] = scores
     estimates = {
@@ -170,13 +197,22 @@ def evaluate(
         skipped=skipped,
         mask_background=mask_background,
         protocol=protocol_name,
+        background={label: remover.method for label, remover in removers.items()},
     )
 
 
-def _score_story(story: StoryRun, metrics: list[str], loaded: dict, mask: bool, is_toy: bool) -> dict[str, float]:
+def _without_background(story: StoryRun, images, remover: BackgroundRemover) -> list:
+    """Each panel with its background replaced by noise seeded by its index (so no two panels share noise)."""
+    return [remover(im, panel_queries(story.descriptions, p.characters, p.base_prompt), (protocol.MASK_NOISE_SEED,
+                                                                                           p.index))
+            for im, p in zip(images, story.panels)]
+
+
+def _score_story(story: StoryRun, metrics: list[str], loaded: dict, mask: bool, is_toy: bool,
+                 remover: BackgroundRemover | None) -> dict[str, float]:
     images = story.load_images()
-    identity_images = [mask_image(im, (protocol.MASK_NOISE_SEED, p.index)) for im, p in zip(images, story.panels)] \
-        if mask else images
+    masked = _without_background(story, images, remover) if remover is not None else None
+    identity_images = masked if mask and masked is not None else images
     pairs = identity_pairs(story)
     out: dict[str, float] = {}
     if {"clip-t", "clipscore"} & set(metrics):
@@ -190,7 +226,7 @@ def _score_story(story: StoryRun, metrics: list[str], loaded: dict, mask: bool, 
             embeddings = loaded[protocol.METRICS[name].model].embed_images(identity_images)
             similarity = pairwise_mean(embeddings, pairs)
             out[name] = 1.0 - similarity if name == "dreamsim" else similarity
-    out.update(_consistory_scores(story, images, metrics, loaded))
+    out.update(_consistory_scores(story, images, masked, metrics, loaded))
     if is_toy and {"toy-identity", "toy-adherence"} & set(metrics):
         from storyd.eval.toy_metrics import toy_scores
 
@@ -198,9 +234,9 @@ def _score_story(story: StoryRun, metrics: list[str], loaded: dict, mask: bool, 
     return {k: v for k, v in out.items() if k in metrics}
 
 
-def _consistory_scores(story: StoryRun, images, metrics: list[str], loaded: dict) -> dict[str, float]:
-    """ConsiStory+'s terms: CLIPScore with the prefix on ViT-B/32; CLIP-I (ViT-B/16) and DreamSim over
-    every image pair of the story's set, DreamSim after the background is removed."""
+def _consistory_scores(story: StoryRun, images, masked, metrics: list[str], loaded: dict) -> dict[str, float]:
+    """ConsiStory+'s terms as 1Prompt1Story publishes them: CLIPScore with the prefix on ViT-B/32 on the whole
+    panel; CLIP-I (ViT-B/16) and DreamSim over every image pair of the story's set, backgrounds removed."""
     import itertools
 
     out: dict[str, float] = {}
@@ -211,8 +247,7 @@ def _consistory_scores(story: StoryRun, images, metrics: list[str], loaded: dict
         cosines = loaded[protocol.CLIP_MODEL].text_image_cosines(images, [p.base_prompt for p in story.panels])
         out["cs-clip-t"] = sum(clipscore(c) for c in cosines) / len(cosines)
     if "cs-clip-i" in metrics:
-        out["cs-clip-i"] = pairwise_mean(loaded[protocol.CLIP_B16_MODEL].embed_images(images), pairs)
+        out["cs-clip-i"] = pairwise_mean(loaded[protocol.CLIP_B16_MODEL].embed_images(masked), pairs)
     if "cs-dreamsim" in metrics:
-        masked = [mask_image(im, (protocol.MASK_NOISE_SEED, p.index)) for im, p in zip(images, story.panels)]
         out["cs-dreamsim"] = 1.0 - pairwise_mean(loaded[protocol.DREAMSIM_MODEL].embed_images(masked), pairs)
     return out

@@ -1,10 +1,9 @@
-"""Pinned image preprocessing for the encoders, and the optional background mask.
+"""Pinned image preprocessing for the encoders, the noise fill, and the border-colour key.
 
-The mask is a model-free stand-in for the CarveKit step of published protocols
-(no segmentation weights can be pinned offline yet): colours that cover much of the
-image border are taken as background, and pixels near them are replaced by seeded
-uniform noise, as 1Prompt1Story fills removed backgrounds. It suits flat or
-two-tone backdrops (the toy world, most generated panels) and says so in the docs.
+The key is the model-free background mask (background.py says when it is used instead of
+CLIPSeg): colours that cover much of the image border are taken as background, and pixels
+near them are replaced by seeded uniform noise, as 1Prompt1Story fills removed backgrounds.
+It suits flat or two-tone backdrops (the toy world, many generated panels).
 """
 
 from __future__ import annotations
@@ -28,19 +27,23 @@ def background_mask(image) -> np.ndarray:
     return mask
 
 
-def mask_background(image, seed: int | tuple[int, ...] = protocol.MASK_NOISE_SEED):
-    """A copy of ``image`` whose background pixels are uniform noise from ``seed``.
+def noise_fill(image, mask: np.ndarray, seed: int | tuple[int, ...]):
+    """A copy of ``image`` whose pixels where ``mask`` is True are uniform noise from ``seed``.
 
     Give each panel its own seed: the same noise behind two panels would make them look alike.
     """
     from PIL import Image
 
     pixels = np.asarray(image.convert("RGB")).copy()
-    mask = background_mask(image)
     rng = np.random.default_rng(list(seed) if isinstance(seed, tuple) else seed)
     noise = rng.integers(0, 256, size=pixels.shape, dtype=np.uint8)
     pixels[mask] = noise[mask]
     return Image.fromarray(pixels)
+
+
+def mask_background(image, seed: int | tuple[int, ...] = protocol.MASK_NOISE_SEED):
+    """A copy of ``image`` whose background, by the border-colour key, is noise from ``seed``."""
+    return noise_fill(image, background_mask(image), seed)
 
 
 def to_tensor(images, size: int, mean, std):

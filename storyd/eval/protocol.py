@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: backgrounds removed by CLIPSeg where it is installed (1: the border-colour key only)
 
 CLIP_MODEL = "clip-vit-b-32"  # weights.lock names
 CLIP_B16_MODEL = "clip-vit-b-16"  # ConsiStory+'s CLIP-I
 DINO_MODEL = "dino-vitb16"
 DREAMSIM_MODEL = "dreamsim"
+BACKGROUND_MODEL = "clipseg"  # background removal (storyd/eval/background.py)
 TOY_MODEL = "toy"  # the manifest model name the toy metrics apply to
 
 CLIP_PREFIX = "A photo depicts "  # Hessel et al. 2021, the reference clipscore.py
@@ -27,6 +28,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DREAMSIM_SIZE = 224  # whole image resized to 224 x 224, bicubic, no crop
 DREAMSIM_EMBEDDING = "class token of the last block before the final layer norm, centred over features, unit length"
 
+BACKGROUND_THRESHOLD = 0.4  # CLIPSeg probability below which (for every query) a pixel is background
 MASK_TOLERANCE = 28.0  # RGB distance to a border colour below which a pixel is background
 MASK_BORDER_SHARE = 0.10  # a colour must cover this share of the border to count as background
 MASK_NOISE_SEED = 0
@@ -60,8 +62,8 @@ METRICS: dict[str, Metric] = {
         # story's set, not only panels sharing a character.
         Metric("cs-clip-t", "ConsiStory CLIP-T", CLIP_MODEL, True, "CLIPScore 2.5 x max(cos, 0), ViT-B/32",
                "consistory"),
-        Metric("cs-clip-i", "ConsiStory CLIP-I", CLIP_B16_MODEL, True, "mean cosine over all pairs, ViT-B/16",
-               "consistory"),
+        Metric("cs-clip-i", "ConsiStory CLIP-I", CLIP_B16_MODEL, True,
+               "mean cosine over all pairs, ViT-B/16, background removed", "consistory"),
         Metric("cs-dreamsim", "ConsiStory DreamSim", DREAMSIM_MODEL, False,
                "mean 1 - cos over all pairs, background removed", "consistory"),
     )
@@ -81,14 +83,17 @@ def describe(name: str = "storyd") -> dict:
         "clipscore_weight": CLIPSCORE_WEIGHT,
         "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "confidence": CONFIDENCE,
                       "unit": "story"},
-        "mask": {"method": "border-colour key, noise fill", "tolerance": MASK_TOLERANCE,
-                 "border_share": MASK_BORDER_SHARE, "noise_seed": MASK_NOISE_SEED},
+        "mask": {"method": f"{BACKGROUND_MODEL} prompted with the panel's character descriptions, noise fill; "
+                           "the border-colour key for the toy model or where clipseg is not installed "
+                           "(which ran: 'background' per run)",
+                 "clipseg_threshold": BACKGROUND_THRESHOLD, "key_tolerance": MASK_TOLERANCE,
+                 "key_border_share": MASK_BORDER_SHARE, "noise_seed": MASK_NOISE_SEED},
         "dreamsim": {"resize": f"{DREAMSIM_SIZE} x {DREAMSIM_SIZE} bicubic, no crop",
                      "normalisation": "ImageNet mean and std", "embedding": DREAMSIM_EMBEDDING,
                      "distance": "1 - cos"},
         **({"consistory": {"pairs": "all image pairs of a story", "clip_t": f"{CLIP_MODEL}, {CLIP_PREFIX!r}, x2.5",
                            "clip_i": CLIP_B16_MODEL,
-                           "background": "removed before DreamSim by the border-colour key above (the published "
-                                         "figures used a learned background-removal model: not pinned yet)"}}
+                           "background": "removed before CLIP-I and DreamSim as 'mask' says (the published "
+                                         "figures used CarveKit, which needs torchvision)"}}
            if name == "consistory" else {}),
     }

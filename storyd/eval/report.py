@@ -49,10 +49,12 @@ class EvalReport:
     skipped: list[Skipped] = field(default_factory=list)
     mask_background: bool = False
     protocol: str = "storyd"  # one of protocol.PROTOCOLS
+    background: dict[str, str] = field(default_factory=dict)  # run label -> the removal method that ran; {}: none
 
     def as_dict(self) -> dict:
         return {
-            "protocol": {**protocol.describe(self.protocol), "mask_background": self.mask_background},
+            "protocol": {**protocol.describe(self.protocol), "mask_background": self.mask_background,
+                         "background": self.background},
             "runs": [vars(r) | {"models": list(r.models)} for r in self.runs],
             "metrics": {
                 name: {

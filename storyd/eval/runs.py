@@ -8,7 +8,7 @@ CSA mode), whose stories are the bootstrap's units.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from storyd.errors import InputError
@@ -34,6 +34,7 @@ class StoryRun:
     model: str
     csa: bool | None  # None: the manifest does not say
     panels: tuple[PanelRecord, ...]
+    descriptions: dict[str, str] = field(default_factory=dict)  # character -> description; {}: an older manifest
 
     def load_images(self) -> list:
         from storyd.images import open_rgb
@@ -105,12 +106,15 @@ def load_story_run(folder: Path) -> StoryRun:
     story = manifest.get("story") or {}
     consistency = (manifest.get("settings") or {}).get("consistency") or {}
     enabled = consistency.get("enabled")
+    described = manifest.get("characters")
+    descriptions = {str(k): str(v) for k, v in described.items()} if isinstance(described, dict) else {}
     return StoryRun(
         folder=folder,
         name=str(story.get("name") or folder.name),
         model=str((manifest.get("model") or {}).get("name") or "unknown"),
         csa=enabled if isinstance(enabled, bool) else None,
         panels=tuple(sorted(panels, key=lambda p: p.index)),
+        descriptions=descriptions,
     )
 
 

@@ -24,7 +24,7 @@ from storyd.weights.converters import CONVERTERS
 
 LOCK_VERSION = 1
 KINDS = ("text-to-image", "image-encoder", "clip", "motion-adapter", "controlnet", "ip-adapter", "lora", "annotator",
-         "video")
+         "video", "segmenter")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 ARCHIVES = ("zip",)
