@@ -14,6 +14,7 @@ from storyd.plan.render_plan import plan_story
 from storyd.render.annotators import (
     COLOURS,
     DepthDetector,
+    PersonDetector,
     PoseDetector,
     draw_openpose,
     looks_like_depth_map,
@@ -21,7 +22,12 @@ from storyd.render.annotators import (
 )
 from storyd.render.conditioning import hash_inputs, required_weights
 from storyd.render.control import control_image, needs_detection
-from storyd.render.tiny_models import write_tiny_controlnet, write_tiny_depth_estimator, write_tiny_pose_estimator
+from storyd.render.tiny_models import (
+    write_tiny_controlnet,
+    write_tiny_depth_estimator,
+    write_tiny_person_detector,
+    write_tiny_pose_estimator,
+)
 from storyd.story.loader import load_story
 from storyd.story.model import PanelControl
 
@@ -31,6 +37,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("annotators")
     return {
         "annotator-pose": write_tiny_pose_estimator(root / "pose"),
+        "annotator-person": write_tiny_person_detector(root / "person"),
         "annotator-depth": write_tiny_depth_estimator(root / "depth"),
         "controlnet-openpose-sd15": write_tiny_controlnet("sd15", root / "openpose", 1),
         "controlnet-depth-sd15": write_tiny_controlnet("sd15", root / "cn-depth", 3),
@@ -52,7 +59,7 @@ def test_the_skeleton_is_drawn_in_the_openpose_convention():
     points[5], points[6] = (60, 40), (20, 40)  # COCO left and right shoulder: the neck falls at (40, 40)
     points[8] = (20, 80)  # right elbow
     scores[[0, 1, 2, 3, 4, 7, 9, 10, 11, 12, 13, 14, 15, 16]] = 0  # everything else unsure
-    image = np.asarray(draw_openpose(points, scores, (128, 128)))
+    image = np.asarray(draw_openpose([(points, scores)], (128, 128)))
     assert image[40, 30].tolist() == [round(c * 0.6) for c in COLOURS[0]]  # limb 0: neck -> right shoulder
     assert image[40, 50].tolist() == [round(c * 0.6) for c in COLOURS[1]]  # limb 1: neck -> left shoulder
     assert image[60, 20].tolist() == [round(c * 0.6) for c in COLOURS[2]]  # limb 2: right shoulder -> elbow
@@ -60,10 +67,34 @@ def test_the_skeleton_is_drawn_in_the_openpose_convention():
     assert image[100, 100].tolist() == [0, 0, 0] and looks_like_pose_map(image)
 
 
+class Boxes:
+    """A person detector that finds the given boxes (COCO x, y, width, height)."""
+
+    def __init__(self, *boxes):
+        self.found = [list(b) for b in boxes]
+
+    def boxes(self, image):
+        return self.found
+
+
+def test_each_person_the_detector_finds_gets_a_skeleton_in_its_box(tiny, tmp_path):
+    source = Image.open(photo(tmp_path / "kids.png", size=(240, 80)))
+    pose = PoseDetector(tiny["annotator-pose"], Boxes((0, 0, 60, 80), (180, 0, 60, 80)))
+    people = pose.keypoints(source)
+    assert len(people) == 2
+    for (points, _), (left, right) in zip(people, [(0, 60), (180, 240)], strict=True):
+        assert left <= points[:, 0].mean() <= right  # read in its own box (ViTPose pads a box by a quarter)
+    alone = PoseDetector(tiny["annotator-pose"], Boxes())  # nobody found: the whole photo is one person
+    assert len(alone.keypoints(source)) == 1
+    two = np.asarray(pose(source))
+    assert looks_like_pose_map(two) and two[:, 90:150].max() == 0 < two[:, :90].max()  # nothing between them
+    assert PersonDetector(tiny["annotator-person"]).person == 0  # the COCO class named "person"
+
+
 def test_a_photo_gives_a_pose_map_and_a_depth_map(tiny, tmp_path):
     source = Image.open(photo(tmp_path / "kid.png"))
     assert not looks_like_pose_map(np.asarray(source)) and not looks_like_depth_map(np.asarray(source))
-    skeleton = PoseDetector(tiny["annotator-pose"])(source)
+    skeleton = PoseDetector(tiny["annotator-pose"], tiny["annotator-person"])(source)
     assert skeleton.size == source.size and looks_like_pose_map(np.asarray(skeleton))
     assert np.asarray(skeleton).max() > 0  # the random estimator is sure of some points
     depth = np.asarray(DepthDetector(tiny["annotator-depth"])(source))
@@ -91,9 +122,10 @@ def test_only_photos_are_detected_and_need_the_annotator_weights(tiny, tmp_path,
         return plan_story(load_story(write_story(text)))
 
     from_photo, from_map = story(kid), story(tmp_path / "skeleton.png")
-    assert required_weights(from_photo) == ["controlnet-openpose-sd15", "annotator-pose"]
+    assert required_weights(from_photo) == ["controlnet-openpose-sd15", "annotator-pose", "annotator-person"]
     assert required_weights(from_map) == ["controlnet-openpose-sd15"]
-    assert hash_inputs(from_photo, from_photo.jobs[1])["control"]["annotator"]["name"] == "annotator-pose"
+    annotators = hash_inputs(from_photo, from_photo.jobs[1])["control"]["annotator"]
+    assert [a["name"] for a in annotators] == ["annotator-pose", "annotator-person"]
     assert "annotator" not in hash_inputs(from_map, from_map.jobs[1])["control"]
 
 

@@ -43,7 +43,7 @@ def test_list_shows_every_evaluation_and_annotator_model_with_its_commit(cli):
 
     rows = {row["name"]: row for row in json.loads(cli("weights", "list", "--json").stdout)}
     wanted = {m.model for m in protocol.METRICS.values() if m.model != "toy-reader"}
-    wanted |= {protocol.BACKGROUND_MODEL, *ANNOTATOR_WEIGHTS.values()}
+    wanted |= {protocol.BACKGROUND_MODEL, *(name for names in ANNOTATOR_WEIGHTS.values() for name in names)}
     assert wanted <= set(rows)
     # commits from ../shared/research/weights-pins.md; "?" where it has none, "-" for a release archive (by url)
     commits = {"clip-vit-b-32": "3d74acf9a28c", "clip-vit-b-16": "57c216476eef", "annotator-depth": "11eaf7a1cf4b"}

@@ -2,11 +2,12 @@
 
 Both run through `transformers`, with weights pinned in weights.lock like every other model:
 
-- pose: ViTPose (`annotator-pose`, usyd-community/vitpose-base-simple, Apache-2.0) finds the 17
-  COCO body keypoints of the person filling the photo (top-down, with the whole photo as the
-  person's box: one person per reference photo). They are drawn in the OpenPose convention the
-  pose ControlNets were trained on: 18 points (the neck is the shoulders' midpoint), each limb in
-  its own colour on black. Hands and face are not detected.
+- pose: an object detector (`annotator-person`, RT-DETR, PekingU/rtdetr_r50vd_coco_o365,
+  Apache-2.0) finds the people in the photo, then ViTPose (`annotator-pose`,
+  usyd-community/vitpose-base-simple, Apache-2.0) finds each one's 17 COCO body keypoints
+  (top-down; where no one is found, the whole photo is taken as one person's box). They are drawn
+  in the OpenPose convention the pose ControlNets were trained on: 18 points (the neck is the
+  shoulders' midpoint), each limb in its own colour on black. Hands and face are not detected.
 - depth: DPT-Hybrid MiDaS (`annotator-depth`, Intel/dpt-hybrid-midas, Apache-2.0) predicts relative
   inverse depth, scaled to 0..255 over the photo, so near is bright as the depth ControlNets expect.
 
@@ -35,32 +36,83 @@ COLOURS = (
     (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85),
 )  # fmt: skip
 MIN_SCORE = 0.3  # keypoints the estimator is less sure of are left out
+PERSON_SCORE = 0.5  # detections the detector is less sure of are not people
+
+
+class PersonDetector:
+    """The boxes of the people in a photo, by an object detector trained on COCO's classes."""
+
+    def __init__(self, folder: Path, device: str = "cpu") -> None:
+        from transformers import AutoImageProcessor, AutoModelForObjectDetection
+
+        from storyd.errors import WeightsError
+
+        self.processor = AutoImageProcessor.from_pretrained(str(folder))
+        self.model = AutoModelForObjectDetection.from_pretrained(str(folder)).to(device).eval()
+        self.device = device
+        labels = {name.lower(): int(index) for index, name in self.model.config.id2label.items()}
+        if "person" not in labels:
+            raise WeightsError(f"the detector in {folder} has no 'person' class",
+                               "register the detector weights.lock names (`storyd weights pull annotator-person`)")
+        self.person = labels["person"]
+
+    def boxes(self, image: Image.Image) -> list[list[float]]:
+        """COCO boxes (x, y, width, height), in the photo's pixels, of the people found."""
+        inputs = self.processor(images=image.convert("RGB"), return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            outputs = self.model(**inputs)
+        found = self.processor.post_process_object_detection(
+            outputs, threshold=PERSON_SCORE, target_sizes=[(image.height, image.width)]
+        )[0]
+        return [
+            [x0, y0, x1 - x0, y1 - y0]
+            for (x0, y0, x1, y1), label in zip(found["boxes"].tolist(), found["labels"].tolist(), strict=True)
+            if label == self.person and x1 > x0 and y1 > y0
+        ]
 
 
 class PoseDetector:
-    def __init__(self, folder: Path, device: str = "cpu") -> None:
+    def __init__(self, folder: Path, people: Path | PersonDetector | None = None, device: str = "cpu") -> None:
         from transformers import VitPoseForPoseEstimation, VitPoseImageProcessor
 
         self.processor = VitPoseImageProcessor.from_pretrained(str(folder))
         self.model = VitPoseForPoseEstimation.from_pretrained(str(folder)).to(device).eval()
         self.device = device
+        self.people = PersonDetector(people, device) if isinstance(people, Path) else people
 
-    def keypoints(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-        """The 17 COCO keypoints (x, y) in the photo's pixels, and their scores."""
-        boxes = [[[0, 0, image.width, image.height]]]  # COCO boxes: x, y, width, height
+    def keypoints(self, image: Image.Image) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per person, the 17 COCO keypoints (x, y) in the photo's pixels and their scores."""
+        boxes = [(self.people.boxes(image) if self.people else []) or [[0, 0, image.width, image.height]]]
         inputs = self.processor(image.convert("RGB"), boxes=boxes, return_tensors="pt").to(self.device)
         with torch.inference_mode():
             outputs = self.model(**inputs)
-        person = self.processor.post_process_pose_estimation(outputs, boxes=boxes)[0][0]
-        return person["keypoints"].float().cpu().numpy(), person["scores"].float().cpu().numpy()
+        people = self.processor.post_process_pose_estimation(outputs, boxes=boxes)[0]
+        return [(p["keypoints"].float().cpu().numpy(), p["scores"].float().cpu().numpy()) for p in people]
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        points, scores = self.keypoints(image)
-        return draw_openpose(points, scores, image.size)
+        return draw_openpose(self.keypoints(image), image.size)
 
 
-def draw_openpose(points: np.ndarray, scores: np.ndarray, size: tuple[int, int]) -> Image.Image:
-    """COCO keypoints drawn as an OpenPose skeleton on black (limbs at 60% of their colour, then points)."""
+def draw_openpose(people: list[tuple[np.ndarray, np.ndarray]], size: tuple[int, int]) -> Image.Image:
+    """Each person's COCO keypoints (points, scores) drawn as an OpenPose skeleton on black (limbs at
+    60% of their colour, then points)."""
+    canvas = Image.new("RGB", size)
+    draw = ImageDraw.Draw(canvas)
+    width = max(2, round(min(size) / 128))
+    for points, scores in people:
+        found = _openpose_points(points, scores)
+        for k, (a, b) in enumerate(LIMBS):
+            if found[a] is not None and found[b] is not None:
+                colour = tuple(round(c * 0.6) for c in COLOURS[k])
+                draw.line([found[a], found[b]], fill=colour, width=width * 2)
+        for k, point in enumerate(found):
+            if point is not None:
+                x, y = point
+                draw.ellipse((x - width, y - width, x + width, y + width), fill=COLOURS[k])
+    return canvas
+
+
+def _openpose_points(points: np.ndarray, scores: np.ndarray) -> list[tuple[float, float] | None]:
     found: list[tuple[float, float] | None] = []
     for coco in OPENPOSE_FROM_COCO:
         if coco is None:
@@ -68,18 +120,7 @@ def draw_openpose(points: np.ndarray, scores: np.ndarray, size: tuple[int, int])
             found.append(tuple(np.mean(shoulders, axis=0)) if len(shoulders) == 2 else None)
         else:
             found.append(tuple(points[coco]) if scores[coco] >= MIN_SCORE else None)
-    canvas = Image.new("RGB", size)
-    draw = ImageDraw.Draw(canvas)
-    width = max(2, round(min(size) / 128))
-    for k, (a, b) in enumerate(LIMBS):
-        if found[a] is not None and found[b] is not None:
-            colour = tuple(round(c * 0.6) for c in COLOURS[k])
-            draw.line([found[a], found[b]], fill=colour, width=width * 2)
-    for k, point in enumerate(found):
-        if point is not None:
-            x, y = point
-            draw.ellipse((x - width, y - width, x + width, y + width), fill=COLOURS[k])
-    return canvas
+    return found
 
 
 class DepthDetector:

@@ -31,7 +31,8 @@ from storyd.story.model import PanelControl
 
 WEIGHT_NAMES = {"pose": "openpose", "canny": "canny", "depth": "depth"}  # kind -> the lock entries' word for it
 FAMILIES = ("sd15", "sdxl")
-ANNOTATOR_WEIGHTS = {"pose": "annotator-pose", "depth": "annotator-depth"}  # kind -> the lock entry of its detector
+# kind -> the lock entries of its detector (pose: the pose estimator, then the person detector)
+ANNOTATOR_WEIGHTS = {"pose": ("annotator-pose", "annotator-person"), "depth": ("annotator-depth",)}
 
 
 def controlnet_for(preset, kind: str) -> str | None:
@@ -54,7 +55,7 @@ def panel_control(plan, job) -> PanelControl | None:
 def required_weights(plan) -> list[str]:
     controls = [c for c in (panel_control(plan, j) for j in plan.jobs) if c is not None]
     nets = [controlnet_for(plan.preset, kind) for kind in sorted({c.kind for c in controls})]
-    return nets + [ANNOTATOR_WEIGHTS[kind] for kind in detected_kinds(controls)]
+    return nets + [name for kind in detected_kinds(controls) for name in ANNOTATOR_WEIGHTS[kind]]
 
 
 def needs_detection(control: PanelControl) -> bool:
@@ -91,8 +92,8 @@ def hash_inputs(plan, job) -> dict:
         "revision": entry.revision,
     }
     if needs_detection(control):  # the annotator decides the map, so its version decides the pixels
-        annotator = lock.get(ANNOTATOR_WEIGHTS[control.kind])
-        record["annotator"] = {"name": annotator.name, "revision": annotator.revision}
+        names = ANNOTATOR_WEIGHTS[control.kind]
+        record["annotator"] = [{"name": name, "revision": lock.get(name).revision} for name in names]
     return {"control": record}
 
 
@@ -260,7 +261,8 @@ def control_nets(pipe, plan, *, device: str, weights_dir: Path | None = None) ->
     kinds = sorted({c.kind for c in controls if c is not None})
     state = ControlNets({})
     for kind in detected_kinds(controls):
-        state.detectors[kind] = DETECTORS[kind](resolve(lock.get(ANNOTATOR_WEIGHTS[kind]), weights_dir), device)
+        folders = [resolve(lock.get(name), weights_dir) for name in ANNOTATOR_WEIGHTS[kind]]
+        state.detectors[kind] = DETECTORS[kind](*folders, device=device)
     for kind in kinds:
         folder = resolve(lock.get(controlnet_for(plan.preset, kind)), weights_dir)
         net = ControlNetModel.from_pretrained(str(folder), local_files_only=True, torch_dtype=pipe.unet.dtype)

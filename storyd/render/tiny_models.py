@@ -159,6 +159,28 @@ def write_tiny_pose_estimator(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def write_tiny_person_detector(folder: Path, seed: int = 0) -> Path:
+    """An RT-DETR of random weights, with COCO's "person" class, in the layout of PekingU/rtdetr_r50vd_coco_o365."""
+    from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrImageProcessor, RTDetrResNetConfig
+
+    backbone = RTDetrResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1], layer_type="basic",
+        out_features=["stage2", "stage3", "stage4"],
+    )
+    config = RTDetrConfig(
+        backbone_config=backbone, encoder_in_channels=[16, 16, 32], encoder_hidden_dim=16, encoder_ffn_dim=32,
+        encoder_layers=1, encoder_attention_heads=2, d_model=16, decoder_in_channels=[16, 16, 16],
+        decoder_ffn_dim=32, decoder_layers=1, decoder_attention_heads=2, decoder_n_points=2, num_queries=10,
+        num_denoising=0, id2label={0: "person", 1: "bicycle"}, label2id={"person": 0, "bicycle": 1},
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = RTDetrForObjectDetection(config)
+    model.save_pretrained(str(folder))
+    RTDetrImageProcessor(size={"height": 64, "width": 64}).save_pretrained(str(folder))
+    return folder
+
+
 def write_tiny_depth_estimator(folder: Path, seed: int = 0) -> Path:
     """A DPT depth estimator of random weights (the architecture of Intel/dpt-hybrid-midas, without its BiT stem)."""
     from safetensors.torch import load_file
