@@ -78,7 +78,7 @@ VIDEO_MODELS: dict[str, VideoModel] = {
         VideoModel(
             name="animatediff-v3",
             backend="animatediff",
-            weights=("sd15-diffusers", "animatediff-motion-v1-5-3", "sparsectrl-rgb", "ip-adapter-sd15",
+            weights=("sd15-diffusers", "animatediff-motion-v1-5-3", "sparsectrl-rgb", "ip-adapter-plus-sd15",
                      "clip-vit-h-14"),
             native=SD15,
             frame_step=1,
