@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -146,3 +147,15 @@ def test_storyd_animate_loads_the_backend_from_the_weights_store(cli, tmp_path, 
     clip = read_video(out / "transitions" / "001-002.mp4")
     assert len(clip) == 4 and clip[0].shape == (32, 40, 3)
     assert "animatediff-v3: memory mode none" in result.stderr
+
+
+def test_plan_says_when_a_transition_runs_in_windows(cli, tmp_path):
+    for i in range(2):
+        noise(i, (40, 32)).save(tmp_path / f"{i}.png")
+    args = ["animate", tmp_path, "-o", tmp_path / "o", "--plan", "--backend", "animatediff", "--json"]
+    short, long = cli(*args, "--frames", "16"), cli(*args, "--frames", "24")
+    assert short.exit_code == 0 and long.exit_code == 0, long.output
+    assert not any("sliding windows" in line for line in json.loads(short.stdout)["lines"])
+    assert "24 frames is more than the 16 animatediff-v3 was trained on: its motion modules run in sliding " \
+           "windows of 16" in json.loads(long.stdout)["lines"]
+

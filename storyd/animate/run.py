@@ -212,6 +212,9 @@ def plan_animation(
                                    if seconds is not None else "no published figure"),
         f"figures: {model.figures}",
     ]
+    if model.backend == "animatediff" and count > model.max_frames:
+        info["lines"].insert(2, f"{count} frames is more than the {model.max_frames} {model.name} was trained on: "
+                                f"its motion modules run in sliding windows of {model.max_frames}")
     return info
 
 

@@ -82,7 +82,7 @@ VIDEO_MODELS: dict[str, VideoModel] = {
                      "clip-vit-h-14"),
             native=SD15,
             frame_step=1,
-            max_frames=64,
+            max_frames=16,  # AnimateDiff v3's training clips; longer transitions run in FreeNoise windows
             # SD1.5 2.1 GB, v3 motion module 0.8, SparseCtrl RGB 1.0, CLIP ViT-H 1.3, IP-Adapter Plus 0.1
             weights_bytes=5 * GB,
             peak_bytes={"none": 10 * GB, "model": 7 * GB, "group": 5 * GB},
