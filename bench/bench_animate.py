@@ -1,9 +1,9 @@
 """Seconds per generated frame of each `storyd animate` backend on the CPU, at fixed tiny sizes.
 
 Rows: the interpolate backend at 256 and 512 px (rendering only, then rendering plus
-H.264 encoding); the animatediff backend and both Wan backends on their tiny random models
-(so they measure each pipeline's overhead at a fixed size, not the real models' speed:
-regressions show, real timings are in docs/animate.md). Run alone: ``python -m bench.bench_animate``.
+H.264 encoding); the animatediff backend (32x32) and both Wan backends (48x32) on their tiny
+random models (so they measure each pipeline's overhead at a fixed size, not the real models'
+speed: regressions show, real timings are in docs/animate.md). Run alone: ``python -m bench.bench_animate``.
 """
 
 from __future__ import annotations
@@ -51,14 +51,13 @@ def _interpolate_rows(side: int) -> list[dict]:
     ]
 
 
-def _diffusion_row(side: int = 32, steps: int = 4) -> dict:
+def _animatediff_row(steps: int = 4) -> dict:
     import torch
 
-    from storyd.animate.diffusion import DiffusionBackend, SamplerConfig
-    from storyd.animate.tiny import tiny_clip_encoder, tiny_video_models
+    from storyd.animate.backends.tiny_animatediff import tiny_animatediff_backend
 
-    backend = DiffusionBackend(tiny_video_models(), tiny_clip_encoder(), config=SamplerConfig(steps=steps))
-    a, b = _keyframes(side)
+    backend = tiny_animatediff_backend(steps=steps)  # with classifier-free guidance, as the real one runs
+    a, b = (image.resize((32, 32)) for image in _keyframes(64))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops: threading only adds contention on a shared 2-core machine
     try:
@@ -68,7 +67,7 @@ def _diffusion_row(side: int = 32, steps: int = 4) -> dict:
             backend.render(a, b, FRAMES)
     finally:
         torch.set_num_threads(threads)
-    return _row(f"animatediff tiny {side}px {steps} steps (1 thread)", FRAMES, time.perf_counter() - started)
+    return _row(f"animatediff tiny 32x32 {steps} steps (1 thread)", FRAMES, time.perf_counter() - started)
 
 
 def _wan_row(kind: str, steps: int = 4) -> dict:
@@ -94,7 +93,7 @@ def _wan_row(kind: str, steps: int = 4) -> dict:
 
 
 def run() -> list[dict]:
-    return [*_interpolate_rows(256), *_interpolate_rows(512), _diffusion_row(), _wan_row("flf2v"), _wan_row("vace")]
+    return [*_interpolate_rows(256), *_interpolate_rows(512), _animatediff_row(), _wan_row("flf2v"), _wan_row("vace")]
 
 
 def _print_table(rows: list[dict]) -> None:

@@ -139,16 +139,17 @@ def keyframes(tmp_path):
 
 def test_animate_takes_its_device_from_the_one_policy(keyframes, tmp_path, monkeypatch):
     import storyd.render.memory
-    from storyd.animate import animate, diffusion
+    from storyd.animate import animate
+    from storyd.animate.backends import animatediff
     from storyd.animate.interpolate import InterpolateBackend
 
     chosen = []
 
-    def backend(*, device, **_):
+    def backend(model, *, device, **_):
         chosen.append(device)
         return InterpolateBackend()
 
-    monkeypatch.setattr(diffusion, "load_diffusion_backend", backend)
+    monkeypatch.setattr(animatediff, "load_animatediff_backend", backend)
     monkeypatch.setattr(storyd.render.memory, "free_memory", lambda device: 80 * 2**30)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     animate(keyframes, tmp_path / "gpu", frames=3, backend="animatediff")

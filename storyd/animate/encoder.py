@@ -5,6 +5,8 @@ LayerNorm and visual projection, so a frame becomes an (N, C) grid of tokens
 with C the projection width (1024 for ViT-H/14). Token 0 is then exactly the
 pooled ``image_embeds`` that CLIPSIM compares and that IP-Adapter for SD1.5
 takes, so one encoder serves the motion predictor, the video model and the metrics.
+IP-Adapter Plus instead resamples the penultimate layer's tokens (:meth:`ClipImageEncoder.hidden_tokens`,
+1280 wide for ViT-H/14): a motion predictor that feeds the animatediff backend predicts those.
 """
 
 from __future__ import annotations
@@ -60,6 +62,24 @@ class ClipImageEncoder:
         hidden = out.last_hidden_state  # (B, N, width), before the final LayerNorm
         vision = self.model.vision_model
         return self.model.visual_projection(vision.post_layernorm(hidden))
+
+    @property
+    def hidden_width(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @torch.no_grad()
+    def hidden_tokens(self, images: Sequence[Image.Image | np.ndarray] | None = None) -> torch.Tensor:
+        """The penultimate layer's tokens (B, N, hidden_width), the ones IP-Adapter Plus resamples.
+
+        With ``images`` None: the tokens of one all-zero (normalised) input, (1, N, hidden_width),
+        which diffusers takes as IP-Adapter Plus's unconditional image prompt.
+        """
+        if images is None:
+            size = self.image_size
+            pixels = torch.zeros(1, 3, size, size, device=self.device, dtype=self.dtype)
+        else:
+            pixels = self.preprocess(images)
+        return self.model(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
 
     @torch.no_grad()
     def embed(self, images: Sequence[Image.Image | np.ndarray]) -> torch.Tensor:

@@ -212,6 +212,9 @@ def plan_animation(
                                    if seconds is not None else "no published figure"),
         f"figures: {model.figures}",
     ]
+    if model.backend == "animatediff" and count > model.max_frames:
+        info["lines"].insert(2, f"{count} frames is more than the {model.max_frames} {model.name} was trained on: "
+                                f"its motion modules run in sliding windows of {model.max_frames}")
     return info
 
 
@@ -245,13 +248,16 @@ def _load_backend(
         from storyd.animate.interpolate import InterpolateBackend
 
         return InterpolateBackend()
+    mode = memory_mode(choice.model, free_bytes, offload)
+    if not device.startswith("cuda"):
+        mode = "none"  # off a GPU there is nothing to offload to
     if choice.backend == "animatediff":
-        from storyd.animate import diffusion
+        from storyd.animate.backends.animatediff import load_animatediff_backend
 
-        return diffusion.load_diffusion_backend(motion_weights=motion_weights, seed=seed, note=note, device=device)
+        return load_animatediff_backend(choice.model, device=device, mode=mode, fit=fit, seed=seed,
+                                        motion_weights=motion_weights, note=note)
     from storyd.animate.backends.wan import load_wan_backend
 
-    mode = memory_mode(choice.model, free_bytes, offload)
     return load_wan_backend(choice.model, device=device, mode=mode, fit=fit, seed=seed, note=note)
 
 

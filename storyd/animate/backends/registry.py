@@ -78,14 +78,16 @@ VIDEO_MODELS: dict[str, VideoModel] = {
         VideoModel(
             name="animatediff-v3",
             backend="animatediff",
-            weights=("sd15-diffusers", "animatediff-motion-v1-5-3", "sparsectrl-rgb", "ip-adapter-sd15",
+            weights=("sd15-diffusers", "animatediff-motion-v1-5-3", "sparsectrl-rgb", "ip-adapter-plus-sd15",
                      "clip-vit-h-14"),
             native=SD15,
             frame_step=1,
-            max_frames=64,
-            weights_bytes=4 * GB,
+            max_frames=16,  # AnimateDiff v3's training clips; longer transitions run in FreeNoise windows
+            # SD1.5 2.1 GB, v3 motion module 0.8, SparseCtrl RGB 1.0, CLIP ViT-H 1.3, IP-Adapter Plus 0.1
+            weights_bytes=5 * GB,
             peak_bytes={"none": 10 * GB, "model": 7 * GB, "group": 5 * GB},
-            figures="no published figure for AnimateDiff v3 with SparseCtrl at 512 px; about 4 GB of fp16 weights",
+            figures="no published figure for AnimateDiff v3 with SparseCtrl and IP-Adapter Plus at 512 px; "
+            "about 5 GB of fp16 weights",
         ),
         VideoModel(
             name="wan2.2-ti2v-5b",

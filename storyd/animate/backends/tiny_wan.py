@@ -33,14 +33,16 @@ def tiny_wan_pipeline(kind: str, seed: int = 0):
         return _build(kind)
 
 
-def _tokenizer():
+def word_tokenizer(model_max_length: int = 16):
+    """A word-level tokenizer over WORDS, built in memory (no download); ids: <pad> 0, </s> 1, <unk> 2."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=model_max_length)
 
 
 def _lively(module, gain: float = 2.0) -> None:
@@ -75,7 +77,7 @@ def _build(kind: str):
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=4, out_channels=Z_DIM, text_dim=TEXT_DIM,
         freq_dim=16, ffn_dim=16, num_layers=2, rope_max_seq_len=32,
     )
-    parts = dict(tokenizer=_tokenizer(), text_encoder=text_encoder, vae=vae,
+    parts = dict(tokenizer=word_tokenizer(), text_encoder=text_encoder, vae=vae,
                  scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
     if kind == "flf2v":
         from diffusers import WanImageToVideoPipeline, WanTransformer3DModel

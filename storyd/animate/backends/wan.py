@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from storyd.animate.backends.framing import from_native, plan_framing, to_native
+from storyd.animate.backends.placement import place_pipeline
 from storyd.animate.backends.registry import VideoModel, frames_for
 
 KINDS = ("flf2v", "vace")
@@ -110,14 +111,6 @@ def load_wan_backend(
         from diffusers import WanVACEPipeline
 
         pipe = WanVACEPipeline.from_pretrained(str(folder), vae=vae, torch_dtype=dtype, local_files_only=True)
-    if mode == "none":
-        pipe.to(device)
-    elif mode == "model":
-        pipe.enable_model_cpu_offload(device=device)
-    else:
-        pipe.enable_group_offload(onload_device=torch.device(device), offload_type="leaf_level", use_stream=True)
-    if mode != "none":
-        pipe.vae.enable_tiling()
-    pipe.set_progress_bar_config(disable=True)
+    place_pipeline(pipe, mode, device)
     note(f"{model.name}: memory mode {mode}{', VAE tiling' if mode != 'none' else ''}")
     return WanBackend(pipe, model, kind, fit=fit, seed=seed)
