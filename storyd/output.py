@@ -168,7 +168,8 @@ class OutputFolder:
             and not (root / MANIFEST).exists()
             and not self.shard_manifests()
             and not force
-            and any(not p.name.startswith(".manifest.") for p in root.iterdir())  # storyd's lock and temporaries
+            # storyd's lock and temporaries, and a disk bank's spill folder
+            and any(not p.name.startswith((".manifest.", ".storyd-bank-")) for p in root.iterdir())
         ):
             raise InputError(
                 f"{root} already exists and is not a storyd output folder",
