@@ -69,7 +69,8 @@ def input_hashes(plan: RenderPlan, model_revision: str | None, threads: int | No
     }
     if threads is not None:
         common["cpu_threads"] = threads
-    consistency = asdict(plan.consistency) if plan.consistency.enabled else None
+    # where the banks rest never changes a pixel: the key keeps its default, so folders drawn before keep their hashes
+    consistency = {**asdict(plan.consistency), "bank_device": "auto"} if plan.consistency.enabled else None
 
     def own(job: PanelJob) -> dict:
         mine = {"prompt": job.prompt.prompt, "negative": job.prompt.negative, "seed": job.seed, "role": job.role}

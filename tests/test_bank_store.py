@@ -136,6 +136,8 @@ def test_the_comic_puts_the_banks_where_the_plan_says(write_story, tmp_path):
     assert auto["settings"]["banks"] == "host" and disk["settings"]["banks"] == "disk"  # the toy's banks are tiny
     assert [p["sha256"] for p in auto["panels"]] == [p["sha256"] for p in disk["panels"]]
     assert not list((tmp_path / "disk").glob(".storyd-bank-*"))  # the spill folder went with the run
+    again = render_comic(story, ComicOptions(out_dir=tmp_path / "disk", consistency={"bank_device": "host"}))
+    assert again.rendered == [] and len(again.skipped) == 4  # the placement is not an input: nothing to redraw
     generator = PanelGenerator(None, plan_story(story, consistency={"bank_device": "disk"}), device="cpu")
     assert generator.bank.on_disk  # a generator given no bank makes the plan's
 
@@ -180,6 +182,11 @@ def test_the_lighthouse_plan_fits_16gb_of_host_memory_on_a_gpu(cli):
     in_memory = cli("validate", story, "--device", "cuda", "--host-memory", "16GB", "--bank-device", "host")
     assert in_memory.exit_code == 0 and "--bank-device disk" in in_memory.output
     assert "Memory (rough): host peak" in in_memory.output and "does not fit" in in_memory.output
+
+
+def test_doctor_shows_the_default_host_budget(cli):
+    info = json.loads(cli("doctor", "--json").stdout)
+    assert 0 < info["host_budget_bytes"] < info["host_free_bytes"]
 
 
 def test_sizes_and_placements_are_checked(cli, write_story):
