@@ -13,7 +13,7 @@ from storyd.csa.bank import CharacterBank, read_bank_name
 from storyd.errors import InputError
 from storyd.output import OutputFolder, input_hashes, output_dir, run_seeds
 from storyd.plan.estimate import weights_bytes
-from storyd.plan.footprint import Budget, host_budget
+from storyd.plan.footprint import DTYPE_BYTES, Budget, host_budget
 from storyd.plan.loras import character_loras
 from storyd.plan.presets import get_preset, model_revision
 from storyd.plan.render_plan import RenderPlan, plan_story
@@ -28,8 +28,6 @@ from storyd.render.tokenizer import PromptTokenizer
 from storyd.story.loader import load_story
 from storyd.story.model import Story
 from storyd.weights.paths import storyd_home
-
-DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 
 
 @dataclass(frozen=True)

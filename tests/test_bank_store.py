@@ -182,6 +182,10 @@ def test_the_lighthouse_plan_fits_16gb_of_host_memory_on_a_gpu(cli):
     in_memory = cli("validate", story, "--device", "cuda", "--host-memory", "16GB", "--bank-device", "host")
     assert in_memory.exit_code == 0 and "--bank-device disk" in in_memory.output
     assert "Memory (rough): host peak" in in_memory.output and "does not fit" in in_memory.output
+    on_cpu = json.loads(cli("validate", story, "--json", "--device", "cpu", "--host-memory", "16GB").stdout)
+    assert not on_cpu["memory"]["fits"] and "--dtype bf16" in on_cpu["memory"]["advice"]
+    in_bf16 = cli("validate", story, "--json", "--device", "cpu", "--host-memory", "16GB", "--dtype", "bf16")
+    assert json.loads(in_bf16.stdout)["memory"]["fits"]
 
 
 def test_doctor_shows_the_default_host_budget(cli):
@@ -195,6 +199,8 @@ def test_sizes_and_placements_are_checked(cli, write_story):
         parse_size("lots")
     result = cli("validate", write_story(STORY), "--host-memory", "lots")
     assert result.exit_code == 2 and "'lots' is not a memory size" in result.output
+    result = cli("validate", write_story(STORY), "--device", "cpu", "--dtype", "fp16")
+    assert result.exit_code == 2 and "fp16 is not supported on the CPU" in result.output
     result = cli("validate", write_story(STORY), "--bank-device", "floppy")
     assert result.exit_code == 2 and "--bank-device 'floppy' is not a bank placement" in result.output
 

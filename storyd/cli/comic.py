@@ -46,6 +46,7 @@ RefGuidanceOpt = Annotated[
     typer.Option("--reference-guidance", help="Guidance for reference panels (above 1; default: the model's, "
                  "else the story's)."),
 ]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto, fp32, fp16 or bf16.")]
 BankDeviceOpt = Annotated[
     str | None,
     typer.Option("--bank-device", help="Where character banks rest: auto (device, else host memory, else disk, "
@@ -122,7 +123,7 @@ def comic(
                      "one derived from its current seed)."),
     ] = None,
     seed: SeedOpt = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="auto, fp32, fp16 or bf16.")] = "auto",
+    dtype: DtypeOpt = "auto",
     offload: Annotated[
         str, typer.Option("--offload", help="auto, none, model or sequential (CPU offload on a GPU).")
     ] = "auto",
@@ -232,6 +233,7 @@ def validate(
     read_step: ReadStepOpt = None,
     bank_device: BankDeviceOpt = None,
     host_memory: HostMemoryOpt = None,
+    dtype: DtypeOpt = "auto",
     seed: SeedOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -240,7 +242,7 @@ def validate(
     The seeds are those `storyd comic` would draw with into the same output folder (-o), after
     any panel an earlier run redrew with --redo."""
     from storyd.output import output_dir, run_seeds
-    from storyd.plan.footprint import Budget, host_budget, parse_size
+    from storyd.plan.footprint import Budget, dtype_bytes, host_budget, parse_size
     from storyd.plan.render_plan import plan_story
     from storyd.preflight import preflight
     from storyd.render.device import planned_device
@@ -262,6 +264,7 @@ def validate(
             tokenizer=PromptTokenizer(storyd_home()),
             device=planned_device(device),
             budget=Budget(host_budget(parse_size(host_memory) if host_memory else None)),
+            dtype_bytes=dtype_bytes(dtype, planned_device(device)),
         )
     warnings = preflight(plan)
     for warning in warnings:

@@ -45,6 +45,7 @@ class Estimate:
     device: str
     bank_step_bytes: int = 0  # one kept step of every character's bank: what is read at a time
     activation_bytes: int = 0  # the largest batch's working memory while drawing and decoding (rough)
+    dtype_bytes: int = 4  # the compute dtype's size, which weights, banks and activations are counted in
 
     def as_dict(self) -> dict:
         return {
@@ -220,4 +221,5 @@ def estimate_run(
         device,
         bank_step_bytes=sum(per_character) // kept if kept else 0,
         activation_bytes=activations,
+        dtype_bytes=dtype_bytes,
     )

@@ -20,6 +20,7 @@ HOST_MARGIN = 0.1  # of the free host memory, kept back from the default budget 
 MIN_MARGIN = 1_000_000_000
 UNET_SHARE = 0.75  # of the weights: the UNet, the largest part model offload keeps on the GPU at once
 PLACEMENTS = ("device", "host", "disk")
+DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 AUTO_REASONS = {
     "device": "auto: they fit in the device's free memory",
     "host": "auto: they fit in the host memory budget",
@@ -66,6 +67,15 @@ def parse_size(text: str) -> int:
     number, unit, binary = match.groups()
     power = "kmgt".find(unit.lower()) + 1 if unit else 0
     return int(float(number) * (1024 if binary else 1000) ** power)
+
+
+def dtype_bytes(dtype: str, device: str) -> int:
+    """The size of a `--dtype` value on `device` (auto: fp32 on the CPU, 16-bit on a GPU), without torch."""
+    if dtype not in DTYPE_BYTES and dtype != "auto":
+        raise InputError(f"unknown dtype '{dtype}'", f"use one of: auto, {', '.join(DTYPE_BYTES)}")
+    if dtype == "fp16" and device.split(":")[0] == "cpu":
+        raise InputError("fp16 is not supported on the CPU", "use --dtype fp32 or bf16")  # as storyd comic says
+    return DTYPE_BYTES.get(dtype, 4 if device.split(":")[0] == "cpu" else 2)
 
 
 def host_budget(requested: int | None = None) -> int:
@@ -129,8 +139,9 @@ def _with_advice(found: Footprint, estimate: Estimate, device: str, budget: Budg
         if found.bank != "disk" and estimate.bank_bytes > 2 * estimate.bank_step_bytes:
             advice.append(f"{need}: keep the banks on disk (--bank-device disk or auto)")
         elif device.split(":")[0] == "cpu":
+            bf16 = " or in bf16 (--dtype bf16)" if estimate.dtype_bytes == 4 else ""
             advice.append(f"{need} (the weights alone are {estimate.weights_bytes / GB:.1f} GB): draw on a GPU "
-                          "(--device cuda), a smaller size, or allow more with --host-memory")
+                          f"(--device cuda){bf16}, at a smaller size, or allow more with --host-memory")
         else:
             advice.append(f"{need}: use less offload (--offload), or allow more with --host-memory")
     if over_device:
