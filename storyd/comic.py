@@ -9,12 +9,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storyd.csa.bank import CharacterBank
+from storyd.csa.bank import CharacterBank, read_bank_name
 from storyd.errors import InputError
 from storyd.output import OutputFolder, input_hashes, output_dir, run_seeds
 from storyd.plan.estimate import weights_bytes
+from storyd.plan.footprint import DTYPE_BYTES, Budget, host_budget
 from storyd.plan.loras import character_loras
-from storyd.plan.presets import model_revision
+from storyd.plan.presets import get_preset, model_revision
 from storyd.plan.render_plan import RenderPlan, plan_story
 from storyd.preflight import preflight
 from storyd.progress import NullProgress, Progress
@@ -40,6 +41,7 @@ class ComicOptions:
     seed: int | None = None  # the run's base seed, in place of the story's `seed:`
     scheduler: str | None = None  # a storyd scheduler name; default: the story's, else the model's
     memory: MemorySettings = field(default_factory=MemorySettings)
+    host_memory: int | None = None  # bytes of host memory the run may use; None: free memory less a margin
     redo: int | None = None  # 1-based: redraw only this panel, with a new seed
     redo_seed: int | None = None  # the new seed for `redo` (default: derived from the old one)
     save_characters: Path | None = None
@@ -101,8 +103,13 @@ def render_comic(
     overrides = run_seeds(
         story, out_dir, seed=options.seed, force=options.force, redo=options.redo, redo_seed=options.redo_seed
     )
-    bank = CharacterBank()
-    loaded = _load_banks(options.load_characters, bank) if options.load_characters else ()
+    saved = _saved_banks(options.load_characters) if options.load_characters else {}
+    loaded = tuple(saved)
+    free = free_memory(device)
+    memory = choose_memory(
+        options.memory, device, weights_bytes(get_preset(options.model or story.model), 2), free
+    )
+    budget = Budget(host_budget(options.host_memory), None if device == "cpu" else free, memory.offload)
     plan = plan_story(
         story,
         model=options.model,
@@ -113,18 +120,23 @@ def render_comic(
         tokenizer=PromptTokenizer(storyd_home()),
         device=device,
         scheduler=options.scheduler,
+        budget=budget,
+        dtype_bytes=DTYPE_BYTES[memory.dtype],
     )
-    memory = choose_memory(options.memory, device, weights_bytes(plan.preset, 2), free_memory(device))
     with contextlib.ExitStack() as held:  # the output folders' locks, released however the run ends
         folder = held.enter_context(
             OutputFolder(out_dir, plan, force=options.force, shard=None if options.merge else shard)
         )
+        # the banks rest where the plan put them; a disk bank spills into the output folder, and is removed
+        bank = held.enter_context(CharacterBank(plan.footprint.bank_storage, spill_dir=out_dir))
+        for path in saved.values():
+            bank.load(path)
         result = ComicResult(out_dir, plan.preset.name, plan.preset.art, warnings=preflight(plan))
         revision = model_revision(plan.preset)
         hashes = input_hashes(plan, revision, threads=_cpu_threads(device))
         validity = functools.partial(_bank_validity, plan, revision)
         for name in loaded:
-            bank.require_valid(name, validity(name), options.load_characters / f"{name}.safetensors")
+            bank.require_valid(name, validity(name), saved[name])
         everything = {j.index for j in plan.jobs}
         if options.redo is not None:
             done = everything - {options.redo - 1}
@@ -287,11 +299,13 @@ def _bank_validity(plan: RenderPlan, revision: str | None, character: str) -> di
     }
 
 
-def _load_banks(folder: Path, bank: CharacterBank) -> tuple[str, ...]:
+def _saved_banks(folder: Path) -> dict[str, Path]:
+    """Each saved bank's character and file, from the files' headers (the tensors load once the
+    plan has placed the banks)."""
     files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
     if not files:
         raise InputError(f"no saved character banks in {folder}", "make them with --save-characters DIR")
-    return tuple(bank.load(path) for path in files)
+    return {read_bank_name(path): path for path in files}
 
 
 def _model_record(plan: RenderPlan, revision: str | None) -> dict:
@@ -309,6 +323,7 @@ def _settings_record(plan: RenderPlan, device: str, memory: MemoryPlan) -> dict:
         "scheduler": plan.scheduler,
         "device": device,
         "memory": memory.as_dict(),
+        "banks": plan.footprint.bank,  # where the character banks rested: device, host or disk
         "seed": plan.story.seed,
         "consistency": asdict(plan.consistency),
     }

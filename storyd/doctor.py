@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 
 from storyd.plan.estimate import weights_bytes
+from storyd.plan.footprint import host_budget
 from storyd.plan.presets import PRESETS, default_preset_name
 from storyd.render.device import pick_device
 from storyd.render.memory import MemorySettings, choose_memory, free_memory
@@ -25,6 +26,8 @@ def diagnose(device: str = "auto", model: str = "sdxl", weights_dir=None) -> dic
         "device": chosen,
         "device_name": torch.cuda.get_device_name(chosen) if chosen.startswith("cuda") else platform.machine(),
         "free_bytes": free,
+        "host_free_bytes": free_memory("cpu"),
+        "host_budget_bytes": host_budget(),  # what a run may use by default (--host-memory)
         "model": model,
         "memory": memory.as_dict(),
         "embedded_default": default_preset_name(),

@@ -70,7 +70,8 @@ def input_hashes(plan: RenderPlan, model_revision: str | None, threads: int | No
     }
     if threads is not None:
         common["cpu_threads"] = threads
-    consistency = asdict(plan.consistency) if plan.consistency.enabled else None
+    # where the banks rest never changes a pixel: the key keeps its default, so folders drawn before keep their hashes
+    consistency = {**asdict(plan.consistency), "bank_device": "auto"} if plan.consistency.enabled else None
 
     def own(job: PanelJob) -> dict:
         mine = {"prompt": job.prompt.prompt, "negative": job.prompt.negative, "seed": job.seed, "role": job.role}
@@ -169,7 +170,8 @@ class OutputFolder:
             and not (root / MANIFEST).exists()
             and not self.shard_manifests()
             and not force
-            and any(not p.name.startswith(".manifest.") for p in root.iterdir())  # storyd's lock and temporaries
+            # storyd's lock and temporaries, and a disk bank's spill folder
+            and any(not p.name.startswith((".manifest.", ".storyd-bank-")) for p in root.iterdir())
         ):
             raise InputError(
                 f"{root} already exists and is not a storyd output folder",

@@ -23,4 +23,6 @@ def preflight(plan: RenderPlan) -> list[str]:
     notes = []
     if not plan.preset.art:
         notes.append(f"model '{plan.preset.name}' has random weights: its images are noise, not art")
+    if not plan.footprint.fits:
+        notes.append(f"the run may not fit in memory: {plan.footprint.advice}")
     return notes + conditioning_warnings(plan) + lettering_warnings(story)

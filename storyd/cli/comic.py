@@ -46,6 +46,17 @@ RefGuidanceOpt = Annotated[
     typer.Option("--reference-guidance", help="Guidance for reference panels (above 1; default: the model's, "
                  "else the story's)."),
 ]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto, fp32, fp16 or bf16.")]
+BankDeviceOpt = Annotated[
+    str | None,
+    typer.Option("--bank-device", help="Where character banks rest: auto (device, else host memory, else disk, "
+                 "the first that fits), device, host, disk, or a device name."),
+]
+HostMemoryOpt = Annotated[
+    str | None,
+    typer.Option("--host-memory", help="Host memory the run may use, e.g. 16GB (default: what is free, less a "
+                 "margin); character banks go to disk to keep within it."),
+]
 SeedOpt = Annotated[
     int | None,
     seed_option("in place of the story's `seed:`, with --redo too; the redrawn panel's own seed is --redo-seed"),
@@ -100,6 +111,8 @@ def comic(
     read_step: ReadStepOpt = None,
     uncond_reads: UncondReadsOpt = None,
     reference_guidance: RefGuidanceOpt = None,
+    bank_device: BankDeviceOpt = None,
+    host_memory: HostMemoryOpt = None,
     scheduler: SchedulerOpt = None,
     redo: Annotated[
         int | None, typer.Option("--redo", min=1, help="Redraw only this panel (1-based), with a new seed.")
@@ -110,7 +123,7 @@ def comic(
                      "one derived from its current seed)."),
     ] = None,
     seed: SeedOpt = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="auto, fp32, fp16 or bf16.")] = "auto",
+    dtype: DtypeOpt = "auto",
     offload: Annotated[
         str, typer.Option("--offload", help="auto, none, model or sequential (CPU offload on a GPU).")
     ] = "auto",
@@ -148,6 +161,7 @@ def comic(
 ) -> None:
     """Render stories into panels, comic pages and a manifest. Re-running resumes; shards split the work."""
     from storyd.comic import ComicOptions, find_stories, render_comic
+    from storyd.plan.footprint import parse_size
     from storyd.render.distributed import parse_shard
     from storyd.render.memory import MemorySettings
     from storyd.render.schedulers import check_scheduler
@@ -171,8 +185,9 @@ def comic(
         consistency=_csa_options(
             enabled=csa, id_panels=id_panels, sampling_rate=sampling_rate, warmup_steps=warmup_steps, layers=layers,
             random_skip=random_skip, batch_size=batch_size, read_step=read_step, uncond_reads=uncond_reads,
-            reference_guidance=reference_guidance,
+            reference_guidance=reference_guidance, bank_device=bank_device,
         ),
+        host_memory=parse_size(host_memory) if host_memory else None,
         out_dir=out,
         model=model,
         device=device,
@@ -216,6 +231,9 @@ def validate(
     warmup_steps: WarmupOpt = None,
     layers: LayersOpt = None,
     read_step: ReadStepOpt = None,
+    bank_device: BankDeviceOpt = None,
+    host_memory: HostMemoryOpt = None,
+    dtype: DtypeOpt = "auto",
     seed: SeedOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -224,6 +242,7 @@ def validate(
     The seeds are those `storyd comic` would draw with into the same output folder (-o), after
     any panel an earlier run redrew with --redo."""
     from storyd.output import output_dir, run_seeds
+    from storyd.plan.footprint import Budget, dtype_bytes, host_budget, parse_size
     from storyd.plan.render_plan import plan_story
     from storyd.preflight import preflight
     from storyd.render.device import planned_device
@@ -234,7 +253,7 @@ def validate(
     output = Output(json_mode=json_)
     loaded = load_story(story)
     consistency = _csa_options(enabled=csa, id_panels=id_panels, sampling_rate=sampling_rate,
-                               warmup_steps=warmup_steps, layers=layers, read_step=read_step)
+                               warmup_steps=warmup_steps, layers=layers, read_step=read_step, bank_device=bank_device)
     with _as_options():
         plan = plan_story(
             loaded,
@@ -244,6 +263,8 @@ def validate(
             panel_seeds=run_seeds(loaded, output_dir(loaded, out), seed=seed),
             tokenizer=PromptTokenizer(storyd_home()),
             device=planned_device(device),
+            budget=Budget(host_budget(parse_size(host_memory) if host_memory else None)),
+            dtype_bytes=dtype_bytes(dtype, planned_device(device)),
         )
     warnings = preflight(plan)
     for warning in warnings:
@@ -280,6 +301,7 @@ def plan_record(plan, warnings: list[str]) -> dict:
             for j in plan.jobs
         ],
         "estimate": plan.estimate.as_dict(),
+        "memory": plan.footprint.as_dict(),
         "warnings": warnings,
     }
 
@@ -314,6 +336,19 @@ def _print_plan(console, plan) -> None:
         f"Estimate (rough): {est.seconds:.0f} s on {est.device}; weights {_size(est.weights_bytes)}, "
         f"character banks {_size(est.bank_bytes)}"
     )
+    console.print(_memory_line(plan.footprint, est.device))
+
+
+def _memory_line(fp, device: str) -> str:
+    """Peak host and device memory against their budgets, and where the banks rest."""
+    host = f"host peak {_size(fp.host_peak)} of {_size(fp.host_budget)} allowed"
+    if fp.device_peak is None:
+        where = " (the device is the host)"
+    else:
+        free = f"{_size(fp.device_budget)} free" if fp.device_budget is not None else "free memory not known here"
+        where = f"; {device} peak {_size(fp.device_peak)} ({free})"
+    fits = "fits" if fp.fits else "[red]does not fit[/red] (see the warning)"
+    return f"Memory (rough): {host}{where}; banks on {fp.bank} ({escape(fp.reason)}): {fits}"
 
 
 def _size(n: int) -> str:

@@ -26,6 +26,8 @@ def doctor(
         free = f"{info['free_bytes'] / 1e9:.1f} GB free" if info["free_bytes"] is not None else "free memory unknown"
         mem = info["memory"]
         console.print(f"storyd on {info['device']} ({escape(info['device_name'])}), {free}; torch {info['torch']}")
+        console.print(f"Host memory: {info['host_free_bytes'] / 1e9:.1f} GB free; a run may use "
+                      f"{info['host_budget_bytes'] / 1e9:.1f} GB unless --host-memory says otherwise")
         console.print(
             f"For {model}: dtype {mem['dtype']}, offload {mem['offload']} ({escape(mem['reason'])}), "
             f"VAE tiling {'on' if mem['vae_tiling'] else 'off'}, slicing {'on' if mem['vae_slicing'] else 'off'}"

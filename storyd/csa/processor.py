@@ -64,6 +64,7 @@ class ConsistencyState:
     _view: dict = field(default_factory=dict)
 
     def begin_batch(self, mode: str, image_characters: list[tuple[str, ...]], *, cfg: bool) -> None:
+        self.bank.flush()  # a disk bank writes out the last step the batch before left it
         self.mode, self.cfg = mode, cfg
         self.image_characters = tuple(tuple(c) for c in image_characters)
         self._view = {}

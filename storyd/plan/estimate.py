@@ -32,6 +32,8 @@ STEP_SECONDS = {
     ("sd21", "cpu"): 8.0,
 }
 SMALL_STEP_SECONDS = 0.03  # the embedded models, per image-step on 2 CPU cores
+UNET_LIVE = 48  # activation tensors alive at once in the UNet's finest level (rough)
+VAE_LIVE = 4  # full-size 128-channel tensors alive at once in the VAE decoder (rough)
 
 
 @dataclass(frozen=True)
@@ -41,14 +43,20 @@ class Estimate:
     bank_bytes_per_character: list[int]
     bank_bytes: int
     device: str
+    bank_step_bytes: int = 0  # one kept step of every character's bank: what is read at a time
+    activation_bytes: int = 0  # the largest batch's working memory while drawing and decoding (rough)
+    dtype_bytes: int = 4  # the compute dtype's size, which weights, banks and activations are counted in
 
     def as_dict(self) -> dict:
         return {
             "seconds": round(self.seconds, 1),
             "weights_bytes": self.weights_bytes,
             "bank_bytes": self.bank_bytes,
+            "bank_step_bytes": self.bank_step_bytes,
+            "activation_bytes": self.activation_bytes,
             "device": self.device,
-            "note": "rough: time from typical per-step figures, memory = weights + character banks",
+            "note": "rough: time from typical per-step figures, activations from a rule of thumb; "
+            "weights and banks exact",
         }
 
 
@@ -127,8 +135,23 @@ def bank_bytes(
         tokens = (latent_h >> factor) * (latent_w >> factor)
         rate = settings.sampling_rate[min(level, len(settings.sampling_rate) - 1)]
         total += count * round(rate * tokens) * channels
-    kept_steps = max(steps - settings.warmup_steps, 0) if settings.read_step == "same" else min(steps, 1)
-    return total * kept_steps * reference_images * (2 if cfg else 1) * dtype_bytes
+    return total * kept_steps(steps, settings) * reference_images * (2 if cfg else 1) * dtype_bytes
+
+
+def kept_steps(steps: int, settings: ConsistencySettings) -> int:
+    """The steps a bank keeps: every step after warm-up, or only the last when panels read the last."""
+    return max(steps - settings.warmup_steps, 0) if settings.read_step == "same" else min(steps, 1)
+
+
+def activation_bytes(config: dict, factor: int, width: int, height: int, images: int, *, cfg: bool,
+                     dtype_bytes: int) -> int:
+    """A rule of thumb for the working memory of one batch: the UNet's at its finest level (about
+    UNET_LIVE tensors of latent size and first-block channels per image and guidance half) or the
+    VAE decoder's at full size (about VAE_LIVE tensors of 128 channels per image), whichever is more."""
+    tokens = (height // factor) * (width // factor)
+    unet = images * (2 if cfg else 1) * tokens * config["block_out_channels"][0] * dtype_bytes * UNET_LIVE
+    vae = images * width * height * 128 * dtype_bytes * VAE_LIVE
+    return max(unet, vae)
 
 
 def weights_bytes(preset: Preset, dtype_bytes: int) -> int:
@@ -158,9 +181,11 @@ def estimate_run(
     reference_counts: list[int],
     n_panels: int,
     device: str,
+    dtype_bytes: int | None = None,
 ) -> Estimate:
+    """`dtype_bytes` is the compute dtype's size (default: fp32 on the CPU, 16-bit on a GPU)."""
     kind = device.split(":")[0]
-    dtype_bytes = 4 if kind == "cpu" else 2
+    dtype_bytes = dtype_bytes or (4 if kind == "cpu" else 2)
     scale = (width * height) / (preset.width * preset.height)
     per_step = (
         STEP_SECONDS.get((preset.family, kind), SMALL_STEP_SECONDS) if preset.source == "lock" else SMALL_STEP_SECONDS
@@ -168,8 +193,8 @@ def estimate_run(
     seconds = per_step * scale * steps * n_panels * (1.15 if consistency.enabled else 1.0)
     config = unet_config(preset)
     per_character: list[int] = []
+    factor = vae_factor(preset) if config is not None else 8
     if config is not None and consistency.enabled:
-        factor = vae_factor(preset)
         for count in reference_counts:
             per_character.append(
                 bank_bytes(
@@ -183,4 +208,18 @@ def estimate_run(
                     dtype_bytes=dtype_bytes,
                 )
             )
-    return Estimate(seconds, weights_bytes(preset, dtype_bytes), per_character, sum(per_character), device)
+    images = max(consistency.batch_size, consistency.id_panels) if consistency.enabled else consistency.batch_size
+    activations = 0 if config is None else activation_bytes(
+        config, factor, width, height, min(images, n_panels), cfg=guidance > 1, dtype_bytes=dtype_bytes
+    )
+    kept = kept_steps(steps, consistency)
+    return Estimate(
+        seconds,
+        weights_bytes(preset, dtype_bytes),
+        per_character,
+        sum(per_character),
+        device,
+        bank_step_bytes=sum(per_character) // kept if kept else 0,
+        activation_bytes=activations,
+        dtype_bytes=dtype_bytes,
+    )

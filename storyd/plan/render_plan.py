@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from storyd.errors import InputError
 from storyd.plan.estimate import Estimate, estimate_run
+from storyd.plan.footprint import Budget, Footprint, host_budget, plan_footprint
 from storyd.plan.loras import LoraUse, plan_loras
 from storyd.plan.presets import Preset, get_preset, scheduler_name
 from storyd.plan.seeds import panel_seed
@@ -52,6 +53,7 @@ class RenderPlan:
     references: dict[str, tuple[int, ...]]  # character -> reference panel indices (empty where a bank is loaded)
     loaded_banks: tuple[str, ...]
     estimate: Estimate
+    footprint: Footprint  # where the banks rest, and the run's peak host and device memory
     loras: tuple[LoraUse, ...] = ()  # every LoRA the story uses
 
     def batches(self, todo: set[int], have_banks: frozenset[str] = frozenset()) -> list[Batch]:
@@ -91,11 +93,15 @@ def plan_story(
     tokenizer=None,
     device: str = "cpu",
     scheduler: str | None = None,
+    budget: Budget | None = None,
+    dtype_bytes: int | None = None,
 ) -> RenderPlan:
     """The plan of `story` under the caller's options: `consistency` holds only the CSA settings
     to change over the model's and the story's (see `resolve_consistency`); `seed` replaces the
     story's base seed; `panel_seeds` (0-based panel -> seed) replace single panels' seeds, as
-    `--redo` does. The plan's `story` carries both, so everything downstream sees one seed."""
+    `--redo` does. The plan's `story` carries both, so everything downstream sees one seed.
+    `budget` is the memory the run may use (default: the host's free memory less a margin, the
+    device's unknown); `dtype_bytes` the compute dtype's size (default: fp32 on the CPU, else 16-bit)."""
     preset = get_preset(model or story.model)
     story = _with_seeds(story, seed, panel_seeds or {})
     width, height = story.width or preset.width, story.height or preset.height
@@ -127,7 +133,10 @@ def plan_story(
         reference_counts=[len(r) for r in references.values()],
         n_panels=len(jobs),
         device=device,
+        dtype_bytes=dtype_bytes,
     )
+    budget = budget or Budget(host_budget())
+    footprint = plan_footprint(estimate, device, consistency.bank_device, budget)
     return RenderPlan(
         story,
         preset,
@@ -141,6 +150,7 @@ def plan_story(
         references,
         loaded_banks,
         estimate,
+        footprint,
         loras,
     )
 

@@ -48,10 +48,9 @@ class PanelGenerator:
         self.plan = plan
         self.device = device
         self.weights_dir = weights_dir  # where pinned LoRAs, IP-Adapters and ControlNets are looked for
-        storage = "cpu" if plan.consistency.bank_device == "auto" else plan.consistency.bank_device
-        self.state = ConsistencyState(
-            plan.consistency, seed=plan.story.seed, bank=bank or CharacterBank(storage), device=device
-        )
+        # the banks rest where the plan placed them (a disk bank made here spills into the temp folder)
+        bank = bank if bank is not None else CharacterBank(plan.footprint.bank_storage)
+        self.state = ConsistencyState(plan.consistency, seed=plan.story.seed, bank=bank, device=device)
 
     @property
     def bank(self) -> CharacterBank:

@@ -111,15 +111,29 @@ def torch_dtype(name: str):
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
+def offload_target(device: str) -> tuple[str, int]:
+    """(device type, index) that offload hooks move each model to: `cuda:N`'s N, or for a plain
+    `cuda` the current device (a launched rank's own, once its launcher set it). diffusers would
+    otherwise take GPU 0 for a device without an index, whichever rank asks."""
+    import torch
+
+    kind, _, index = device.partition(":")
+    if index:
+        return kind, int(index)
+    return kind, torch.cuda.current_device() if kind == "cuda" else 0
+
+
 def apply_memory(pipe, plan: MemoryPlan, device: str):
     """Put the pipeline on `device` as the plan says; returns the pipeline."""
 
     if plan.dtype != "fp32":
         pipe = pipe.to(dtype=torch_dtype(plan.dtype))
     if plan.offload == "model":
-        pipe.enable_model_cpu_offload(device=device)
+        kind, gpu_id = offload_target(device)
+        pipe.enable_model_cpu_offload(gpu_id=gpu_id, device=kind)
     elif plan.offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device=device)
+        kind, gpu_id = offload_target(device)
+        pipe.enable_sequential_cpu_offload(gpu_id=gpu_id, device=kind)
     else:
         pipe = pipe.to(device)
     if plan.vae_tiling:

@@ -110,7 +110,9 @@ class ConsistencySettings:
     # Guidance for reference (write-mode) panels; None: the story's. A reference drawn more
     # decisively than the panels that copy it leaves less ambiguity to copy (the toy model's 7).
     reference_guidance: float | None = None
-    bank_device: str = "auto"  # auto | cpu | the compute device
+    # Where the character banks rest: auto (the device if they fit its free memory, else host memory
+    # if they fit the host budget, else disk), device, host, disk, or a device by name (cpu is host).
+    bank_device: str = "auto"
 
     def __post_init__(self) -> None:
         """Checks every field against its bounds (the one place they live); numbers become floats
@@ -140,8 +142,9 @@ class ConsistencySettings:
                 raise SettingError("reference_guidance", _shown(guidance), "is out of range",
                                    "use a value above 1, up to 50")
             object.__setattr__(self, "reference_guidance", guidance)
-        if not isinstance(self.bank_device, str) or not self.bank_device:
-            raise SettingError("bank_device", _shown(self.bank_device), "is not a device", "use auto, cpu or cuda")
+        if self.bank_device not in BANK_DEVICES and not re.fullmatch(r"cuda:\d+", str(self.bank_device)):
+            raise SettingError("bank_device", _shown(self.bank_device), "is not a bank placement",
+                               f"use one of: {', '.join(BANK_DEVICES)}, or cuda:N")
 
     def guidance_for_references(self, guidance: float) -> float:
         """The guidance reference (write-mode) panels are drawn at, given the story's; above 1, their
@@ -149,6 +152,7 @@ class ConsistencySettings:
         return guidance if self.reference_guidance is None else self.reference_guidance
 
 
+BANK_DEVICES = ("auto", "device", "host", "disk", "cpu", "cuda", "mps")
 WHOLE_BOUNDS = {"id_panels": (1, 64), "batch_size": (1, 64), "warmup_steps": (0, 1000), "skip_switch_step": (0, 1000)}
 MAX_LEVEL = 8  # the deepest resolution level `layers: levels:...` may name
 

@@ -16,7 +16,10 @@ def place_pipeline(pipe, mode: str, device: str) -> None:
     if mode == "none":
         pipe.to(device)
     elif mode == "model":
-        pipe.enable_model_cpu_offload(device=device)
+        from storyd.render.memory import offload_target
+
+        kind, gpu_id = offload_target(device)  # this rank's own GPU, not always cuda:0
+        pipe.enable_model_cpu_offload(gpu_id=gpu_id, device=kind)
     else:
         pipe.enable_group_offload(onload_device=torch.device(device), offload_type="leaf_level", use_stream=True)
     if mode != "none":
