@@ -113,6 +113,7 @@ def render_comic(
         tokenizer=PromptTokenizer(storyd_home()),
         device=device,
         scheduler=options.scheduler,
+        dtype=options.memory.dtype,
     )
     memory = choose_memory(options.memory, device, weights_bytes(plan.preset, 2), free_memory(device))
     with contextlib.ExitStack() as held:  # the output folders' locks, released however the run ends

@@ -12,7 +12,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from storyd.cli.common import Output
-from storyd.cli.options import DeviceOpt, ForceOpt, JsonOpt, ModelOpt, QuietOpt, WeightsDirOpt, out_option, seed_option
+from storyd.cli.options import (
+    DeviceOpt,
+    DtypeOpt,
+    ForceOpt,
+    JsonOpt,
+    ModelOpt,
+    QuietOpt,
+    WeightsDirOpt,
+    out_option,
+    seed_option,
+)
 from storyd.errors import InputError, SettingError
 
 StoryArg = Annotated[Path, typer.Argument(help="The story: a .yaml file, or a .txt file in the published format.")]
@@ -110,7 +120,7 @@ def comic(
                      "one derived from its current seed)."),
     ] = None,
     seed: SeedOpt = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="auto, fp32, fp16 or bf16.")] = "auto",
+    dtype: DtypeOpt = "auto",
     offload: Annotated[
         str, typer.Option("--offload", help="auto, none, model or sequential (CPU offload on a GPU).")
     ] = "auto",
@@ -217,6 +227,7 @@ def validate(
     layers: LayersOpt = None,
     read_step: ReadStepOpt = None,
     seed: SeedOpt = None,
+    dtype: DtypeOpt = "auto",
     json_: JsonOpt = False,
 ) -> None:
     """Check a story and print its plan: prompts, characters, seeds, reference panels, estimates.
@@ -227,11 +238,14 @@ def validate(
     from storyd.plan.render_plan import plan_story
     from storyd.preflight import preflight
     from storyd.render.device import planned_device
+    from storyd.render.memory import DTYPES
     from storyd.render.tokenizer import PromptTokenizer
     from storyd.story.loader import load_story
     from storyd.weights.paths import storyd_home
 
     output = Output(json_mode=json_)
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype '{dtype}'", f"use one of: {', '.join(DTYPES)}")
     loaded = load_story(story)
     consistency = _csa_options(enabled=csa, id_panels=id_panels, sampling_rate=sampling_rate,
                                warmup_steps=warmup_steps, layers=layers, read_step=read_step)
@@ -244,6 +258,7 @@ def validate(
             panel_seeds=run_seeds(loaded, output_dir(loaded, out), seed=seed),
             tokenizer=PromptTokenizer(storyd_home()),
             device=planned_device(device),
+            dtype=dtype,
         )
     warnings = preflight(plan)
     for warning in warnings:

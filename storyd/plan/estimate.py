@@ -158,9 +158,12 @@ def estimate_run(
     reference_counts: list[int],
     n_panels: int,
     device: str,
+    dtype: str = "auto",
 ) -> Estimate:
+    """`dtype` is the run's (storyd.render.memory.DTYPES): banks are kept in it; `auto` is what
+    choose_memory picks, fp32 on the CPU and half precision on a GPU."""
     kind = device.split(":")[0]
-    dtype_bytes = 4 if kind == "cpu" else 2
+    dtype_bytes = (4 if kind == "cpu" else 2) if dtype == "auto" else (4 if dtype == "fp32" else 2)
     scale = (width * height) / (preset.width * preset.height)
     per_step = (
         STEP_SECONDS.get((preset.family, kind), SMALL_STEP_SECONDS) if preset.source == "lock" else SMALL_STEP_SECONDS

@@ -91,11 +91,13 @@ def plan_story(
     tokenizer=None,
     device: str = "cpu",
     scheduler: str | None = None,
+    dtype: str = "auto",
 ) -> RenderPlan:
     """The plan of `story` under the caller's options: `consistency` holds only the CSA settings
     to change over the model's and the story's (see `resolve_consistency`); `seed` replaces the
     story's base seed; `panel_seeds` (0-based panel -> seed) replace single panels' seeds, as
-    `--redo` does. The plan's `story` carries both, so everything downstream sees one seed."""
+    `--redo` does. The plan's `story` carries both, so everything downstream sees one seed.
+    `dtype` (the run's --dtype) sizes the bank estimate."""
     preset = get_preset(model or story.model)
     story = _with_seeds(story, seed, panel_seeds or {})
     width, height = story.width or preset.width, story.height or preset.height
@@ -127,6 +129,7 @@ def plan_story(
         reference_counts=[len(r) for r in references.values()],
         n_panels=len(jobs),
         device=device,
+        dtype=dtype,
     )
     return RenderPlan(
         story,
