@@ -288,6 +288,22 @@ def write_full_size(family: str, path: Path) -> tuple[dict[str, dict[str, Source
     return layout, write_checkpoint(path, checkpoint_tensors(family, layout))
 
 
+class RecordingCheckpoint(dict):
+    """A checkpoint dict that adds each key read out of it to `read`: which keys a loader consumed."""
+
+    def __init__(self, data, read: set) -> None:
+        super().__init__(data)
+        self.read = read
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+
 def count_params(components: dict[str, dict[str, tuple[int, ...]]]) -> int:
     return sum(math.prod(shape) for shapes in components.values() for shape in shapes.values())
 
