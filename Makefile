@@ -26,8 +26,8 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 # SD1.5 and SDXL at full size, random weights in the published single-file layout, through storyd's
-# real loading path (tests/test_full_size.py, marked slow: `make test` leaves it out). About 10 minutes
-# on 2 CPU cores, 11 GB of temporary disk and a 15 GB peak RSS (docs/benchmarks.md).
+# real loading path (tests/test_full_size.py, marked slow: `make test` leaves it out). 4 to 7 minutes on
+# 2 CPU cores, 7 GB of temporary disk, 14 GB peak RSS of which 7 GB is the mapped file (docs/benchmarks.md).
 test-full-size: setup
 	$(BIN)/python -m pytest -q -m slow tests/test_full_size.py
 
