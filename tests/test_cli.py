@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from support import REPO, panel_bytes
+from support import REPO, one_line_error, panel_bytes
 
 STORY = """
 title: Test Day
@@ -161,6 +161,22 @@ def test_validate_real_preset_needs_no_weights(cli):
     assert plan["estimate"]["bank_bytes"] > 1e9  # SDXL banks are large: the reason they live in host memory
     last = json.loads(cli("validate", story, "--json", "--read-step", "last").stdout)
     assert last["estimate"]["bank_bytes"] * (plan["steps"] - 1) == plan["estimate"]["bank_bytes"]  # warm-up 1
+
+
+def test_validate_sizes_banks_in_the_dtype_the_run_draws_in(cli):
+    """Banks hold the UNet's activations, so they take its dtype: bf16 on the CPU halves them, fp32 on a GPU
+    doubles them (the full-size test compares the estimate with the bank an SDXL run saves)."""
+    story = REPO / "stories" / "lighthouse-sdxl.yaml"
+
+    def bank(*args: str) -> int:
+        result = cli("validate", story, "--json", *args)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["estimate"]["bank_bytes"]
+
+    auto = bank("--device", "cpu")
+    assert bank("--device", "cpu", "--dtype", "fp32") == auto == 2 * bank("--device", "cpu", "--dtype", "bf16")
+    assert bank("--device", "cuda", "--dtype", "fp32") == auto == 2 * bank("--device", "cuda")
+    one_line_error(cli("validate", story, "--dtype", "fp8"), "unknown dtype 'fp8'")
 
 
 def test_convert_writes_yaml_and_never_overwrites(cli, tmp_path):

@@ -12,7 +12,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from storyd.cli.common import Output
-from storyd.cli.options import DeviceOpt, ForceOpt, JsonOpt, ModelOpt, QuietOpt, WeightsDirOpt, out_option, seed_option
+from storyd.cli.options import (
+    DeviceOpt,
+    DtypeOpt,
+    ForceOpt,
+    JsonOpt,
+    ModelOpt,
+    QuietOpt,
+    WeightsDirOpt,
+    out_option,
+    seed_option,
+)
 from storyd.errors import InputError, SettingError
 
 StoryArg = Annotated[Path, typer.Argument(help="The story: a .yaml file, or a .txt file in the published format.")]
@@ -46,7 +56,6 @@ RefGuidanceOpt = Annotated[
     typer.Option("--reference-guidance", help="Guidance for reference panels (above 1; default: the model's, "
                  "else the story's)."),
 ]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto, fp32, fp16 or bf16.")]
 BankDeviceOpt = Annotated[
     str | None,
     typer.Option("--bank-device", help="Where character banks rest: auto (device, else host memory, else disk, "

@@ -17,6 +17,7 @@ WeightsDirOpt = Annotated[Path | None, typer.Option(
     "--weights-dir", help="Where weights are pulled to and looked for [default: $STORYD_WEIGHTS_DIR, else HF cache]."
 )]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto, fp32, fp16 or bf16.")]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help=(
     "Model preset, see `storyd weights list`; where no default is shown, a story's own model, else the embedded one."))]
 
