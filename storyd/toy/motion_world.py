@@ -20,8 +20,16 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from storyd.toy.world import SETTINGS, SIZE, SUPERSAMPLE, CharacterLook, draw_posed, draw_setting, mask_of, \
-    pose_joints, random_look
+from storyd.toy.world import (
+    SETTINGS,
+    SIZE,
+    CharacterLook,
+    draw_posed,
+    draw_setting,
+    mask_of,
+    pose_joints,
+    random_look,
+)
 
 MOTIONS = ("walk", "run", "stand-up", "sit-down", "start-waving", "jump")
 FRAMES = 16
@@ -176,8 +184,10 @@ def _crouch(cx: float, feet: float, h: float) -> dict:
     shoulder = hip - 0.3 * h
     return {"legs": [[(cx - 0.07 * h, hip), (cx + 0.1 * h, hip + 0.14 * h), (cx - 0.04 * h, feet)],
                      [(cx + 0.07 * h, hip), (cx + 0.18 * h, hip + 0.15 * h), (cx + 0.06 * h, feet)]],
-            "arms": [[(cx - 0.15 * h, shoulder), (cx - 0.24 * h, shoulder + 0.14 * h), (cx - 0.32 * h, shoulder + 0.2 * h)],
-                     [(cx + 0.15 * h, shoulder), (cx + 0.04 * h, shoulder + 0.16 * h), (cx - 0.04 * h, shoulder + 0.26 * h)]],
+            "arms": [[(cx - 0.15 * h, shoulder), (cx - 0.24 * h, shoulder + 0.14 * h),
+                      (cx - 0.32 * h, shoulder + 0.2 * h)],
+                     [(cx + 0.15 * h, shoulder), (cx + 0.04 * h, shoulder + 0.16 * h),
+                      (cx - 0.04 * h, shoulder + 0.26 * h)]],
             "hip": hip, "shoulder": shoulder, "feet": feet}
 
 
@@ -188,7 +198,8 @@ def _half_sit(cx: float, feet: float, h: float) -> dict:
     return {"legs": [[(cx - 0.07 * h, hip), (cx + 0.14 * h, hip + 0.12 * h), (cx + 0.1 * h, feet)],
                      [(cx + 0.07 * h, hip), (cx + 0.24 * h, hip + 0.1 * h), (cx + 0.2 * h, feet)]],
             "arms": [[(cx - 0.15 * h, shoulder), (cx + 0.05 * h, shoulder + 0.04 * h), (cx + 0.26 * h, shoulder)],
-                     [(cx + 0.15 * h, shoulder), (cx + 0.3 * h, shoulder + 0.02 * h), (cx + 0.44 * h, shoulder - 0.02 * h)]],
+                     [(cx + 0.15 * h, shoulder), (cx + 0.3 * h, shoulder + 0.02 * h),
+                      (cx + 0.44 * h, shoulder - 0.02 * h)]],
             "hip": hip, "shoulder": shoulder, "feet": feet}
 
 
