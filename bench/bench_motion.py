@@ -5,7 +5,8 @@ kind, encoded frame by frame with the shipped toy image encoder. For each clip t
 predictor and spherical interpolation both get the first and last frame's 17 tokens
 and give the 14 frames between; the error is 1 - cos between a predicted token and the
 true frame's, averaged over those frames and tokens. `reduction`: how much lower the
-predictor's error is (target: 30% on jump and sit-down, no worse on the rest).
+predictor's error is (target: 30% on jump and sit-down, no worse on the rest), over all
+clips and over those whose setting stays (`same_setting`) or fades into another.
 """
 
 from __future__ import annotations
@@ -19,4 +20,5 @@ def run() -> list[dict]:
     predictor, _ = load_predictor(shipped_motion_weights())
     scores = evaluate_motion(predictor, load_image_encoder(), per_motion=40)
     return [{"motion": motion, "clips": 40, "slerp_error": s["slerp"], "smp_error": s["smp"],
-             "reduction": f"{100 * s['reduction']:.0f}%"} for motion, s in scores.items()]
+             "reduction": f"{100 * s['reduction']:.0f}%", "same_setting": f"{100 * s['same_setting']:.0f}%",
+             "changing_setting": f"{100 * s['changing_setting']:.0f}%"} for motion, s in scores.items()]

@@ -208,3 +208,11 @@ def test_animate_takes_the_shipped_predictor_for_the_toy_model_only():
 
     assert default_motion_weights("toy") == shipped_motion_weights() and shipped_motion_weights().is_file()
     assert default_motion_weights("animatediff-v3") is None
+
+
+@pytest.mark.parametrize("args", [(), ("--toy", "clips")])
+def test_train_motion_learns_from_videos_or_the_toy_world_not_both(cli, tmp_path, args):
+    result = cli("train-motion", *args, "-o", tmp_path / "out")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "Error: train-motion learns from VIDEOS_DIR or from --toy; pass exactly one of them"
+

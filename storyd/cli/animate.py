@@ -129,13 +129,13 @@ def train_motion(
         help="Total optimiser steps (a resumed run continues up to this). [default: 1000; toy 3000]")] = None,
     frames: TransitionFramesOpt = 16,
     batch_size: Annotated[int | None, typer.Option(help="Clips per step. [default: 4; toy 16]")] = None,
-    lr: Annotated[float | None, typer.Option(help="AdamW learning rate. [default: 1e-4; toy 5e-4]")] = None,
-    layers: Annotated[int | None, typer.Option(help="Transformer layers. [default: 8 (paper); toy 4]")] = None,
-    hidden: Annotated[int | None, typer.Option(help="Transformer width. [default: 1024 (paper); toy 128]")] = None,
+    lr: Annotated[float | None, typer.Option(help="AdamW learning rate. [default: 1e-4; toy 1e-3]")] = None,
+    layers: Annotated[int | None, typer.Option(help="Transformer layers. [default: 8 (paper); toy 2]")] = None,
+    hidden: Annotated[int | None, typer.Option(help="Transformer width. [default: 1024 (paper); toy 64]")] = None,
     heads: Annotated[int | None, typer.Option(
         help="Attention heads; must divide --hidden (the paper's 12 does not divide 1024). [default: 16; toy 4]")
     ] = None,
-    clips: Annotated[int, typer.Option(help="With --toy: clips rendered to learn from.")] = 2400,
+    clips: Annotated[int, typer.Option(help="With --toy: clips rendered to learn from.")] = 1200,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 100,
     seed: Annotated[int, seed_option("clip sampling and initial weights")] = 0,
     device: DeviceOpt = "auto",

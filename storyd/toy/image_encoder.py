@@ -184,3 +184,31 @@ def load_image_encoder(folder: Path | None = None, *, device: str | torch.device
         raise InputError("no toy image encoder here", "train one with `storyd train-toy-motion`", path=folder)
     return ClipImageEncoder(CLIPVisionModelWithProjection.from_pretrained(str(folder), local_files_only=True),
                             device=device)
+
+
+def main() -> None:
+    """``python -m storyd.toy.image_encoder OUT [--resume] [--install]``: train on the CPU from seed 0, print the
+    facts; ``--install`` copies the result over the shipped encoder (then ``storyd weights lock-fill toy``)."""
+    import shutil
+    import sys
+
+    from transformers import CLIPTextModel
+
+    from storyd.cli.common import Output
+    from storyd.render.tokenizer import load_clip_tokenizer
+    from storyd.weights.paths import storyd_home
+
+    args = sys.argv[1:]
+    out = Path(args[0])
+    text_encoder = CLIPTextModel.from_pretrained(str(ASSETS / "text_encoder"), dtype=torch.float32).eval()
+    with Output().progress() as progress:
+        facts = train_image_encoder(out, EncoderSettings(), text_encoder, load_clip_tokenizer(storyd_home()),
+                                    resume="--resume" in args, progress=progress)
+    if "--install" in args:
+        shutil.rmtree(ENCODER_DIR, ignore_errors=True)
+        shutil.copytree(out / "image_encoder", ENCODER_DIR)
+    print(json.dumps(facts, indent=2))
+
+
+if __name__ == "__main__":
+    main()
