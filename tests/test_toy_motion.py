@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,8 @@ from storyd.toy.motion_train import (
     shipped_motion_weights,
     train_toy_motion,
 )
-from storyd.toy.motion_world import MOTIONS, make_clip, make_clips
-from storyd.toy.world import random_scene
+from storyd.toy.motion_world import END_ACTIONS, MOTIONS, make_clip, make_clips
+from storyd.toy.world import pose_joints, random_scene
 from storyd.weights import load_lock
 from storyd.weights.checks import sha256_file
 
@@ -81,6 +82,17 @@ def test_a_changing_setting_fades_from_the_first_to_the_second():
     assert distance[0] > distance[8] > distance[15] == 0
 
 
+@pytest.mark.parametrize("motion", MOTIONS)
+def test_the_first_and_last_frames_hold_the_stills_poses(motion):
+    clip = make_clip(21, motion)
+    for truth, action in zip((clip.truth[0], clip.truth[-1]), END_ACTIONS[motion]):
+        still = pose_joints(action, truth.x, clip.ground, clip.height)  # truth.x: rounded to 1e-3
+        for part in ("hip", "shoulder", "feet"):
+            assert truth.pose[part] == pytest.approx(still[part], abs=1e-3), (action, part)
+        for drawn, chain in zip(truth.pose["legs"] + truth.pose["arms"], still["legs"] + still["arms"]):
+            assert drawn[0] == pytest.approx(chain[0], abs=1e-3) and drawn[-1] == pytest.approx(chain[-1], abs=1e-3)
+
+
 def test_clips_start_and_end_in_their_motions_states():
     for clip in make_clips(12, 9):
         moved = abs(clip.truth[-1].x - clip.truth[0].x)
@@ -98,7 +110,7 @@ def text_side(tokenizer):
 
 def test_a_few_contrastive_steps_lower_the_image_encoders_loss(text_side):
     text_encoder, tokenizer = text_side
-    scenes = [random_scene(__import__("random").Random(i)) for i in range(16)]
+    scenes = [random_scene(random.Random(i)) for i in range(16)]
     text = caption_features(text_encoder, tokenizer, [full_caption(s) for s in scenes])
     torch.manual_seed(0)
     model = Contrastive(TINY_ENCODER, text.shape[1])
