@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.storyd-setup
 
-.PHONY: setup demo test test-full-size bench bench-gpu lint docs train-toy eval clean
+.PHONY: setup demo test test-full-size bench bench-gpu lint docs train-toy train-toy-motion eval clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,14 @@ docs: setup
 
 train-toy: setup
 	$(BIN)/storyd train-toy --device cpu  # where the shipped model was trained: the same bytes
+
+# The toy image encoder, then the motion predictor on its embeddings, each measured and installed
+# (docs/toy-model.md#motion); one CPU thread, as the shipped ones were trained.
+train-toy-motion: setup
+	OMP_NUM_THREADS=1 $(BIN)/python -m storyd.toy.image_encoder out/toy-image-encoder --install
+	OMP_NUM_THREADS=1 $(BIN)/storyd train-motion --toy -o out/toy-motion --device cpu
+	OMP_NUM_THREADS=1 $(BIN)/python -m storyd.toy.motion_train out/toy-motion --install
+	$(BIN)/storyd weights lock-fill toy
 
 # The embedded model over the toy evaluation stories, CSA off and on, then the table.
 eval: setup

@@ -269,3 +269,14 @@ def _choose_scorer(metrics: bool | Scorer, device: str) -> Scorer | None:
 
         return load_scorer(device)
     return metrics
+
+
+def default_motion_weights(model: str) -> Path | None:
+    """The motion predictor a model animates with when ``--motion-weights`` is not given: the toy model's
+    shipped one (trained on the toy world's clips, ``storyd.toy.motion_train``); None (spherical
+    interpolation) for the others."""
+    if model != "toy":
+        return None
+    from storyd.toy.motion_train import shipped_motion_weights
+
+    return shipped_motion_weights()

@@ -119,40 +119,59 @@ def animate(
 
 
 def train_motion(
-    videos_dir: Annotated[Path, typer.Argument(help="Folder of video clips (MP4/WebM/MOV/GIF) to learn motion from.")],
-    out: Annotated[
-        Path, out_option("Folder for checkpoints, the loss log and cached embeddings.")
-    ],
-    steps: Annotated[int, typer.Option(help="Total optimiser steps (a resumed run continues up to this).")] = 1000,
+    out: Annotated[Path, out_option("Folder for checkpoints, the loss log and cached embeddings.")],
+    videos_dir: Annotated[Path | None, typer.Argument(
+        help="Folder of video clips (MP4/WebM/MOV/GIF) to learn motion from; not with --toy.")] = None,
+    toy: Annotated[bool, typer.Option(
+        "--toy", help="Learn from the toy world's clips, encoded by the toy image encoder, in the toy's shape "
+        "(the defaults marked toy).")] = False,
+    steps: Annotated[int | None, typer.Option(
+        help="Total optimiser steps (a resumed run continues up to this). [default: 1000; toy 3000]")] = None,
     frames: TransitionFramesOpt = 16,
-    batch_size: Annotated[int, typer.Option(help="Clips per step.")] = 4,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
-    layers: Annotated[int, typer.Option(help="Transformer layers (paper: 8).")] = 8,
-    hidden: Annotated[int, typer.Option(help="Transformer width (paper: 1024).")] = 1024,
-    heads: Annotated[
-        int, typer.Option(help="Attention heads; must divide --hidden (the paper's 12 does not; 16 does).")
-    ] = 16,
+    batch_size: Annotated[int | None, typer.Option(help="Clips per step. [default: 4; toy 16]")] = None,
+    lr: Annotated[float | None, typer.Option(help="AdamW learning rate. [default: 1e-4; toy 1e-3]")] = None,
+    layers: Annotated[int | None, typer.Option(help="Transformer layers. [default: 8 (paper); toy 2]")] = None,
+    hidden: Annotated[int | None, typer.Option(help="Transformer width. [default: 1024 (paper); toy 64]")] = None,
+    heads: Annotated[int | None, typer.Option(
+        help="Attention heads; must divide --hidden (the paper's 12 does not divide 1024). [default: 16; toy 4]")
+    ] = None,
+    clips: Annotated[int, typer.Option(help="With --toy: clips rendered to learn from.")] = 1200,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 100,
     seed: Annotated[int, seed_option("clip sampling and initial weights")] = 0,
     device: DeviceOpt = "auto",
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train the Semantic Motion Predictor on real clips: predict middle-frame CLIP embeddings from the ends.
+    """Train the Semantic Motion Predictor: predict the middle frames' image embeddings from the ends.
 
-    Runs in embedding space; the clips are encoded once with the pinned CLIP ViT-H/14
-    (cached in OUT). Re-running with the same OUT resumes from the last checkpoint.
+    Runs in embedding space; real clips are encoded once with the pinned CLIP ViT-H/14,
+    toy clips with the toy image encoder (cached in OUT). Re-running with the same OUT
+    resumes from the last checkpoint.
     """
+    from dataclasses import replace
+
     from storyd.animate.train_motion import TrainConfig, train_motion_from_videos
+    from storyd.errors import InputError
     from storyd.render.device import pick_device
 
+    if toy == (videos_dir is not None):
+        raise InputError("train-motion learns from VIDEOS_DIR or from --toy", "pass exactly one of them")
     output = Output(json_mode=json_, quiet=quiet)
-    config = TrainConfig(
-        steps=steps, frames=frames, batch_size=batch_size, lr=lr, num_layers=layers, hidden_dim=hidden,
-        num_heads=heads, save_every=save_every, seed=seed, device=pick_device(device),
-    )
+    given = {"steps": steps, "batch_size": batch_size, "lr": lr, "num_layers": layers, "hidden_dim": hidden,
+             "num_heads": heads}
+    if toy:
+        from storyd.toy.motion_train import TOY_TRAIN as base
+    else:
+        base = TrainConfig()
+    config = replace(base, **{k: v for k, v in given.items() if v is not None}, frames=frames, save_every=save_every,
+                     seed=seed, device=pick_device(device))
     with output.progress() as progress:
-        result = train_motion_from_videos(videos_dir, out, config, progress=progress)
+        if toy:
+            from storyd.toy.motion_train import train_toy_motion
+
+            result = train_toy_motion(out, config, clips=clips, progress=progress)
+        else:
+            result = train_motion_from_videos(videos_dir, out, config, progress=progress)
 
     def human(console) -> None:
         console.print(

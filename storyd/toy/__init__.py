@@ -7,6 +7,9 @@
 - ``reader`` / ``reader_train``: the multi-head CNN that reads attributes back from an image.
 - ``metrics``: prompt adherence and identity agreement over read-back attributes.
 - ``evaluate``: prompt adherence of a trained model, measured end to end.
+- ``motion_world``: clips of a kid moving between two panels' states, with every frame's truth.
+- ``image_encoder``: a small CLIP vision tower trained against the toy text encoder (image embeddings).
+- ``motion_train``: the Semantic Motion Predictor trained on the clips and measured against slerp.
 
 Modules import torch lazily where they can; import the submodule you need.
 """

@@ -109,7 +109,7 @@ def training_scheduler():
 
 
 def step_generator(seed: int, phase: str, step: int) -> torch.Generator:
-    salt = {"vae": 1, "unet": 2, "data": 3, "init": 4, "decoder": 5}[phase]
+    salt = {"vae": 1, "unet": 2, "data": 3, "init": 4, "decoder": 5, "image_encoder": 6}[phase]
     return torch.Generator().manual_seed((seed * 1_000_003 + salt) * 10_000_019 + step)
 
 
@@ -162,11 +162,11 @@ class Checkpoints:
         with atomic_open(self.path) as handle:
             torch.save(state, handle)
 
-    def truncate_log(self, phase: str, step: int) -> None:
-        """Drop log lines a resumed run will write again: those of ``phase`` after ``step``, and of later phases."""
+    def truncate_log(self, phase: str, step: int, order: tuple[str, ...] = ("vae", "unet", "decoder")) -> None:
+        """Drop log lines a resumed run will write again: those of ``phase`` after ``step``, and of later
+        phases (``order`` lists a run's phases)."""
         if not self.log_path.exists():
             return
-        order = ("vae", "unet", "decoder")
         keep = []
         for line in self.log_path.read_text().splitlines():
             row = json.loads(line)

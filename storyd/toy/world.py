@@ -9,12 +9,14 @@ edges while keeping flat colours close to their palette value.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PIL import Image, ImageChops, ImageDraw
 
 SIZE = 64
 _SS = 4  # supersampling factor
+SUPERSAMPLE = _SS
 
 RGB = tuple[int, int, int]
 
@@ -163,31 +165,40 @@ def _place(rng: random.Random, look, span: tuple[float, float], heights: tuple[f
     height = rng.uniform(*heights)
     drawn = rng.choice(ACTIONS)
     action = action or drawn
-    lift = 0.16 * height if action == "jumping" else 0.0  # a jump raises the feet (see _pose)
+    lift = 0.16 * height if action == "jumping" else 0.0  # a jump raises the feet (see pose_joints)
     ground = rng.uniform(min(max(46.0, 1.1 * height + lift + 1.0), 62.0), 62.0)  # 1.1 x height: a hat's top
     return Figure(look(), action, rng.uniform(*span), ground, height)
 
 
 def render(scene: Scene, size: int = SIZE) -> Image.Image:
     """Draw ``scene`` as an RGB image of ``size`` x ``size`` pixels; the same scene gives the same pixels."""
-    big = Image.new("RGB", (SIZE * _SS, SIZE * _SS))
+    big = draw_setting(scene.setting, scene.detail_seed)
     draw = ImageDraw.Draw(big)
-    _draw_setting(draw, scene.setting, random.Random(scene.detail_seed))
     for figure in scene.figures:
         _draw_figure(draw, figure)
     return big.resize((size, size), Image.Resampling.BOX)
 
 
+def draw_setting(setting: str, detail_seed: int) -> Image.Image:
+    """The empty setting at the supersampled drawing size (``SIZE * SUPERSAMPLE`` px square)."""
+    big = Image.new("RGB", (SIZE * _SS, SIZE * _SS))
+    _draw_setting(ImageDraw.Draw(big), setting, random.Random(detail_seed))
+    return big
+
+
 def figure_mask(scene: Scene, size: int = SIZE) -> Image.Image:
     """Where ``scene``'s figures are (with their stools and shadows): an L image, 255 where a
-    pixel is all figure, 0 where it is all setting. The figures are drawn over black and over
-    white; a pixel that comes out the same on both belongs to a figure."""
+    pixel is all figure, 0 where it is all setting."""
+    return mask_of(lambda draw: [_draw_figure(draw, figure) for figure in scene.figures], size)
+
+
+def mask_of(draw_figures: Callable[[ImageDraw.ImageDraw], object], size: int = SIZE) -> Image.Image:
+    """Where ``draw_figures`` draws: it draws over black and over white, and a pixel that comes out
+    the same on both belongs to a figure (255), one that differs to the setting (0)."""
     over = []
     for background in ((0, 0, 0), (255, 255, 255)):
         big = Image.new("RGB", (SIZE * _SS, SIZE * _SS), background)
-        draw = ImageDraw.Draw(big)
-        for figure in scene.figures:
-            _draw_figure(draw, figure)
+        draw_figures(ImageDraw.Draw(big))
         over.append(big)
     figure = ImageChops.difference(*over).convert("L").point(lambda v: 255 if v < 128 else 0)
     return figure.resize((size, size), Image.Resampling.BOX)
@@ -274,7 +285,7 @@ def _limb(draw: ImageDraw.ImageDraw, a: tuple[float, float], b: tuple[float, flo
     _disc(draw, b[0], b[1], width / 2, fill)
 
 
-def _pose(action: str, cx: float, feet: float, h: float) -> dict[str, list]:
+def pose_joints(action: str, cx: float, feet: float, h: float) -> dict[str, list]:
     """Joint positions for an action: legs and arms as point chains, plus hip/shoulder heights."""
     if action == "jumping":
         feet -= 0.16 * h
@@ -309,8 +320,15 @@ def _pose(action: str, cx: float, feet: float, h: float) -> dict[str, list]:
 
 
 def _draw_figure(draw: ImageDraw.ImageDraw, fig: Figure) -> None:
-    look, cx, h = fig.look, fig.x, fig.height
-    pose = _pose(fig.action, cx, fig.ground, h)
+    pose = pose_joints(fig.action, fig.x, fig.ground, fig.height)
+    stool = pose["hip"] + 0.11 * fig.height / 2 if fig.action == "sitting" else None  # half a leg below the hip
+    draw_posed(draw, fig.look, pose, fig.x, fig.ground, fig.height, stool=stool, shadow=fig.action == "jumping")
+
+
+def draw_posed(draw: ImageDraw.ImageDraw, look: CharacterLook, pose: dict, cx: float, ground: float, h: float,
+               *, stool: float | None = None, shadow: bool = False) -> None:
+    """Draw a kid of ``look`` in ``pose`` (from :func:`pose_joints`, or any blend of its joints) centred at
+    ``cx``; ``stool`` is the y of a stool's top (None: no stool), ``shadow`` a shadow on the ``ground`` line."""
     hip, shoulder = pose["hip"], pose["shoulder"]
     skin, hair = SKIN_TONES[look.skin], HAIR_COLOURS[look.hair_colour]
     shirt, trousers = SHIRT_COLOURS[look.shirt_colour], TROUSERS_COLOURS[look.trousers]
@@ -318,10 +336,10 @@ def _draw_figure(draw: ImageDraw.ImageDraw, fig: Figure) -> None:
     hx, hy = cx, shoulder - r * 0.95
     limb_w, leg_w = 0.085 * h, 0.11 * h
 
-    if fig.action == "sitting":  # a stool to sit on
-        _rect(draw, cx - 0.14 * h, hip + leg_w / 2, cx + 0.1 * h, fig.ground, (110, 84, 60))
-    if fig.action == "jumping":  # a shadow on the ground
-        draw.ellipse((_s(cx - 0.2 * h), _s(fig.ground - 1), _s(cx + 0.2 * h), _s(fig.ground + 1)), fill=(60, 60, 60))
+    if stool is not None:  # a stool to sit on
+        _rect(draw, cx - 0.14 * h, stool, cx + 0.1 * h, ground, (110, 84, 60))
+    if shadow:  # a shadow on the ground
+        draw.ellipse((_s(cx - 0.2 * h), _s(ground - 1), _s(cx + 0.2 * h), _s(ground + 1)), fill=(60, 60, 60))
     for chain in pose["legs"]:
         for a, b in zip(chain, chain[1:]):
             _limb(draw, a, b, leg_w, trousers)

@@ -1,0 +1,214 @@
+"""The toy world's image encoder: a small CLIP vision tower, trained contrastively against the toy text encoder.
+
+The motion predictor works on image embeddings, and a hand-made embedding (pixels, say, or
+the attribute reader's logits) would let it learn the world's drawing code rather than what
+a picture shows. So, as CLIP's image tower was trained against its text tower, this one is
+trained against the frozen toy text encoder: a batch of renders and their full captions, each
+render's pooled embedding pulled towards its own caption's and pushed from the others'
+(symmetric InfoNCE, CLIP's loss). It is a transformers ``CLIPVisionModelWithProjection``, so
+:class:`storyd.animate.encoder.ClipImageEncoder` runs it like ViT-H/14: a frame becomes
+``(N, C)`` tokens, the CLS token and one per 16 px patch, in the projected space.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from storyd.errors import InputError
+from storyd.fsutil import atomic_write_text
+from storyd.progress import NullProgress, Progress
+from storyd.toy.captions import write_caption
+from storyd.toy.world import LOOK_ATTRS, SIZE, random_scene, render
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "toy"
+ENCODER_DIR = ASSETS / "image_encoder"
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    seed: int = 0
+    steps: int = 600
+    batch: int = 96
+    scenes: int = 4000
+    lr: float = 2e-3
+    width: int = 64
+    layers: int = 4
+    heads: int = 4
+    patch: int = 16  # 4 x 4 patches at 64 px, + CLS = 17 tokens
+    embed_dim: int = 64  # the toy text encoder's width
+    checkpoint_every: int = 100
+
+    def vision_config(self):
+        from transformers import CLIPVisionConfig
+
+        return CLIPVisionConfig(image_size=SIZE, patch_size=self.patch, hidden_size=self.width,
+                                intermediate_size=4 * self.width, num_hidden_layers=self.layers,
+                                num_attention_heads=self.heads, projection_dim=self.embed_dim)
+
+
+def full_caption(scene) -> str:
+    """The caption naming everything: every look attribute, the action and the setting."""
+    return write_caption(scene, {"setting": True,
+                                 "figures": [{"attrs": list(LOOK_ATTRS), "action": True} for _ in scene.figures]})
+
+
+@torch.no_grad()
+def caption_features(text_encoder, tokenizer, captions: list[str], batch: int = 512) -> torch.Tensor:
+    """The frozen text encoder's pooled outputs (N, width) for ``captions``."""
+    from storyd.toy.train import tokenize
+
+    return torch.cat([text_encoder(tokenize(tokenizer, captions[i: i + batch])).pooler_output.float()
+                      for i in range(0, len(captions), batch)])
+
+
+class Contrastive(torch.nn.Module):
+    """The image tower, a text-side projection (the text encoder stays frozen) and CLIP's learned temperature."""
+
+    def __init__(self, settings: EncoderSettings, text_width: int) -> None:
+        super().__init__()
+        from transformers import CLIPVisionModelWithProjection
+
+        self.vision = CLIPVisionModelWithProjection(settings.vision_config())
+        self.text_projection = torch.nn.Linear(text_width, settings.embed_dim, bias=False)
+        self.logit_scale = torch.nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+
+    def loss(self, pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE over a batch: (B, 3, S, S) renders against (B, width) caption features."""
+        image = F.normalize(self.vision(pixel_values=pixels).image_embeds, dim=-1)  # (B, C)
+        words = F.normalize(self.text_projection(text), dim=-1)  # (B, C)
+        logits = self.logit_scale.clamp(max=np.log(100)).exp() * image @ words.T  # (B, B)
+        target = torch.arange(len(logits))
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def render_pixels(scenes: list, encoder_view) -> torch.Tensor:
+    """Renders of ``scenes``, preprocessed as the shipped encoder sees them (CLIP's mean and std)."""
+    return encoder_view.preprocess([render(s) for s in scenes])
+
+
+def train_image_encoder(out: Path, settings: EncoderSettings, text_encoder, tokenizer, *, resume: bool = False,
+                        progress: Progress | None = None) -> dict:
+    """Train into ``out`` (``checkpoints/last.pt``, ``loss.jsonl``, and the model in ``out/image_encoder``);
+    deterministic from ``settings.seed``, and a resumed run takes the steps an unbroken one would. Returns facts."""
+    from storyd.animate.encoder import ClipImageEncoder
+    from storyd.toy.train import Checkpoints, step_generator
+
+    progress = progress or NullProgress()
+    ckpt = Checkpoints(Path(out))
+    state = ckpt.load() if resume else None
+    if resume and state is None:
+        raise InputError(f"nothing to resume in {out}", "run without --resume to start a new training run")
+    if state is not None and state["settings"] != asdict(settings):
+        raise InputError(f"the checkpoint in {out} was made with other settings",
+                         "resume with the same settings, or train into a new --out folder")
+    if not resume and ckpt.path.exists():
+        raise InputError(f"{out} already holds a training run", "pass --resume to continue it, or choose another --out")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    rng = random.Random(settings.seed)
+    scenes = [random_scene(rng) for _ in range(settings.scenes)]
+    text = caption_features(text_encoder, tokenizer, [full_caption(s) for s in scenes])
+    with torch.random.fork_rng(devices=[]):  # transformers initialises from the default generator
+        torch.manual_seed(settings.seed)
+        model = Contrastive(settings, text.shape[1])
+    pixels = render_pixels(scenes, ClipImageEncoder(model.vision))
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.05)
+    start = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start = state["step"]
+        progress.note(f"resuming from step {start} ({ckpt.path})")
+    ckpt.truncate_log("image_encoder", start, order=("image_encoder",))
+    model.train()
+    loss_value = float("nan")
+    for step in range(start, settings.steps):
+        g = step_generator(settings.seed, "image_encoder", step)
+        index = torch.randperm(len(scenes), generator=g)[: settings.batch]
+        for group in opt.param_groups:
+            group["lr"] = settings.lr * min(1.0, (step + 1) / 100) * (1 - step / settings.steps)
+        loss = model.loss(pixels[index], text[index])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_value = loss.item()
+        ckpt.log({"phase": "image_encoder", "step": step + 1, "loss": round(loss_value, 6)})
+        progress.update("image encoder", step + 1, settings.steps, unit="steps", detail=f"loss {loss_value:.4f}")
+        if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
+            ckpt.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
+                       "settings": asdict(settings)})
+    model.eval()
+    facts = {**asdict(settings), "final_loss": round(loss_value, 4),
+             "wall_time_s": round(time.monotonic() - started, 1),
+             "retrieval_top1": retrieval_accuracy(model, text_encoder, tokenizer, seed=settings.seed + 10_000)}
+    save_image_encoder(Path(out) / "image_encoder", model.vision, facts)
+    return facts
+
+
+@torch.no_grad()
+def retrieval_accuracy(model: Contrastive, text_encoder, tokenizer, *, seed: int, count: int = 256) -> float:
+    """On ``count`` held-back renders: how often a render's nearest caption (of the ``count``) is its own."""
+    from storyd.animate.encoder import ClipImageEncoder
+
+    rng = random.Random(seed)
+    scenes = [random_scene(rng) for _ in range(count)]
+    text = F.normalize(model.text_projection(
+        caption_features(text_encoder, tokenizer, [full_caption(s) for s in scenes])), dim=-1)
+    image = F.normalize(model.vision(pixel_values=render_pixels(scenes, ClipImageEncoder(model.vision))).image_embeds,
+                        dim=-1)
+    return round(float(((image @ text.T).argmax(1) == torch.arange(count)).float().mean()), 4)
+
+
+def save_image_encoder(folder: Path, vision, facts: dict) -> None:
+    """``config.json`` and ``model.safetensors`` (transformers' layout), and the training facts beside them."""
+    vision.save_pretrained(folder, safe_serialization=True)
+    atomic_write_text(folder / "training.json", json.dumps(facts, indent=2, sort_keys=True) + "\n")
+
+
+def load_image_encoder(folder: Path | None = None, *, device: str | torch.device = "cpu"):
+    """The toy image encoder (by default the shipped one) as a :class:`~storyd.animate.encoder.ClipImageEncoder`."""
+    from transformers import CLIPVisionModelWithProjection
+
+    from storyd.animate.encoder import ClipImageEncoder
+
+    folder = Path(folder or ENCODER_DIR)
+    if not (folder / "config.json").exists():
+        raise InputError("no toy image encoder here", "train one with `storyd train-toy-motion`", path=folder)
+    return ClipImageEncoder(CLIPVisionModelWithProjection.from_pretrained(str(folder), local_files_only=True),
+                            device=device)
+
+
+def main() -> None:
+    """``python -m storyd.toy.image_encoder OUT [--resume] [--install]``: train on the CPU from seed 0, print the
+    facts; ``--install`` copies the result over the shipped encoder (then ``storyd weights lock-fill toy``)."""
+    import shutil
+    import sys
+
+    from transformers import CLIPTextModel
+
+    from storyd.cli.common import Output
+    from storyd.render.tokenizer import load_clip_tokenizer
+    from storyd.weights.paths import storyd_home
+
+    args = sys.argv[1:]
+    out = Path(args[0])
+    text_encoder = CLIPTextModel.from_pretrained(str(ASSETS / "text_encoder"), dtype=torch.float32).eval()
+    with Output().progress() as progress:
+        facts = train_image_encoder(out, EncoderSettings(), text_encoder, load_clip_tokenizer(storyd_home()),
+                                    resume="--resume" in args, progress=progress)
+    if "--install" in args:
+        shutil.rmtree(ENCODER_DIR, ignore_errors=True)
+        shutil.copytree(out / "image_encoder", ENCODER_DIR)
+    print(json.dumps(facts, indent=2))
+
+
+if __name__ == "__main__":
+    main()
