@@ -65,10 +65,13 @@ class ProjectedTokens:
 
 @dataclass
 class ToyVideoBackend(AnimateDiffBackend):
-    """The animatediff backend on the toy stage: no text prompt, no guidance, the toy DDIM schedule."""
+    """The animatediff backend on the toy stage: no text prompt, no guidance, the toy DDIM schedule; frames
+    start from half-shared noise and SparseCtrl counts double (chosen on checks during training; docs/toy-model.md)."""
 
-    steps: int = 12
+    steps: int = 8
     guidance_scale: float = 1.0
+    shared_noise: float = 0.5
+    control_scale: float = 2.0
 
     def render(self, start, end, frames: int, prompt: str | None = None):
         return super().render(start, end, frames, None)
@@ -237,7 +240,7 @@ def load_toy_video_backend(*, folder: Path | None = None, seed: int = 0, fit: st
     load_stage_into(pipe, folder)
     predictor = load_predictor(motion_weights or shipped_motion_weights())[0]
     if note is not None:
-        note("toy-video: the toy model's motion stage on the CPU (12 steps, no guidance)")
+        note("toy-video: the toy model's motion stage on the CPU (8 steps, no guidance)")
     return ToyVideoBackend(pipe, ProjectedTokens(encoder), replace(toy_video_model()), predictor, fit=fit, seed=seed,
                            **settings)
 
