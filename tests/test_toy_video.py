@@ -108,3 +108,19 @@ def test_shared_noise_starts_every_frame_alike_and_keeps_unit_variance():
     assert 0.8 < float(mixed.std()) < 1.2
     correlation = torch.corrcoef(torch.stack([mixed[:, :, 0].flatten(), mixed[:, :, 7].flatten()]))[0, 1]
     assert 0.3 < float(correlation) < 0.7
+
+
+def test_training_checkpoints_and_resumes_and_refuses_to_overwrite(tmp_path):
+    from storyd.errors import InputError
+    from storyd.toy.video_train import VideoSettings, train_video_stage
+
+    settings = VideoSettings(steps=2, batch=1, clips=2, checkpoint_every=1)
+    train_video_stage(tmp_path, settings)
+    assert json.loads((tmp_path / "video" / "training.json").read_text())["step"] == 2
+    assert (tmp_path / "video" / "stage.safetensors").is_file()
+    with pytest.raises(InputError, match="already holds a training run"):
+        train_video_stage(tmp_path, settings)
+    with pytest.raises(InputError, match="other settings"):
+        train_video_stage(tmp_path, VideoSettings(steps=3, batch=1, clips=2, checkpoint_every=1), resume=True)
+    assert train_video_stage(tmp_path, settings, resume=True)["step"] == 2  # nothing left to do
+    assert len((tmp_path / "loss.jsonl").read_text().splitlines()) == 2
