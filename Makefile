@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.storyd-setup
 
-.PHONY: setup demo test test-full-size bench bench-gpu lint docs train-toy train-toy-motion eval clean
+.PHONY: setup demo test test-full-size bench bench-gpu lint docs train-toy train-toy-motion train-toy-video eval clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml Makefile
 
 demo: setup
 	$(BIN)/storyd comic stories/beach-day.yaml
+	$(BIN)/storyd animate out/beach-day -o out/beach-day/video --force  # the toy model's video stage, on the CPU
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -55,6 +56,12 @@ train-toy-motion: setup
 	OMP_NUM_THREADS=1 $(BIN)/python -m storyd.toy.image_encoder out/toy-image-encoder --install
 	OMP_NUM_THREADS=1 $(BIN)/storyd train-motion --toy -o out/toy-motion --device cpu
 	OMP_NUM_THREADS=1 $(BIN)/python -m storyd.toy.motion_train out/toy-motion --install
+
+# The toy video stage (motion modules, SparseCtrl, IP-Adapter Plus) on the toy world's clips; resumes
+# when run again; installs into storyd/assets/toy/video (docs/toy-model.md#video-stage), then re-pins the toy entry.
+train-toy-video: setup
+	OMP_NUM_THREADS=1 $(BIN)/python -m storyd.toy.video_train out/toy-video --install
+	$(BIN)/storyd weights lock-fill toy
 	$(BIN)/storyd weights lock-fill toy
 
 # The embedded model over the toy evaluation stories, CSA off and on, then the table.

@@ -93,7 +93,7 @@ def test_readme_is_a_front_page():
     assert len(lines) <= 250
     assert lines[2:6] == [
         "```sh",
-        "make demo   # set up, then draw a comic from stories/beach-day.yaml on the embedded model (out/beach-day/)",
+        "make demo   # set up, draw a comic from stories/beach-day.yaml on the embedded model, then animate it",
         "make test   # set up, then run the test suite",
         "```",
     ]

@@ -121,7 +121,7 @@ def animate(
     _check_free(targets, force)
 
     if isinstance(backend, str):
-        choice, device, free = _choice(backend, video_model, device)
+        choice, device, free = _choice(backend, video_model, device, comic_model(Path(frames_dir)))
         if backend == "auto" and video_model is None:  # an explicit choice needs no explaining
             note(choice.reason)
         renderer = _load_backend(choice, device=device, free_bytes=free, offload=offload, fit=fit,
@@ -187,7 +187,7 @@ def plan_animation(
 
     keyframes = load_keyframes(Path(frames_dir))
     video_size = output_size(keyframes[0].image.size, size)
-    choice, _, free = _choice(backend, video_model, device)
+    choice, _, free = _choice(backend, video_model, device, comic_model(Path(frames_dir)))
     model = choice.model
     count = frames_for(model, frames)
     info: dict = {
@@ -226,7 +226,16 @@ def _check_free(targets: list[Path], force: bool) -> None:
             raise InputError("already exists", "pass --force to overwrite, or choose another -o folder", path=path)
 
 
-def _choice(backend: str, video_model: str | None, device: str) -> tuple[Choice, str, int | None]:
+def comic_model(frames_dir: Path) -> str | None:
+    """The model a ``storyd comic`` folder was drawn with (its manifest's ``model.name``); None for other folders."""
+    try:
+        return str(json.loads((frames_dir / "manifest.json").read_text(encoding="utf-8"))["model"]["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _choice(backend: str, video_model: str | None, device: str, comic: str | None = None
+            ) -> tuple[Choice, str, int | None]:
     """The backend that runs, the device (`pick_device`'s policy) and its free memory (None off CUDA),
     each asked once, for the choice and for the memory mode alike."""
     from storyd.render.memory import free_memory
@@ -235,7 +244,9 @@ def _choice(backend: str, video_model: str | None, device: str) -> tuple[Choice,
         raise InputError(f"unknown backend {backend!r}", f"choose one of: {', '.join(BACKENDS)}")
     where = pick_device(device)
     free = free_memory(where) if where.startswith("cuda") else None
-    return choose_backend(backend, video_model, device=where, free_bytes=free, present=lock_present), where, free
+    choice = choose_backend(backend, video_model, device=where, free_bytes=free, present=lock_present,
+                           comic_model=comic)
+    return choice, where, free
 
 
 def _load_backend(
@@ -251,6 +262,10 @@ def _load_backend(
     mode = memory_mode(choice.model, free_bytes, offload)
     if not device.startswith("cuda"):
         mode = "none"  # off a GPU there is nothing to offload to
+    if choice.model.name == "toy-video":
+        from storyd.toy.video_stage import load_toy_video_backend
+
+        return load_toy_video_backend(seed=seed, fit=fit, motion_weights=motion_weights, note=note)
     if choice.backend == "animatediff":
         from storyd.animate.backends.animatediff import load_animatediff_backend
 

@@ -25,7 +25,8 @@ def animate(
         typer.Option(
             help="auto | wan-flf2v | wan-vace | animatediff | interpolate. auto: the first video model whose weights "
             "are present and that fits the GPU's free memory, in that order, else interpolate (optical-flow warp "
-            "with cross-fade; no model, runs anywhere offline). The choice and its reason are printed."
+            "with cross-fade; no model, runs anywhere offline); a comic drawn by the toy model gets its own video "
+            "stage, toy-video, on the CPU. The choice and its reason are printed."
         ),
     ] = "auto",
     fps: Annotated[float, typer.Option(help="Frames per second of the videos.")] = 12.0,

@@ -90,6 +90,18 @@ VIDEO_MODELS: dict[str, VideoModel] = {
             "about 5 GB of fp16 weights",
         ),
         VideoModel(
+            name="toy-video",
+            backend="animatediff",
+            weights=("toy",),
+            native=NativeSize(area=64 * 64, multiple=8, min_aspect=2 / 3, max_aspect=3 / 2),
+            frame_step=1,
+            max_frames=16,  # the toy world's clips
+            weights_bytes=20_000_000,  # the toy model and its video stage, float16 on disk
+            peak_bytes={"none": GB // 2, "model": GB // 2, "group": GB // 2},
+            figures="the toy model's video stage (storyd/assets/toy/video), trained and measured on the CPU; "
+            "no published figures",
+        ),
+        VideoModel(
             name="wan2.2-ti2v-5b",
             backend="wan-flf2v",
             weights=(),
@@ -141,13 +153,15 @@ def choose_backend(
     device: str,
     free_bytes: int | None,
     present: Callable[[tuple[str, ...]], str | None],
+    comic_model: str | None = None,
 ) -> Choice:
     """Which backend runs, and one line saying why.
 
     ``present(weights)`` returns None when every lock entry is on disk, else what is missing.
     An explicit backend or model is taken as asked (its weights are checked when it loads);
     ``auto`` takes the first of AUTO_ORDER whose weights are present and whose smallest memory
-    mode fits ``free_bytes`` on a CUDA device, else ``interpolate``.
+    mode fits ``free_bytes`` on a CUDA device, else ``interpolate``. A comic drawn by the toy
+    model (``comic_model``, from its manifest) gets the toy model's own video stage, anywhere.
     """
     if requested not in BACKENDS:
         raise InputError(f"unknown backend '{requested}'", f"choose one of: {', '.join(BACKENDS)}")
@@ -159,6 +173,10 @@ def choose_backend(
         return Choice(model.backend, model, f"{model.backend} with {model.name}: asked for by --video-model")
     if requested == "interpolate":
         return Choice("interpolate", None, "interpolate: asked for by --backend")
+    if comic_model == "toy" and requested in ("auto", "animatediff"):
+        model = VIDEO_MODELS["toy-video"]
+        return Choice("animatediff", model, "animatediff with toy-video: the comic was drawn by the toy model, "
+                      "whose video stage runs on the CPU")
     if requested != "auto":
         model = VIDEO_MODELS[DEFAULT_MODEL[requested]]
         return Choice(requested, model, f"{requested} with {model.name}: asked for by --backend")
