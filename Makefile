@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 
 demo: setup
 	$(BIN)/storyd comic stories/beach-day.yaml
-	$(BIN)/storyd animate out/beach-day -o out/beach-day/video --force  # the toy model's video stage, on the CPU
+	$(BIN)/storyd animate out/beach-day --force  # into out/beach-day/video: the toy model's video stage, on the CPU
 
 test: setup
 	$(BIN)/python -m pytest -q

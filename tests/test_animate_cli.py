@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from support import png_header
+from support import one_line_error, png_header
 
 from storyd.animate import animate
 from storyd.animate.video import read_video
@@ -142,3 +142,13 @@ def test_metrics_come_back_per_transition(keyframes, tmp_path):
     first = result.metrics[0]
     assert set(first) == {"clip_token_distance_first", "clip_token_distance_frames", "clipsim_first", "clipsim_frames"}
     assert first["clipsim_frames"] == pytest.approx(1.0) and first["clip_token_distance_first"] > 0
+
+
+def test_a_comic_folders_videos_go_to_its_video_folder_and_a_plain_folder_needs_o(cli, keyframes):
+    one_line_error(cli("animate", keyframes, "--backend", "interpolate"), "not a storyd comic folder", "-o")
+    assert sorted(p.name for p in keyframes.iterdir()) == ["1.png", "2.png", "3.png"]  # nothing written into it
+    panels = [{"index": i, "file": f"{i + 1}.png", "prompt": "a square"} for i in range(3)]
+    (keyframes / "manifest.json").write_text(json.dumps({"panels": panels}))
+    result = cli("animate", keyframes, "--backend", "interpolate", "--frames", "3", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["story"] == str(keyframes / "video" / "story.mp4")

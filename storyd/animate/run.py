@@ -226,6 +226,15 @@ def _check_free(targets: list[Path], force: bool) -> None:
             raise InputError("already exists", "pass --force to overwrite, or choose another -o folder", path=path)
 
 
+def default_out_dir(frames_dir: Path) -> Path:
+    """Where the videos of a ``storyd comic`` folder go without -o: its ``video/`` folder. A plain
+    folder of keyframes is the user's own, so storyd writes nothing into it unasked."""
+    if not (Path(frames_dir) / "manifest.json").is_file():
+        raise InputError("is not a storyd comic folder, so the videos have no default place",
+                         "give the output folder with -o", path=frames_dir)
+    return Path(frames_dir) / "video"
+
+
 def comic_model(frames_dir: Path) -> str | None:
     """The model a ``storyd comic`` folder was drawn with (its manifest's ``model.name``); None for other folders."""
     try:

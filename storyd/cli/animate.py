@@ -19,7 +19,9 @@ TransitionFramesOpt = Annotated[int, typer.Option("--frames", help="Frames per t
 
 def animate(
     frames_dir: FramesDirArg,
-    out: Annotated[Path, out_option("Output folder.")],
+    out: Annotated[
+        Path | None, out_option("Output folder. Default: FRAMES_DIR/video for a `storyd comic` folder.")
+    ] = None,
     backend: Annotated[
         str,
         typer.Option(
@@ -76,6 +78,10 @@ def animate(
 
     output = Output(json_mode=json_, quiet=quiet)
     requested = parse_size(size) if size else None
+    if out is None and not plan:
+        from storyd.animate.run import default_out_dir
+
+        out = default_out_dir(frames_dir)
     if plan:
         from storyd.animate.run import plan_animation
 
