@@ -97,5 +97,8 @@ def load_clip_encoder(
         from storyd.weights import load_lock, resolve
 
         folder = Path(resolve(load_lock().get("clip-vit-h-14")))
-    model = CLIPVisionModelWithProjection.from_pretrained(str(folder), local_files_only=True, dtype=dtype)
+    from storyd.render.pipelines import quiet_loading
+
+    with quiet_loading():
+        model = CLIPVisionModelWithProjection.from_pretrained(str(folder), local_files_only=True, dtype=dtype)
     return ClipImageEncoder(model, device=device, dtype=dtype)

@@ -178,12 +178,14 @@ def load_image_encoder(folder: Path | None = None, *, device: str | torch.device
     from transformers import CLIPVisionModelWithProjection
 
     from storyd.animate.encoder import ClipImageEncoder
+    from storyd.render.pipelines import quiet_loading
 
     folder = Path(folder or ENCODER_DIR)
     if not (folder / "config.json").exists():
         raise InputError("no toy image encoder here", "train one with `storyd train-toy-motion`", path=folder)
-    return ClipImageEncoder(CLIPVisionModelWithProjection.from_pretrained(str(folder), local_files_only=True),
-                            device=device)
+    with quiet_loading():
+        model = CLIPVisionModelWithProjection.from_pretrained(str(folder), local_files_only=True)
+    return ClipImageEncoder(model, device=device)
 
 
 def main() -> None:

@@ -268,14 +268,17 @@ def load_animatediff_backend(
     sd15 = str(paths["sd15-diffusers"])
     encoder = load_clip_encoder(paths["clip-vit-h-14"], device=device, dtype=dtype)
     components = dict(
-        vae=AutoencoderKL.from_pretrained(sd15, subfolder="vae", dtype=dtype),
-        text_encoder=CLIPTextModel.from_pretrained(sd15, subfolder="text_encoder", dtype=dtype),
+        vae=AutoencoderKL.from_pretrained(sd15, subfolder="vae", dtype=dtype, local_files_only=True),
+        text_encoder=CLIPTextModel.from_pretrained(sd15, subfolder="text_encoder", dtype=dtype, local_files_only=True),
         tokenizer=CLIPTokenizer.from_pretrained(sd15, subfolder="tokenizer", local_files_only=True),
-        unet=UNet2DConditionModel.from_pretrained(sd15, subfolder="unet", dtype=dtype),
-        motion_adapter=MotionAdapter.from_pretrained(str(paths["animatediff-motion-v1-5-3"]), dtype=dtype),
-        controlnet=SparseControlNetModel.from_pretrained(str(paths["sparsectrl-rgb"]), dtype=dtype),
+        unet=UNet2DConditionModel.from_pretrained(sd15, subfolder="unet", dtype=dtype, local_files_only=True),
+        motion_adapter=MotionAdapter.from_pretrained(str(paths["animatediff-motion-v1-5-3"]), dtype=dtype,
+                                                     local_files_only=True),
+        controlnet=SparseControlNetModel.from_pretrained(str(paths["sparsectrl-rgb"]), dtype=dtype,
+                                                         local_files_only=True),
         scheduler=DPMSolverMultistepScheduler.from_pretrained(
-            sd15, subfolder="scheduler", beta_schedule="linear", algorithm_type="dpmsolver++", use_karras_sigmas=True
+            sd15, subfolder="scheduler", beta_schedule="linear", algorithm_type="dpmsolver++", use_karras_sigmas=True,
+            local_files_only=True,
         ),
         image_encoder=encoder.model,
     )
