@@ -39,10 +39,16 @@ def _repo_files() -> dict[str, tuple[int, int]]:
 
 def pytest_configure(config):
     """Hypothesis's caches go to a temp dir from the start: it writes some (the constants it finds
-    in the tested code) while test modules are collected, before any fixture runs."""
+    in the tested code) while test modules are collected, before any fixture runs. The libraries'
+    advisory logs are quieted as the CLI quiets them, so a command's stderr in a test is what a
+    user sees, whichever test ran first."""
     import tempfile
 
     from hypothesis.configuration import set_hypothesis_home_dir
+
+    from storyd.cli import quiet_libraries
+
+    quiet_libraries()
 
     config.stash[_HYPOTHESIS_HOME] = tempfile.mkdtemp(prefix="storyd-hypothesis-")
     set_hypothesis_home_dir(config.stash[_HYPOTHESIS_HOME])
