@@ -103,15 +103,7 @@ def train_image_encoder(out: Path, settings: EncoderSettings, text_encoder, toke
 
     progress = progress or NullProgress()
     ckpt = Checkpoints(Path(out))
-    state = ckpt.load() if resume else None
-    if resume and state is None:
-        raise InputError(f"nothing to resume in {out}", "run without --resume to start a new training run")
-    if state is not None and state["settings"] != asdict(settings):
-        raise InputError(f"the checkpoint in {out} was made with other settings",
-                         "resume with the same settings, or train into a new --out folder")
-    if not resume and ckpt.path.exists():
-        raise InputError(f"{out} already holds a training run", "pass --resume to continue it, or choose another --out")
-    Path(out).mkdir(parents=True, exist_ok=True)
+    state = ckpt.open_run(resume, lambda saved: saved == asdict(settings))
     started = time.monotonic()
     rng = random.Random(settings.seed)
     scenes = [random_scene(rng) for _ in range(settings.scenes)]

@@ -157,6 +157,22 @@ class Checkpoints:
     def load(self) -> dict | None:
         return torch.load(self.path, weights_only=False, map_location="cpu") if self.path.exists() else None
 
+    def open_run(self, resume: bool, matches: Callable[[dict], bool]) -> dict | None:
+        """The checkpoint to resume (None: a new run), after refusing what would lose or mix work: a
+        resume with nothing to resume or whose saved settings `matches` refuses, or a new run over an
+        existing one."""
+        state = self.load() if resume else None
+        if resume and state is None:
+            raise InputError(f"nothing to resume in {self.out}", "run without --resume to start a new training run")
+        if state is not None and not matches(state["settings"]):
+            raise InputError(f"the checkpoint in {self.out} was made with other settings",
+                             "resume with the same settings, or train into a new folder")
+        if not resume and self.path.exists():
+            raise InputError(f"{self.out} already holds a training run",
+                             "pass --resume to continue it, or choose another folder")
+        self.out.mkdir(parents=True, exist_ok=True)
+        return state
+
     def save(self, state: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(self.path) as handle:
@@ -464,15 +480,7 @@ def train(out: Path, settings: TrainSettings, tokenizer, *, resume: bool = False
 
     progress = progress or NullProgress()
     ckpt = Checkpoints(out)
-    state = ckpt.load() if resume else None
-    if resume and state is None:
-        raise InputError(f"nothing to resume in {out}", "run without --resume to start a new training run")
-    if state is not None and not _settings_match(state["settings"], settings):
-        raise InputError(f"the checkpoint in {out} was made with other settings",
-                         "resume with the same --seed, or train into a new --out folder")
-    if not resume and ckpt.path.exists():
-        raise InputError(f"{out} already holds a training run", "pass --resume to continue it, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    state = ckpt.open_run(resume, lambda saved: _settings_match(saved, settings))
     phase = state["phase"] if state else "vae"
     ckpt.truncate_log(phase, state["step"] if state else 0)
     t0 = time.monotonic()

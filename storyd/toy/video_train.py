@@ -23,7 +23,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from storyd.errors import InputError
 from storyd.progress import NullProgress, Progress
 from storyd.toy.video_stage import StageConfig, build_stage_pipeline, freeze_all_but_stage, save_stage, trainable
 
@@ -101,16 +100,7 @@ def train_video_stage(out: Path, settings: VideoSettings = VideoSettings(), *, r
     progress = progress or NullProgress()
     out = Path(out)
     ckpt = Checkpoints(out)
-    state = ckpt.load() if resume else None
-    if resume and state is None:
-        raise InputError(f"nothing to resume in {out}", "run without --resume to start a new training run")
-    if state is not None and state["settings"] != asdict(settings):
-        raise InputError(f"the checkpoint in {out} was made with other settings",
-                         "resume with the same settings, or train into a new folder")
-    if not resume and ckpt.path.exists():
-        raise InputError(f"{out} already holds a training run",
-                         "pass --resume to continue it, or choose another folder")
-    out.mkdir(parents=True, exist_ok=True)
+    state = ckpt.open_run(resume, lambda saved: saved == asdict(settings))
     started = time.monotonic()
     encoder = load_image_encoder()
     tokenizer = load_clip_tokenizer(storyd_home())
