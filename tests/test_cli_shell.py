@@ -158,3 +158,26 @@ def test_the_rich_view_keeps_one_bar_per_task_and_prints_notes():
         assert (task.completed, task.total) == (2000, 2000)
         assert AmountColumn().render(task).plain == "2.0 kB/2.0 kB"
     assert "resuming from step 3" in out.getvalue() and list(view.tasks) == ["download a.bin"]
+
+
+@pytest.mark.parametrize(("sig", "kind"), [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)])
+def test_an_interrupt_a_library_swallows_is_raised_again_at_the_next_progress(sig, kind):
+    from rich.console import Console
+
+    from storyd.cli.errors import install_signals, raise_pending
+    from storyd.cli.progress_view import NotesOnly, RichProgress
+
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        install_signals()
+        raise_pending()  # nothing came: nothing raised
+        try:
+            signal.raise_signal(sig)
+        except KeyboardInterrupt:
+            pass  # what a bare `except:` in a library's import does
+        for view in (NotesOnly(Console(), quiet=True), RichProgress(Console())):
+            with pytest.raises(kind):
+                view.update("drawing", 1, 6)
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])

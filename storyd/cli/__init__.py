@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from storyd.cli.errors import handled, install_signals
+from storyd.cli.errors import handled, install_signals, raise_pending
 
 
 def main() -> None:
@@ -18,6 +18,7 @@ def main() -> None:
         quiet_libraries()
         from storyd.cli.app import app
 
+        raise_pending()
         app()
     except (KeyboardInterrupt, Exception) as exc:
         code = handled(exc)

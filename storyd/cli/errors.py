@@ -20,10 +20,6 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised as an interrupt so that a killed job ends like a Ctrl-C."""
 
 
-def _terminate(signum, frame) -> None:
-    raise Terminated
-
-
 # exception type -> (exit code, the line on stderr); the first row that matches wins.
 ERRORS: tuple[tuple[type[BaseException], Callable[[BaseException], int], Callable[[BaseException], str]], ...] = (
     (Terminated, lambda exc: 143, lambda exc: INTERRUPTED),
@@ -51,8 +47,34 @@ def handled(exc: BaseException) -> int | None:
     return None
 
 
+class _Interrupts:
+    """The handler of SIGINT and SIGTERM: raises the interrupt and remembers it, so that one a library
+    swallows (a bare `except:` around an import, say) is raised again by `raise_pending` instead of
+    being lost while the command runs on."""
+
+    def __init__(self) -> None:
+        self.pending: type[KeyboardInterrupt] | None = None
+
+    def __call__(self, signum, frame) -> None:
+        import signal
+
+        self.pending = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        raise self.pending
+
+
 def install_signals() -> None:
     import signal
 
-    signal.signal(signal.SIGTERM, _terminate)
+    handler = _Interrupts()
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def raise_pending() -> None:
+    """Raise the interrupt a signal brought, if something swallowed it (only under `main`'s handlers)."""
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+    if isinstance(handler, _Interrupts) and handler.pending is not None:
+        raise handler.pending
 

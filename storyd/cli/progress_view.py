@@ -8,6 +8,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
+from storyd.cli.errors import raise_pending
 from storyd.progress import NullProgress
 
 
@@ -45,11 +46,13 @@ class RichProgress:
         self.view.stop()
 
     def update(self, task: str, done: int, total: int | None = None, *, unit: str = "", detail: str = "") -> None:
+        raise_pending()
         if task not in self.tasks:
             self.tasks[task] = self.view.add_task(escape(task), total=total, unit=unit, detail="")
         self.view.update(self.tasks[task], completed=done, total=total, detail=escape(detail))
 
     def advance(self, task: str, by: int = 1) -> None:
+        raise_pending()
         if task not in self.tasks:
             self.update(task, 0)
         self.view.advance(self.tasks[task], by)
@@ -74,6 +77,12 @@ class NotesOnly(NullProgress):
 
     def __exit__(self, *exc) -> None:
         pass
+
+    def update(self, task: str, done: int, total: int | None = None, *, unit: str = "", detail: str = "") -> None:
+        raise_pending()
+
+    def advance(self, task: str, by: int = 1) -> None:
+        raise_pending()
 
     def note(self, message: str) -> None:
         if not self.quiet:
