@@ -18,11 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from storyd.streamed_safetensors import write_streamed
 
 CONFIGS = Path(__file__).resolve().parent.parent / "storyd" / "configs"
 
@@ -30,7 +31,6 @@ CONFIGS = Path(__file__).resolve().parent.parent / "storyd" / "configs"
 PUBLISHED_PARAMS = {"sd15": 1_066_235_307, "sdxl": 3_468_837_867}
 # The dtype the published files store (SD1.5's pruned EMA file is fp32: 4.27 GB; SDXL base is fp16: 6.94 GB).
 PUBLISHED_DTYPE = {"sd15": torch.float32, "sdxl": torch.float16}
-_SAFETENSORS_DTYPE = {torch.float32: "F32", torch.float16: "F16", torch.int64: "I64"}
 
 
 def extra_keys(family: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -249,30 +249,11 @@ def _random(key: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tenso
 
 
 def write_checkpoint(path: Path, tensors: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> str:
-    """Write a .safetensors file one tensor at a time (never the whole model in memory); return its sha256.
-
-    The format: an 8-byte little-endian header length, a JSON header naming each tensor's dtype, shape
-    and byte range (padded with spaces to 8 bytes), then the raw little-endian bytes in that order."""
+    """Write a .safetensors file one tensor at a time (never the whole model in memory); return its sha256."""
     names = sorted(tensors)
-    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for name in names:
-        shape, dtype = tensors[name]
-        size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-        header[name] = {"dtype": _SAFETENSORS_DTYPE[dtype], "shape": list(shape),
-                        "data_offsets": [offset, offset + size]}
-        offset += size
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)
+    index = {name: (tensors[name][1], tensors[name][0]) for name in names}
     digest = hashlib.sha256()
-    with path.open("wb") as out:
-        for chunk in (struct.pack("<Q", len(encoded)), encoded):
-            out.write(chunk)
-            digest.update(chunk)
-        for name in names:
-            data = _random(name, *tensors[name]).reshape(-1).view(torch.uint8).numpy().tobytes()
-            out.write(data)
-            digest.update(data)
+    write_streamed(path, {"format": "pt"}, index, (_random(name, *tensors[name]) for name in names), digest)
     return digest.hexdigest()
 
 

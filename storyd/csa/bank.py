@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from storyd.errors import InputError
+from storyd.streamed_safetensors import tensor_bytes, write_streamed
 
 # What a bank must match to be read: the layer shapes and step schedule it was written for.
 VALIDITY_KEYS = ("model", "revision", "width", "height", "steps", "scheduler", "cfg", "layers", "read_step", "loras")
@@ -106,7 +107,7 @@ class CharacterBank:
         chars = [character] if character else self.characters()
         held = sum(t.numel() * t.element_size() for c in chars for t in self.entries.get(c, {}).values())
         return held + sum(
-            _size(dtype, shape) for c in chars for layers in self._spilled.get(c, {}).values()
+            tensor_bytes(dtype, shape) for c in chars for layers in self._spilled.get(c, {}).values()
             for dtype, shape in layers.values()
         )
 
@@ -268,36 +269,3 @@ def read_bank_name(path: Path) -> str:
             return bank_name(handle.metadata(), path)
     except (OSError, ValueError, SafetensorError) as exc:
         raise InputError(f"cannot read character bank: {exc}", "check the file or make it again", path=path) from None
-
-
-SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
-
-
-def _size(dtype: torch.dtype, shape: tuple[int, ...]) -> int:
-    count = 1
-    for n in shape:
-        count *= n
-    return count * dtype.itemsize
-
-
-def write_streamed(path: Path, metadata: dict[str, str], index: dict, tensors) -> None:
-    """A safetensors file whose header is built from `index` (name -> (dtype, shape)) and whose
-    tensors come one by one from `tensors`, in the index's order: nothing is held but one tensor."""
-    from storyd.fsutil import atomic_open
-
-    header: dict[str, object] = {"__metadata__": metadata}
-    offset = 0
-    for name, (dtype, shape) in index.items():
-        size = _size(dtype, shape)
-        span = [offset, offset + size]
-        header[name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": span}
-        offset += size
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors writes it
-    with atomic_open(path, "wb") as handle:
-        handle.write(len(text).to_bytes(8, "little"))
-        handle.write(text)
-        for (name, (dtype, shape)), tensor in zip(index.items(), tensors, strict=True):
-            if tensor.dtype != dtype or tuple(tensor.shape) != shape:
-                raise RuntimeError(f"bank entry {name} changed on disk: {tensor.dtype} {tuple(tensor.shape)}")
-            handle.write(tensor.contiguous().view(torch.uint8).numpy().tobytes())
