@@ -100,6 +100,22 @@ def read_seed_overrides(root: Path) -> dict[int, int]:
         return {}  # no manifest, or a damaged one: OutputFolder says what is wrong with it
 
 
+def read_manifest(path: Path, fix: str = "delete it, or pass --force to start over") -> dict:
+    """A manifest's contents, checked to be storyd's (a mapping whose panels have an index and a
+    file); `fix` says what to do with one that is not."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError("the manifest is not valid JSON", fix, path=path) from None
+    panels = data.get("panels", []) if isinstance(data, dict) else None
+    if not isinstance(panels, list) or not all(
+        isinstance(p, dict) and isinstance(p.get("index"), int) and isinstance(p.get("file"), str) for p in panels
+    ):
+        raise InputError("this is not a storyd manifest (a mapping whose panels have an index and a file)",
+                         fix, path=path)
+    return data
+
+
 # where storyd writes inside the folder
 WRITTEN_FOLDERS = ("panels", "panels/history", "panels/control", "pages", "characters")
 PAGE_FILES = ("pages/page-[0-9][0-9][0-9].png", "comic.pdf", "comic.cbz")  # what laying out writes or removes
@@ -135,7 +151,7 @@ class OutputFolder:
             self.manifest = main
             self._fold(self.shard_manifests())
         else:
-            own = self._read(self.path) if self.path.exists() else None
+            own = read_manifest(self.path) if self.path.exists() else None
             self.manifest = own or self._fresh(main)
             self._inherited = [] if force else main.get("panels", [])
         self._owned = self._owned_files(main)
@@ -186,26 +202,12 @@ class OutputFolder:
                 raise InputError(f"cannot write in {root / folder}: permission denied",
                                  "make it writable, or choose another folder with -o")
 
-    def _read(self, path: Path) -> dict:
-        fix = "delete it, or pass --force to start over"
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise InputError("the manifest is not valid JSON", fix, path=path) from None
-        panels = data.get("panels", []) if isinstance(data, dict) else None
-        if not isinstance(panels, list) or not all(
-            isinstance(p, dict) and isinstance(p.get("index"), int) and isinstance(p.get("file"), str) for p in panels
-        ):
-            raise InputError("this is not a storyd manifest (a mapping whose panels have an index and a file)",
-                             fix, path=path)
-        return data
-
     def _open_main(self, force: bool) -> dict:
         path = self.root / MANIFEST
         story_path = str(self.plan.story.path.resolve())
         if not path.exists():
             return self._fresh({})
-        manifest = self._read(path)
+        manifest = read_manifest(path)
         if manifest.get("story", {}).get("path") != story_path and not force:
             raise InputError(
                 f"{self.root} holds the output of another story ({manifest.get('story', {}).get('path')})",
@@ -223,7 +225,7 @@ class OutputFolder:
         """Take the panels the shards drew into this (the main) manifest; theirs are newer."""
         panels = {p["index"]: p for p in self.manifest.get("panels", [])}
         for path in paths:
-            for entry in self._read(path).get("panels", []):
+            for entry in read_manifest(path).get("panels", []):
                 panels[entry["index"]] = entry
         self.manifest["panels"] = [panels[i] for i in sorted(panels)]
         self._merged = paths
@@ -231,7 +233,7 @@ class OutputFolder:
     def _owned_files(self, main: dict) -> dict[str, set[str | None]]:
         """Every file storyd recorded writing here, with the sha256 values it had (None: any content)."""
         owned: dict[str, set[str | None]] = {}
-        manifests = [main, self.manifest] + [self._read(p) for p in self.shard_manifests()]
+        manifests = [main, self.manifest] + [read_manifest(p) for p in self.shard_manifests()]
         for manifest in manifests:
             for entry in manifest.get("panels", []):
                 owned.setdefault(entry["file"], set()).add(entry.get("sha256"))
@@ -464,13 +466,7 @@ def layout_into(root: Path, files: list[Path], write: Callable[[], list[Path]]) 
         return write()
     lock = _lock(root, path)
     try:
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise InputError("the manifest is not valid JSON", "delete it, or lay out into another folder with -o",
-                             path=path) from None
-        if not isinstance(manifest, dict):
-            raise InputError("this is not a storyd manifest", "lay out into another folder with -o", path=path)
+        manifest = read_manifest(path, "delete it, or lay out into another folder with -o")
         owned = {*manifest.get("pages", []), *manifest.get("writing", [])}
         existing = (p for pattern in PAGE_FILES for p in root.glob(pattern))
         for file in sorted({p.relative_to(root).as_posix() for p in [*files, *existing] if p.exists()}):
