@@ -13,11 +13,11 @@ whole-look agreement. The first and last frames are compared with the keyframes 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import combinations
 
 import numpy as np
 from PIL import Image
 
+from storyd.toy.metrics import look_pairs
 from storyd.toy.world import LOOK_ATTRS, SIZE, draw_setting
 
 KID_THRESHOLD = 60  # summed RGB distance from the setting above which a pixel counts as the kid's
@@ -61,8 +61,8 @@ def look_agreement(frames: Sequence[np.ndarray], reader) -> dict[str, float]:
     """Over every pair of frames: the fraction agreeing on the whole look, and on each attribute on average."""
     looks = [r["figures"][0] if r["figures"] else {} for r in reader.read([Image.fromarray(f) for f in frames])]
     whole, per = [], []
-    for a, b in combinations(looks, 2):
-        same = [bool(a) and bool(b) and a.get(attr) == b.get(attr) for attr in LOOK_ATTRS]
+    for both, agree in look_pairs(looks, LOOK_ATTRS):
+        same = [both and ok for ok in agree]  # a frame without a figure agrees with nothing
         whole.append(all(same))
         per.append(np.mean(same))
     return {"identity": float(np.mean(whole)), "identity_per_attribute": float(np.mean(per))}
