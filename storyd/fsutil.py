@@ -2,8 +2,9 @@
 
 A write goes to ``.<name>.<pid>-<random>.tmp`` beside the file, then one rename; a
 process killed mid-write leaves that temporary behind, and `remove_stale_temporaries`
-removes those whose process is gone. A full disk or a folder that cannot be written
-is an InputError naming the file, not a traceback.
+removes those whose process is gone. A disk bank's spill folder (``.storyd-bank-<pid>-...``)
+is cleaned up the same way by `remove_dead_spill_folders`. A full disk or a folder that cannot
+be written is an InputError naming the file, not a traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -21,6 +23,8 @@ from typing import IO
 from storyd.errors import InputError
 
 _TEMPORARY = re.compile(r"\..+\.(\d+)-[0-9a-f]{12}\.tmp")
+SPILL_PREFIX = ".storyd-bank-"  # a disk bank's spill folder; an output folder holding one is still storyd's
+_SPILL = re.compile(re.escape(SPILL_PREFIX) + r"(\d+)-.+")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
@@ -70,6 +74,22 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
             with contextlib.suppress(FileNotFoundError):
                 entry.unlink()
                 removed.append(entry)
+    return removed
+
+
+def spill_prefix() -> str:
+    """The name a disk bank's spill folder starts with: it carries this process's id."""
+    return f"{SPILL_PREFIX}{os.getpid()}-"
+
+
+def remove_dead_spill_folders(folder: Path) -> list[Path]:
+    """Delete the spill folders that a killed run's disk bank left in ``folder``; return them."""
+    removed = []
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        match = _SPILL.fullmatch(entry.name)
+        if match and not entry.is_symlink() and entry.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
     return removed
 
 

@@ -29,7 +29,15 @@ from pathlib import Path
 
 from storyd import __version__
 from storyd.errors import InputError
-from storyd.fsutil import atomic_write_bytes, atomic_write_text, file_sha256, remove_stale_temporaries, write_error
+from storyd.fsutil import (
+    SPILL_PREFIX,
+    atomic_write_bytes,
+    atomic_write_text,
+    file_sha256,
+    remove_dead_spill_folders,
+    remove_stale_temporaries,
+    write_error,
+)
 from storyd.plan.render_plan import PLAIN, PanelJob, RenderPlan
 from storyd.plan.seeds import derive_seed, panel_seed
 from storyd.render.conditioning import hash_inputs as conditioning_inputs
@@ -146,6 +154,7 @@ class OutputFolder:
     def _open(self, force: bool) -> None:
         for folder in ("", *WRITTEN_FOLDERS):
             remove_stale_temporaries(self.root / folder)
+        remove_dead_spill_folders(self.root)
         main = self._open_main(force)
         if self.shard is None:
             self.manifest = main
@@ -187,7 +196,7 @@ class OutputFolder:
             and not self.shard_manifests()
             and not force
             # storyd's lock and temporaries, and a disk bank's spill folder
-            and any(not p.name.startswith((".manifest.", ".storyd-bank-")) for p in root.iterdir())
+            and any(not p.name.startswith((".manifest.", SPILL_PREFIX)) for p in root.iterdir())
         ):
             raise InputError(
                 f"{root} already exists and is not a storyd output folder",

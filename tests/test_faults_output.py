@@ -131,6 +131,22 @@ def test_a_kill_during_the_first_panel_write_leaves_a_folder_that_resumes(clean,
     assert panel_hashes(out) == panel_hashes(clean[1]) and not temporaries(out)
 
 
+def test_a_killed_runs_bank_spill_folder_goes_at_the_next_run_and_a_live_ones_stays(copied, story):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = copied / f".storyd-bank-{int(gone.stdout)}-x1"  # the id of a process that has ended
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]) as running:
+        live = copied / f".storyd-bank-{running.pid}-x2"  # a shard still drawing into this folder
+        try:
+            for folder in (dead, live):
+                folder.mkdir()
+                (folder / "0-3.safetensors").write_bytes(b"step")
+            result = comic(story, copied)
+            assert result.exit_code == 0, result.output
+            assert not dead.exists() and (live / "0-3.safetensors").is_file()
+        finally:
+            running.kill()
+
+
 def test_a_full_disk_is_one_line_and_what_was_kept_resumes(clean, story, tmp_path, monkeypatch):
     out = tmp_path / "out"
     real = os.replace

@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 
 from storyd.errors import InputError
+from storyd.fsutil import spill_prefix
 from storyd.streamed_safetensors import tensor_bytes, write_streamed
 
 # What a bank must match to be read: the layer shapes and step schedule it was written for.
 VALIDITY_KEYS = ("model", "revision", "width", "height", "steps", "scheduler", "cfg", "layers", "read_step", "loras")
 DISK = "disk"
-SPILL_PREFIX = ".storyd-bank-"  # a disk bank's spill folder; an output folder holding one is still storyd's
 
 
 @dataclass
@@ -145,7 +145,7 @@ class CharacterBank:
         if self._folder is None:
             if self.spill_dir is not None:
                 Path(self.spill_dir).mkdir(parents=True, exist_ok=True)
-            self._folder = Path(tempfile.mkdtemp(prefix=SPILL_PREFIX, dir=self.spill_dir))
+            self._folder = Path(tempfile.mkdtemp(prefix=spill_prefix(), dir=self.spill_dir))
             self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, ignore_errors=True)
         number = self._numbers.setdefault(character, len(self._numbers))  # a name may hold any character
         return self._folder / f"{number}-{step}.safetensors"
