@@ -51,9 +51,9 @@ train-toy: setup
 	$(BIN)/storyd train-toy --device cpu  # where the shipped model was trained: the same bytes
 
 # The toy image encoder, then the motion predictor on its embeddings, each measured and installed
-# (docs/toy-model.md#motion); one CPU thread, as the shipped ones were trained.
+# (docs/toy-model.md#motion); with the thread counts the shipped ones were trained with.
 train-toy-motion: setup
-	OMP_NUM_THREADS=1 $(BIN)/python -m storyd.toy.image_encoder out/toy-image-encoder --install
+	OMP_NUM_THREADS=2 $(BIN)/python -m storyd.toy.image_encoder out/toy-image-encoder --install
 	OMP_NUM_THREADS=1 $(BIN)/storyd train-motion --toy -o out/toy-motion --device cpu
 	OMP_NUM_THREADS=1 $(BIN)/python -m storyd.toy.motion_train out/toy-motion --install
 

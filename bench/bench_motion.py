@@ -2,7 +2,7 @@
 
 Held-back clips of the toy world (seed 777; the predictor learnt from seed 0's), 40 per
 kind, encoded frame by frame with the shipped toy image encoder. For each clip the
-predictor and spherical interpolation both get the first and last frame's 17 tokens
+predictor and spherical interpolation both get the first and last frame's 65 tokens
 and give the 14 frames between; the error is 1 - cos between a predicted token and the
 true frame's, averaged over those frames and tokens. `reduction`: how much lower the
 predictor's error is (target: 30% on jump and sit-down, no worse on the rest), over all

@@ -7,8 +7,9 @@ whole look reads the same (target: the comic's read-mode figure, 0.58); `per_att
 attribute; `key_err`: mean absolute error (0 to 1) of the first and last frames against the
 keyframes; `iou` and `centre_px`: the in-between frames' kid silhouette against the truth's.
 Rows: the true frames (the measure's ceiling); the toy stage with the shipped SMP; with the
-SMP replaced by slerp between the keyframes' tokens; with the image prompt cut (scale 0);
-the `interpolate` backend.
+SMP replaced by slerp between the keyframes' tokens; without holding the first and last frames
+to the keyframes' latents (`KeyframeHold`); with the image prompt cut (scale 0); the
+`interpolate` backend.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def run() -> list[dict]:
         return render
 
     renders["toy stage + slerp"] = with_settings(predictor=None)
+    renders["toy stage + SMP, ends not held"] = with_settings(hold_keyframes=False)
     renders["toy stage, image prompt cut"] = with_settings(image_prompt_scale=0.0)
     renders["interpolate"] = InterpolateBackend().render
     rows = []

@@ -32,16 +32,36 @@ def backend():
     return tiny_animatediff_backend(steps=2)
 
 
-def test_frames_follow_the_last_keyframe_and_are_never_the_pasted_keyframes(backend):
+def test_the_frames_between_follow_the_last_keyframe_and_the_ends_are_the_keyframes_through_the_vae(backend):
     start, end, other = noise(0), noise(1), noise(2)
     clip = backend.render(start, end, 6, "a cat runs")
     assert len(clip) == 6 and all(f.shape == (32, 32, 3) and f.dtype == np.uint8 for f in clip)
     again = backend.render(start, end, 6, "a cat runs")
     assert all(np.array_equal(a, b) for a, b in zip(clip, again, strict=True))  # seeded: comparisons mean something
     changed = backend.render(start, other, 6, "a cat runs")
-    assert all(not np.array_equal(a, b) for a, b in zip(clip[:-1], changed[:-1], strict=True))
+    assert all(not np.array_equal(a, b) for a, b in zip(clip[1:-1], changed[1:-1], strict=True))
+    assert np.array_equal(clip[0], changed[0])  # held: the first frame is the first keyframe's, whatever comes last
     for frame in clip:  # generated, not pasted: no frame is either keyframe
         assert not np.array_equal(frame, np.asarray(start)) and not np.array_equal(frame, np.asarray(end))
+    free = replace(backend, hold_keyframes=False).render(start, other, 6, "a cat runs")
+    assert not np.array_equal(free[0], changed[0])  # without the hold the first frame is drawn, and moves
+
+
+def test_the_hold_puts_the_keyframes_at_the_noise_level_of_the_next_step(backend):
+    from storyd.animate.backends.animatediff import KeyframeHold
+
+    pipe = backend.pipe
+    pipe.scheduler.set_timesteps(4)
+    keys = torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    latents = torch.randn(1, 4, 5, 4, 4, generator=torch.Generator().manual_seed(1))
+    hold = KeyframeHold(keys, seed=3)
+    noised = hold(pipe, 0, pipe.scheduler.timesteps[0], {"latents": latents})["latents"]
+    assert torch.equal(noised[:, :, 1:-1], latents[:, :, 1:-1])  # the frames between are the sampler's
+    expected = pipe.scheduler.add_noise(keys, torch.randn(keys.shape, generator=torch.Generator().manual_seed(3)),
+                                        pipe.scheduler.timesteps[1:2])
+    assert torch.allclose(noised[:, :, 0], expected[:, :, 0]) and torch.allclose(noised[:, :, -1], expected[:, :, 1])
+    clean = hold(pipe, 3, pipe.scheduler.timesteps[3], {"latents": latents})["latents"]  # after the last step
+    assert torch.equal(clean[:, :, 0], keys[:, :, 0]) and torch.equal(clean[:, :, -1], keys[:, :, 1])
 
 
 def test_switching_off_sparsectrl_or_the_image_prompt_changes_the_frames(backend):

@@ -17,12 +17,17 @@ from storyd.animate.motion import lerp_embeddings, load_predictor, predict_embed
 from storyd.animate.train_motion import TrainConfig
 from storyd.errors import InputError
 from storyd.toy.image_encoder import (
+    POSE_DIM,
+    SILHOUETTE_CELLS,
     Contrastive,
     EncoderSettings,
     caption_features,
+    clip_frame_tensors,
     full_caption,
     load_image_encoder,
+    pose_vector,
     render_pixels,
+    silhouette_targets,
     train_image_encoder,
 )
 from storyd.toy.model_config import ToyModelConfig, build_text_encoder
@@ -37,8 +42,8 @@ from storyd.toy.world import pose_joints, random_scene
 from storyd.weights import load_lock
 from storyd.weights.checks import sha256_file
 
-TINY_ENCODER = EncoderSettings(steps=6, batch=8, scenes=24, width=16, layers=1, heads=2, embed_dim=8,
-                               checkpoint_every=3)
+TINY_ENCODER = EncoderSettings(steps=6, batch=8, scenes=24, clips=2, clip_batch=8, width=16, layers=1, heads=2,
+                               embed_dim=8, checkpoint_every=3)
 
 
 def _mask(clip, i) -> np.ndarray:
@@ -127,6 +132,45 @@ def test_a_few_contrastive_steps_lower_the_image_encoders_loss(text_side):
     assert losses[-1] < 0.8 * losses[0]
 
 
+def test_a_few_steps_lower_the_pose_and_silhouette_heads_losses():
+    torch.manual_seed(0)
+    model = Contrastive(TINY_ENCODER, 16)
+    frames = clip_frame_tensors(make_clips(2, 3), ClipImageEncoder(model.vision))
+    pose = (frames["pose"] - frames["pose"].mean(0)) / frames["pose"].std(0).clamp_min(1e-3)
+    silhouettes = silhouette_targets(frames["masks"], TINY_ENCODER.patch)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        pose_loss, silhouette_loss = model.motion_losses(frames["pixels"], pose, silhouettes)
+        opt.zero_grad()
+        (pose_loss + 10 * silhouette_loss).backward()
+        opt.step()
+        losses.append((pose_loss.item(), silhouette_loss.item()))
+    assert losses[-1][0] < 0.8 * losses[0][0] and losses[-1][1] < 0.8 * losses[0][1], losses
+
+
+def test_each_patch_token_is_asked_for_the_silhouette_inside_its_own_patch():
+    masks = torch.zeros(1, 64, 64)
+    masks[0, 8:16, 16:20] = 1  # the left half of the patch on row 1, column 2
+    targets = silhouette_targets(masks, 8)
+    assert targets.shape == (1, 64, SILHOUETTE_CELLS**2)
+    assert set(torch.nonzero(targets[0].sum(1)).flatten().tolist()) == {1 * 8 + 2}
+    cells = targets[0, 10].view(SILHOUETTE_CELLS, SILHOUETTE_CELLS)
+    assert torch.equal(cells, torch.tensor([[1.0, 1, 0, 0]] * 4))  # left half covered, every row
+
+
+def test_the_pose_truth_names_every_joint_the_place_and_the_fade():
+    clip = make_clip(4, "jump")
+    vectors = torch.tensor([pose_vector(t, fades=False) for t in clip.truth])
+    assert vectors.shape == (16, POSE_DIM)
+    apex = max(range(16), key=lambda i: clip.truth[i].lift)
+    assert vectors[apex, -2] * 64 == pytest.approx(clip.truth[apex].lift) and vectors[0, -2] == 0
+    assert torch.equal(vectors[0], vectors[-1])  # a jump lands where it started, and the setting stays
+    fading = torch.tensor([pose_vector(t, fades=True) for t in clip.truth])
+    assert fading[0, -1] == 0 and fading[-1, -1] == 1 and torch.equal(fading[:, :-1], vectors[:, :-1])
+
+
 class _Stop(Exception):
     pass
 
@@ -161,7 +205,7 @@ def test_the_image_encoder_resumes_to_the_same_weights_and_loads_as_a_clip_encod
     assert (tmp_path / "cut" / "loss.jsonl").read_text() == (tmp_path / "whole" / "loss.jsonl").read_text()
     encoder = load_image_encoder(tmp_path / "cut" / "image_encoder")
     tokens = encoder.encode(make_clip(1, "run").frames()[:2])
-    assert tokens.shape == (2, 17, 8)  # CLS + 4 x 4 patches, in the projected space
+    assert tokens.shape == (2, 65, 8)  # CLS + 8 x 8 patches, in the projected space
     with pytest.raises(InputError, match="no toy image encoder here"):
         load_image_encoder(tmp_path)
 
@@ -170,7 +214,8 @@ def test_a_few_steps_on_toy_clips_lower_the_motion_predictors_loss(tmp_path):
     torch.manual_seed(0)
     from transformers import CLIPVisionModelWithProjection
 
-    encoder = ClipImageEncoder(CLIPVisionModelWithProjection(TINY_ENCODER.vision_config()))
+    coarse = EncoderSettings(**{**TINY_ENCODER.__dict__, "patch": 16})  # 17 tokens: a few steps are enough
+    encoder = ClipImageEncoder(CLIPVisionModelWithProjection(coarse.vision_config()))
     config = TrainConfig(steps=40, frames=16, batch_size=6, lr=2e-3, num_layers=1, hidden_dim=16, num_heads=2,
                          save_every=20, seed=0, device="cpu")
     result = train_toy_motion(tmp_path, config, clips=6, encoder=encoder)
@@ -187,11 +232,12 @@ def test_a_few_steps_on_toy_clips_lower_the_motion_predictors_loss(tmp_path):
     assert again.step == 41  # resumed, from the cached embeddings: no encoder needed
 
 
-def test_the_shipped_predictor_beats_slerp_on_held_back_jumps():
+def test_the_shipped_predictor_beats_slerp_on_held_back_jumps_and_sit_downs_where_the_setting_stays():
     predictor, metadata = load_predictor(shipped_motion_weights())
     scores = evaluate_motion(predictor, load_image_encoder(), per_motion=6, motions=("jump", "sit-down"))
-    assert scores["jump"]["reduction"] >= 0.3, scores
-    assert scores["sit-down"]["smp"] < scores["sit-down"]["slerp"], scores
+    # Measured on these 12 clips: 42% and 51% where the setting stays (the first encoder's gave 6% and 0%).
+    for motion in ("jump", "sit-down"):
+        assert scores[motion]["reduction"] >= 0.3 and scores[motion]["same_setting"] >= 0.3, scores
     assert int(metadata["storyd.step"]) > 0
 
 

@@ -47,18 +47,20 @@ def stage():
     return load_toy_video_backend(steps=8)
 
 
-def test_cutting_the_smp_conditioning_loses_the_motion(stage):
+def test_the_image_prompt_reaches_the_frames_between_and_the_ends_stay_held(stage):
     clip = make_clip(4, "run")  # a long run: the kid crosses a third of the frame
     ends = clip.render(0), clip.render(15)
-    moved = motion_scores(stage.render(*ends, 16), clip)
+    moved = stage.render(*ends, 16)
     stage.image_prompt_scale = 0.0
     try:
-        cut = motion_scores(stage.render(*ends, 16), clip)
+        cut = stage.render(*ends, 16)
     finally:
         stage.image_prompt_scale = 1.0
-    # Measured (docs/toy-model.md#video-stage): IoU 0.21 against 0.17 cut, keyframe error 0.081 against 0.092.
-    assert moved["iou"] > cut["iou"] + 0.02, (moved, cut)
-    assert moved["keyframe_error"] < cut["keyframe_error"] - 0.005, (moved, cut)
+    change = [float(np.abs(a.astype(int) - b.astype(int)).mean()) for a, b in zip(moved, cut, strict=True)]
+    # Measured: 4.5 to 6 levels of 255 on every frame between, nothing at the held ends. That the cut frames
+    # keep the motion as well (IoU 0.44 against 0.46 on the benchmark's clips) is docs/toy-model.md#video-stage.
+    assert min(change[1:-1]) > 2.0 and change[0] == change[-1] == 0.0, change
+    assert motion_scores(moved, clip)["keyframe_error"] < 0.03  # the held ends are the keyframes through the VAE
 
 
 def test_a_few_training_steps_lower_the_stage_loss():

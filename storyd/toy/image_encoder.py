@@ -1,13 +1,22 @@
-"""The toy world's image encoder: a small CLIP vision tower, trained contrastively against the toy text encoder.
+"""The toy world's image encoder: a small CLIP vision tower, trained against the toy text encoder and the moving world.
 
 The motion predictor works on image embeddings, and a hand-made embedding (pixels, say, or
 the attribute reader's logits) would let it learn the world's drawing code rather than what
 a picture shows. So, as CLIP's image tower was trained against its text tower, this one is
 trained against the frozen toy text encoder: a batch of renders and their full captions, each
 render's pooled embedding pulled towards its own caption's and pushed from the others'
-(symmetric InfoNCE, CLIP's loss). It is a transformers ``CLIPVisionModelWithProjection``, so
-:class:`storyd.animate.encoder.ClipImageEncoder` runs it like ViT-H/14: a frame becomes
-``(N, C)`` tokens, the CLS token and one per 16 px patch, in the projected space.
+(symmetric InfoNCE, CLIP's loss).
+
+Captions name an action in one word, and a motion is mostly what happens between the words
+(a crouch, a half-sit, a hand half-way up), so a tower trained on captions alone learns to
+tell a look and a setting but hardly a pose. Two auxiliary heads, dropped after training, ask
+for it on frames of the world's clips (:mod:`storyd.toy.motion_world`): the pooled embedding
+regresses the frame's pose truth (joints, place, lift), and every patch token the kid's
+silhouette inside its own patch, so the tokens say where the body is, patch by patch.
+
+It is a transformers ``CLIPVisionModelWithProjection``, so :class:`storyd.animate.encoder.ClipImageEncoder`
+runs it like ViT-H/14: a frame becomes ``(N, C)`` tokens, the CLS token and one per 8 px patch,
+in the projected space.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from storyd.errors import InputError
 from storyd.fsutil import atomic_write_text
 from storyd.progress import NullProgress, Progress
 from storyd.toy.captions import write_caption
+from storyd.toy.motion_world import make_clips
 from storyd.toy.world import LOOK_ATTRS, SIZE, random_scene, render
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "toy"
@@ -35,14 +45,18 @@ ENCODER_DIR = ASSETS / "image_encoder"
 @dataclass(frozen=True)
 class EncoderSettings:
     seed: int = 0
-    steps: int = 600
+    steps: int = 2000
     batch: int = 96
     scenes: int = 4000
+    clips: int = 500  # of the motion world, 16 frames each, for the pose and silhouette heads
+    clip_batch: int = 64  # frames
+    pose_weight: float = 1.0
+    silhouette_weight: float = 10.0
     lr: float = 2e-3
     width: int = 64
     layers: int = 4
     heads: int = 4
-    patch: int = 16  # 4 x 4 patches at 64 px, + CLS = 17 tokens
+    patch: int = 8  # 8 x 8 patches at 64 px, + CLS = 65 tokens
     embed_dim: int = 64  # the toy text encoder's width
     checkpoint_every: int = 100
 
@@ -70,7 +84,8 @@ def caption_features(text_encoder, tokenizer, captions: list[str], batch: int = 
 
 
 class Contrastive(torch.nn.Module):
-    """The image tower, a text-side projection (the text encoder stays frozen) and CLIP's learned temperature."""
+    """The image tower, a text-side projection (the text encoder stays frozen), CLIP's learned temperature, and the
+    two auxiliary heads: pooled embedding to pose truth, patch token to the silhouette inside its patch."""
 
     def __init__(self, settings: EncoderSettings, text_width: int) -> None:
         super().__init__()
@@ -79,6 +94,13 @@ class Contrastive(torch.nn.Module):
         self.vision = CLIPVisionModelWithProjection(settings.vision_config())
         self.text_projection = torch.nn.Linear(text_width, settings.embed_dim, bias=False)
         self.logit_scale = torch.nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+        self.pose_head = torch.nn.Linear(settings.embed_dim, POSE_DIM)
+        self.silhouette_head = torch.nn.Linear(settings.embed_dim, SILHOUETTE_CELLS**2)
+
+    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) projected tokens, as :meth:`ClipImageEncoder.encode` gives them; token 0 is ``image_embeds``."""
+        hidden = self.vision.vision_model(pixel_values=pixels).last_hidden_state
+        return self.vision.visual_projection(self.vision.vision_model.post_layernorm(hidden))
 
     def loss(self, pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Symmetric InfoNCE over a batch: (B, 3, S, S) renders against (B, width) caption features."""
@@ -87,6 +109,44 @@ class Contrastive(torch.nn.Module):
         logits = self.logit_scale.clamp(max=np.log(100)).exp() * image @ words.T  # (B, B)
         target = torch.arange(len(logits))
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+    def motion_losses(self, pixels: torch.Tensor, pose: torch.Tensor, silhouettes: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """MSE of the pose head on (B, POSE_DIM) standardised truth and of the silhouette head on (B, P, cells²)."""
+        tokens = self.tokens(pixels)
+        return (F.mse_loss(self.pose_head(tokens[:, 0]), pose),
+                F.mse_loss(self.silhouette_head(tokens[:, 1:]), silhouettes))
+
+
+POSE_DIM = 30  # 4 limbs x 3 joints x (x, y), hip, shoulder, feet, centre x, lift, setting fade
+SILHOUETTE_CELLS = 4  # each patch's silhouette target: the kid's coverage on a 4 x 4 grid inside it
+
+
+def pose_vector(truth, fades: bool) -> list[float]:
+    """A :class:`~storyd.toy.motion_world.FrameTruth` as ``POSE_DIM`` numbers, image coordinates over ``SIZE``;
+    the fade counts only where the setting does fade (``fades``), else a frame would be asked for its time."""
+    joints = [v for chain in truth.pose["legs"] + truth.pose["arms"] for point in chain for v in point]
+    values = [*joints, truth.pose["hip"], truth.pose["shoulder"], truth.feet, truth.x, truth.lift]
+    return [v / SIZE for v in values] + [truth.fade if fades else 0.0]
+
+
+def silhouette_targets(masks: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, S, S) kid masks in [0, 1] → (B, P, cells²): per patch, row by row as the tower orders them, the
+    kid's coverage of each cell of a ``SILHOUETTE_CELLS`` grid inside it."""
+    b, size = masks.shape[0], masks.shape[-1]
+    cells = F.adaptive_avg_pool2d(masks.unsqueeze(1), size * SILHOUETTE_CELLS // patch)  # (B, 1, G·c, G·c)
+    grid = size // patch
+    cells = cells.view(b, grid, SILHOUETTE_CELLS, grid, SILHOUETTE_CELLS).permute(0, 1, 3, 2, 4)
+    return cells.reshape(b, grid * grid, SILHOUETTE_CELLS**2)
+
+
+def clip_frame_tensors(clips: list, encoder_view) -> dict[str, torch.Tensor]:
+    """Every frame of ``clips``: pixels as the encoder sees them, raw pose vectors, kid masks (0 to 1)."""
+    frames = [frame for clip in clips for frame in clip.frames()]
+    pose = torch.tensor([pose_vector(t, clip.fades) for clip in clips for t in clip.truth], dtype=torch.float32)
+    masks = torch.stack([torch.from_numpy(np.asarray(clip.mask(i), dtype=np.float32) / 255)
+                         for clip in clips for i in range(len(clip.truth))])
+    return {"pixels": encoder_view.preprocess(frames), "pose": pose, "masks": masks}
 
 
 def render_pixels(scenes: list, encoder_view) -> torch.Tensor:
@@ -112,6 +172,10 @@ def train_image_encoder(out: Path, settings: EncoderSettings, text_encoder, toke
         torch.manual_seed(settings.seed)
         model = Contrastive(settings, text.shape[1])
     pixels = render_pixels(scenes, ClipImageEncoder(model.vision))
+    moving = clip_frame_tensors(make_clips(settings.clips, settings.seed), ClipImageEncoder(model.vision))
+    pose_mean, pose_std = moving["pose"].mean(0), moving["pose"].std(0).clamp_min(1e-3)
+    moving["pose"] = (moving["pose"] - pose_mean) / pose_std
+    moving["silhouettes"] = silhouette_targets(moving.pop("masks"), settings.patch)
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.05)
     start = 0
     if state is not None:
@@ -125,14 +189,20 @@ def train_image_encoder(out: Path, settings: EncoderSettings, text_encoder, toke
     for step in range(start, settings.steps):
         g = step_generator(settings.seed, "image_encoder", step)
         index = torch.randperm(len(scenes), generator=g)[: settings.batch]
+        frames = torch.randperm(len(moving["pixels"]), generator=g)[: settings.clip_batch]
         for group in opt.param_groups:
             group["lr"] = settings.lr * min(1.0, (step + 1) / 100) * (1 - step / settings.steps)
-        loss = model.loss(pixels[index], text[index])
+        contrastive = model.loss(pixels[index], text[index])
+        pose, silhouette = model.motion_losses(moving["pixels"][frames], moving["pose"][frames],
+                                               moving["silhouettes"][frames])
+        loss = contrastive + settings.pose_weight * pose + settings.silhouette_weight * silhouette
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         loss_value = loss.item()
-        ckpt.log({"phase": "image_encoder", "step": step + 1, "loss": round(loss_value, 6)})
+        ckpt.log({"phase": "image_encoder", "step": step + 1, "loss": round(loss_value, 6),
+                  "contrastive": round(contrastive.item(), 6), "pose": round(pose.item(), 6),
+                  "silhouette": round(silhouette.item(), 6)})
         progress.update("image encoder", step + 1, settings.steps, unit="steps", detail=f"loss {loss_value:.4f}")
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
             ckpt.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
@@ -140,7 +210,8 @@ def train_image_encoder(out: Path, settings: EncoderSettings, text_encoder, toke
     model.eval()
     facts = {**asdict(settings), "final_loss": round(loss_value, 4),
              "wall_time_s": round(time.monotonic() - started, 1),
-             "retrieval_top1": retrieval_accuracy(model, text_encoder, tokenizer, seed=settings.seed + 10_000)}
+             "retrieval_top1": retrieval_accuracy(model, text_encoder, tokenizer, seed=settings.seed + 10_000),
+             "held_back_pose_r2": pose_r2(model, (pose_mean, pose_std), seed=settings.seed + 10_000)}
     save_image_encoder(Path(out) / "image_encoder", model.vision, facts)
     return facts
 
@@ -157,6 +228,17 @@ def retrieval_accuracy(model: Contrastive, text_encoder, tokenizer, *, seed: int
     image = F.normalize(model.vision(pixel_values=render_pixels(scenes, ClipImageEncoder(model.vision))).image_embeds,
                         dim=-1)
     return round(float(((image @ text.T).argmax(1) == torch.arange(count)).float().mean()), 4)
+
+
+@torch.no_grad()
+def pose_r2(model: Contrastive, standardise: tuple[torch.Tensor, torch.Tensor], *, seed: int, clips: int = 60) -> float:
+    """On the frames of ``clips`` held-back clips: the fraction of the pose truth's variance the pose head explains."""
+    from storyd.animate.encoder import ClipImageEncoder
+
+    held = clip_frame_tensors(make_clips(clips, seed), ClipImageEncoder(model.vision))
+    truth = (held["pose"] - standardise[0]) / standardise[1]
+    predicted = model.pose_head(model.tokens(held["pixels"])[:, 0])
+    return round(float(1 - ((predicted - truth) ** 2).mean() / truth.var(0).mean()), 4)
 
 
 def save_image_encoder(folder: Path, vision, facts: dict) -> None:

@@ -24,7 +24,7 @@ from storyd.toy.motion_world import FRAMES, MOTIONS, make_clips
 
 MOTION_WEIGHTS = ASSETS / "motion" / "motion.safetensors"
 EVAL_SEED = 777  # held back: training clips come from the run's --seed (0 for the shipped weights)
-# The shipped predictor's shape: 2 layers of width 64 (the paper: 8 of 1024) for 17 tokens of 64 channels;
+# The shipped predictor's shape: 2 layers of width 64 (the paper: 8 of 1024) for 65 tokens of 64 channels;
 # small enough to train in minutes on two busy CPU cores.
 TOY_TRAIN = TrainConfig(steps=3000, frames=FRAMES, batch_size=16, lr=1e-3, num_layers=2, hidden_dim=64, num_heads=4,
                         save_every=250, seed=0, device="cpu")
@@ -103,7 +103,7 @@ def evaluate_motion(predictor: SemanticMotionPredictor, encoder, *, per_motion: 
     clips = make_clips(per_motion * len(motions), seed, motions)
     embeddings = encode_clips(clips, encoder, progress=progress)
     kinds = torch.tensor([motions.index(c.motion) for c in clips])
-    fades = torch.tensor([c.settings[0] != c.settings[1] for c in clips])
+    fades = torch.tensor([c.fades for c in clips])
     scores = {}
     for i, motion in enumerate(motions):
         scores[motion] = compare_with_slerp(predictor, embeddings[kinds == i])

@@ -68,11 +68,16 @@ class Clip:
     stool: float | None  # y of the stool's top, in sit-down and stand-up clips
     truth: tuple[FrameTruth, ...]
 
+    @property
+    def fades(self) -> bool:
+        """Whether the setting changes over the clip."""
+        return self.settings[1] != self.settings[0] or self.detail_seeds[1] != self.detail_seeds[0]
+
     def render(self, index: int, size: int = SIZE) -> Image.Image:
         """Frame ``index`` as an RGB image; the same clip gives the same pixels."""
         t = self.truth[index]
         big = draw_setting(self.settings[0], self.detail_seeds[0])
-        if self.settings[1] != self.settings[0] or self.detail_seeds[1] != self.detail_seeds[0]:
+        if self.fades:
             big = Image.blend(big, draw_setting(self.settings[1], self.detail_seeds[1]), t.fade)
         self._draw_kid(ImageDraw.Draw(big), t)
         return big.resize((size, size), Image.Resampling.BOX)

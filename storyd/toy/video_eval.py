@@ -26,7 +26,7 @@ KID_THRESHOLD = 60  # summed RGB distance from the setting above which a pixel c
 def setting_frame(clip, index: int) -> np.ndarray:
     """Frame ``index``'s setting alone, (SIZE, SIZE, 3) uint8."""
     big = draw_setting(clip.settings[0], clip.detail_seeds[0])
-    if clip.settings[1] != clip.settings[0] or clip.detail_seeds[1] != clip.detail_seeds[0]:
+    if clip.fades:
         big = Image.blend(big, draw_setting(clip.settings[1], clip.detail_seeds[1]), clip.truth[index].fade)
     return np.asarray(big.resize((SIZE, SIZE), Image.Resampling.BOX))
 

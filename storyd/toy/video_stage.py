@@ -10,7 +10,7 @@ encoder's tokens. They join the frozen toy UNet, VAE and text encoder through
 
 One difference: the toy IP-Adapter reads the image encoder's output tokens (``encode``, the
 projected space), not its penultimate layer, because those are what the shipped Semantic Motion
-Predictor was trained to predict (:mod:`storyd.toy.motion_train`); both are 17 tokens of 64.
+Predictor was trained to predict (:mod:`storyd.toy.motion_train`); both are 65 tokens of 64.
 The toy stage draws without a text prompt (it was trained with the empty one) and without
 classifier-free guidance.
 """

@@ -30,9 +30,9 @@ from storyd.toy.video_stage import StageConfig, build_stage_pipeline, freeze_all
 @dataclass(frozen=True)
 class VideoSettings:
     seed: int = 0
-    steps: int = 1000
+    steps: int = 3000
     batch: int = 2  # clips of 16 frames
-    clips: int = 320
+    clips: int = 640
     lr: float = 5e-4
     warmup: int = 30
     figure_weight: float = 4.0

@@ -6,7 +6,8 @@ tokens IP-Adapter Plus takes (CLIP ViT-H/14's penultimate layer, CLS + 256 patch
 Semantic Motion Predictor (or, untrained, spherical interpolation) turns them into one token
 set per frame, and frame f attends to its own set only (:class:`PerFrameIPAdapterAttnProcessor`).
 Transitions longer than the motion module's training window run FreeNoise's sliding windows
-inside every motion module (:func:`sliding_windows`). Nothing is pasted over the result.
+inside every motion module (:func:`sliding_windows`). The first and last frames are held to the
+keyframes' latents at every step (:class:`KeyframeHold`); nothing is pasted over the result.
 
 :func:`assemble_pipeline` takes the components themselves, so any UNet + MotionAdapter pair
 (the SD1.5 one, a tiny one in the tests, a toy one) goes through the same code.
@@ -61,10 +62,41 @@ class KeyframeSparseCtrlPipeline(AnimateDiffSparseControlNetPipeline):
     def prepare_image(self, image, width, height, device, dtype):
         if not self.controlnet.config.use_simplified_condition_embedding:
             return super().prepare_image(image, width, height, device, dtype)
-        pixels = self.control_image_processor.preprocess(image, height=height, width=width)  # (F, 3, H, W) in [0, 1]
+        return self.keyframe_latents(image, width, height, device, dtype)
+
+    def keyframe_latents(self, images, width, height, device, dtype) -> torch.Tensor:
+        """The images' VAE means, scaled as the UNet sees latents: (1, 4, F, h, w)."""
+        pixels = self.control_image_processor.preprocess(images, height=height, width=width)  # (F, 3, H, W) in [0, 1]
         pixels = (2 * pixels - 1).to(device, dtype)
         latents = self.vae.encode(pixels).latent_dist.mode() * self.vae.config.scaling_factor  # (F, 4, h, w)
-        return latents.permute(1, 0, 2, 3).unsqueeze(0)  # (1, 4, F, h, w)
+        return latents.permute(1, 0, 2, 3).unsqueeze(0)
+
+
+class KeyframeHold:
+    """A ``callback_on_step_end`` that holds the first and last frames to the keyframes.
+
+    After every step, frames 0 and F-1 are replaced by the keyframes' latents noised to the level
+    the next step starts from (and, after the last step, by the clean latents): temporal
+    inpainting by replacement (Ho et al., *Video Diffusion Models*, 2022). A clip noised in
+    training looks exactly like this at its two ends, so the motion modules see the keyframes
+    themselves at every step and carry them into the frames between. The ends come out as the
+    VAE's reconstruction of the keyframes; nothing is pasted in pixel space.
+    """
+
+    def __init__(self, keyframes: torch.Tensor, seed: int) -> None:
+        self.keyframes = keyframes  # (1, C, 2, h, w): first and last
+        self.generator = torch.Generator("cpu").manual_seed(seed)
+
+    def __call__(self, pipe, step: int, timestep, kwargs: dict) -> dict:
+        latents = kwargs["latents"]
+        held = self.keyframes.to(latents.device, latents.dtype).expand(latents.shape[0], -1, -1, -1, -1)
+        upcoming = pipe.scheduler.timesteps[step + 1: step + 2]
+        if len(upcoming):
+            noise = torch.randn(held.shape, generator=self.generator).to(latents.device, latents.dtype)
+            held = pipe.scheduler.add_noise(held, noise, upcoming)
+        latents = latents.clone()
+        latents[:, :, 0], latents[:, :, -1] = held[:, :, 0], held[:, :, 1]
+        return {"latents": latents}
 
 
 def own_frame_tokens(tokens: torch.Tensor) -> torch.Tensor:
@@ -168,6 +200,7 @@ class AnimateDiffBackend:
     window: int = 16  # AnimateDiff v3 was trained on 16-frame clips
     stride: int = 4
     shared_noise: float = 0.0  # the share of the starting noise's variance common to all frames; 0: diffusers' own
+    hold_keyframes: bool = True  # KeyframeHold: the ends are the keyframes' latents at every step
     negative_prompt: str = ""
     seed: int = 0
     name: str = "animatediff"
@@ -177,6 +210,11 @@ class AnimateDiffBackend:
         first, last = to_native(start, framing), to_native(end, framing)
         width, height = framing.size
         self.pipe.set_ip_adapter_scale(self.image_prompt_scale)
+        hold = None
+        if self.hold_keyframes:
+            unet = self.pipe.unet
+            hold = KeyframeHold(self.pipe.keyframe_latents([first, last], width, height, unet.device, unet.dtype),
+                                self.seed)
         with sliding_windows(self.pipe, frames, self.window, self.stride):
             video = self.pipe(
                 prompt=prompt or "", negative_prompt=self.negative_prompt, height=height, width=width,
@@ -185,6 +223,7 @@ class AnimateDiffBackend:
                 conditioning_frames=[first, last], controlnet_frame_indices=[0, frames - 1],
                 controlnet_conditioning_scale=self.control_scale, latents=self.starting_noise(frames, height, width),
                 generator=torch.Generator("cpu").manual_seed(self.seed), output_type="np",
+                callback_on_step_end=hold,
             ).frames[0]
         clip = [np.clip(frame * 255 + 0.5, 0, 255).astype(np.uint8) for frame in video]  # (H, W, 3) in [0, 1]
         return from_native(clip, framing, start.size)
