@@ -228,8 +228,10 @@ def test_a_few_steps_on_toy_clips_lower_the_motion_predictors_loss(tmp_path):
 
     untrained = loss(lerp_embeddings(clips[:, 0], clips[:, -1], 16))  # what the zero-initialised output gives
     assert loss(predict_embeddings(clips[:, 0], clips[:, -1], 16, trained)) < 0.8 * untrained
-    again = train_toy_motion(tmp_path, TrainConfig(**{**config.__dict__, "steps": 41}), clips=6, encoder=None)
-    assert again.step == 41  # resumed, from the cached embeddings: no encoder needed
+    again = train_toy_motion(tmp_path, TrainConfig(**{**config.__dict__, "steps": 41}), clips=6, encoder=encoder)
+    assert again.step == 41  # resumed, from the cached embeddings
+    with pytest.raises(InputError, match="trained on other clip embeddings"):
+        train_toy_motion(tmp_path, TrainConfig(**{**config.__dict__, "steps": 42}), clips=6, encoder=None)
 
 
 def test_the_shipped_predictor_beats_slerp_on_held_back_jumps_and_sit_downs_where_the_setting_stays():

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from storyd.animate.motion import SemanticMotionPredictor, predict_embeddings
 from storyd.animate.train_motion import TrainConfig, TrainResult, train_motion
+from storyd.errors import InputError
 from storyd.fsutil import atomic_write_bytes
 from storyd.progress import NullProgress, Progress
 from storyd.toy.image_encoder import ASSETS
@@ -53,24 +54,42 @@ def encode_clips(clips: list, encoder, *, progress: Progress | None = None, batc
 def train_toy_motion(out_dir: Path, config: TrainConfig = TOY_TRAIN, *, clips: int = TOY_CLIPS, encoder=None,
                      progress: Progress | None = None) -> TrainResult:
     """Render ``clips`` clips from ``config.seed``, encode them once (cached in ``out_dir``), then train;
-    re-running with the same ``out_dir`` resumes. ``encoder`` defaults to the shipped toy image encoder."""
+    re-running with the same ``out_dir`` resumes. ``encoder`` defaults to the shipped toy image encoder.
+
+    The cache is keyed by the clips and the encoder's weights: a run in ``out_dir`` on other
+    embeddings (another encoder, other clips) is refused rather than trained on into a mix."""
     from safetensors.torch import load_file, save
 
     out_dir = Path(out_dir)
     cache = out_dir / "embeddings.safetensors"
-    key = json.dumps({"clips": clips, "seed": config.seed, "frames": config.frames})
+    if encoder is None:
+        from storyd.toy.image_encoder import load_image_encoder
+
+        encoder = load_image_encoder()
+    key = json.dumps({"clips": clips, "seed": config.seed, "frames": config.frames,
+                      "encoder": encoder_fingerprint(encoder)})
     if cache.exists() and _cache_key(cache) == key:
         embeddings = load_file(str(cache))["clips"]
         (progress or NullProgress()).note(f"using the clip embeddings cached in {cache}")
+    elif (out_dir / "checkpoint.safetensors").exists():
+        raise InputError("holds a motion predictor trained on other clip embeddings (another image encoder, "
+                         "or other clips)", "pass a new -o folder", path=out_dir)
     else:
-        if encoder is None:
-            from storyd.toy.image_encoder import load_image_encoder
-
-            encoder = load_image_encoder()
         embeddings = encode_clips(make_clips(clips, config.seed, frames=config.frames), encoder, progress=progress)
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(cache, save({"clips": embeddings.contiguous()}, metadata={"storyd.toy_clips": key}))
     return train_motion(embeddings, out_dir, config, progress=progress)
+
+
+def encoder_fingerprint(encoder) -> str:
+    """A short sha256 of the encoder's weights: which encoder the cached embeddings came from."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(encoder.model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _cache_key(cache: Path) -> str | None:
