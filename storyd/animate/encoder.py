@@ -58,10 +58,7 @@ class ClipImageEncoder:
     @torch.no_grad()
     def encode(self, images: Sequence[Image.Image | np.ndarray]) -> torch.Tensor:
         """Token-level embeddings (B, N, C); token 0 equals the model's pooled ``image_embeds``."""
-        out = self.model(pixel_values=self.preprocess(images))
-        hidden = out.last_hidden_state  # (B, N, width), before the final LayerNorm
-        vision = self.model.vision_model
-        return self.model.visual_projection(vision.post_layernorm(hidden))
+        return projected_tokens(self.model, self.preprocess(images))
 
     @property
     def hidden_width(self) -> int:
@@ -85,6 +82,13 @@ class ClipImageEncoder:
     def embed(self, images: Sequence[Image.Image | np.ndarray]) -> torch.Tensor:
         """Pooled image embeddings (B, C), as used by CLIPSIM and IP-Adapter."""
         return self.encode(images)[:, 0]
+
+
+def projected_tokens(model, pixels: torch.Tensor) -> torch.Tensor:
+    """Every output token of a ``CLIPVisionModelWithProjection`` through its final LayerNorm and visual
+    projection: (B, N, C), token 0 being the pooled ``image_embeds``. Gradients flow (training uses it)."""
+    hidden = model.vision_model(pixel_values=pixels).last_hidden_state  # (B, N, width), before the LayerNorm
+    return model.visual_projection(model.vision_model.post_layernorm(hidden))
 
 
 def load_clip_encoder(

@@ -97,11 +97,6 @@ class Contrastive(torch.nn.Module):
         self.pose_head = torch.nn.Linear(settings.embed_dim, POSE_DIM)
         self.silhouette_head = torch.nn.Linear(settings.embed_dim, SILHOUETTE_CELLS**2)
 
-    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, N, C) projected tokens, as :meth:`ClipImageEncoder.encode` gives them; token 0 is ``image_embeds``."""
-        hidden = self.vision.vision_model(pixel_values=pixels).last_hidden_state
-        return self.vision.visual_projection(self.vision.vision_model.post_layernorm(hidden))
-
     def loss(self, pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Symmetric InfoNCE over a batch: (B, 3, S, S) renders against (B, width) caption features."""
         image = F.normalize(self.vision(pixel_values=pixels).image_embeds, dim=-1)  # (B, C)
@@ -113,7 +108,9 @@ class Contrastive(torch.nn.Module):
     def motion_losses(self, pixels: torch.Tensor, pose: torch.Tensor, silhouettes: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """MSE of the pose head on (B, POSE_DIM) standardised truth and of the silhouette head on (B, P, cells²)."""
-        tokens = self.tokens(pixels)
+        from storyd.animate.encoder import projected_tokens
+
+        tokens = projected_tokens(self.vision, pixels)
         return (F.mse_loss(self.pose_head(tokens[:, 0]), pose),
                 F.mse_loss(self.silhouette_head(tokens[:, 1:]), silhouettes))
 
@@ -171,8 +168,9 @@ def train_image_encoder(out: Path, settings: EncoderSettings, text_encoder, toke
     with torch.random.fork_rng(devices=[]):  # transformers initialises from the default generator
         torch.manual_seed(settings.seed)
         model = Contrastive(settings, text.shape[1])
-    pixels = render_pixels(scenes, ClipImageEncoder(model.vision))
-    moving = clip_frame_tensors(make_clips(settings.clips, settings.seed), ClipImageEncoder(model.vision))
+    view = ClipImageEncoder(model.vision)  # CLIP's preprocessing at the tower's size
+    pixels = render_pixels(scenes, view)
+    moving = clip_frame_tensors(make_clips(settings.clips, settings.seed), view)
     pose_mean, pose_std = moving["pose"].mean(0), moving["pose"].std(0).clamp_min(1e-3)
     moving["pose"] = (moving["pose"] - pose_mean) / pose_std
     moving["silhouettes"] = silhouette_targets(moving.pop("masks"), settings.patch)
@@ -233,11 +231,11 @@ def retrieval_accuracy(model: Contrastive, text_encoder, tokenizer, *, seed: int
 @torch.no_grad()
 def pose_r2(model: Contrastive, standardise: tuple[torch.Tensor, torch.Tensor], *, seed: int, clips: int = 60) -> float:
     """On the frames of ``clips`` held-back clips: the fraction of the pose truth's variance the pose head explains."""
-    from storyd.animate.encoder import ClipImageEncoder
+    from storyd.animate.encoder import ClipImageEncoder, projected_tokens
 
     held = clip_frame_tensors(make_clips(clips, seed), ClipImageEncoder(model.vision))
     truth = (held["pose"] - standardise[0]) / standardise[1]
-    predicted = model.pose_head(model.tokens(held["pixels"])[:, 0])
+    predicted = model.pose_head(projected_tokens(model.vision, held["pixels"])[:, 0])
     return round(float(1 - ((predicted - truth) ** 2).mean() / truth.var(0).mean()), 4)
 
 

@@ -57,10 +57,11 @@ class ProjectedTokens:
     def hidden_tokens(self, images=None) -> torch.Tensor:
         if images is not None:
             return self.encoder.encode(images)
+        from storyd.animate.encoder import projected_tokens
+
         size = self.encoder.image_size
         pixels = torch.zeros(1, 3, size, size, device=self.encoder.device, dtype=self.encoder.dtype)
-        out = self.model(pixel_values=pixels).last_hidden_state
-        return self.model.visual_projection(self.model.vision_model.post_layernorm(out))
+        return projected_tokens(self.model, pixels)
 
 
 @dataclass
