@@ -75,12 +75,16 @@ class Clip:
 
     def render(self, index: int, size: int = SIZE) -> Image.Image:
         """Frame ``index`` as an RGB image; the same clip gives the same pixels."""
-        t = self.truth[index]
+        big = self.setting(index)
+        self._draw_kid(ImageDraw.Draw(big), self.truth[index])
+        return big.resize((size, size), Image.Resampling.BOX)
+
+    def setting(self, index: int) -> Image.Image:
+        """Frame ``index``'s setting without the kid, faded as far as the frame is, at the drawing size."""
         big = draw_setting(self.settings[0], self.detail_seeds[0])
         if self.fades:
-            big = Image.blend(big, draw_setting(self.settings[1], self.detail_seeds[1]), t.fade)
-        self._draw_kid(ImageDraw.Draw(big), t)
-        return big.resize((size, size), Image.Resampling.BOX)
+            big = Image.blend(big, draw_setting(self.settings[1], self.detail_seeds[1]), self.truth[index].fade)
+        return big
 
     def frames(self, size: int = SIZE) -> list[Image.Image]:
         return [self.render(i, size) for i in range(len(self.truth))]

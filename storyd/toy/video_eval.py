@@ -18,17 +18,14 @@ import numpy as np
 from PIL import Image
 
 from storyd.toy.metrics import look_pairs
-from storyd.toy.world import LOOK_ATTRS, SIZE, draw_setting
+from storyd.toy.world import LOOK_ATTRS, SIZE
 
 KID_THRESHOLD = 60  # summed RGB distance from the setting above which a pixel counts as the kid's
 
 
 def setting_frame(clip, index: int) -> np.ndarray:
     """Frame ``index``'s setting alone, (SIZE, SIZE, 3) uint8."""
-    big = draw_setting(clip.settings[0], clip.detail_seeds[0])
-    if clip.fades:
-        big = Image.blend(big, draw_setting(clip.settings[1], clip.detail_seeds[1]), clip.truth[index].fade)
-    return np.asarray(big.resize((SIZE, SIZE), Image.Resampling.BOX))
+    return np.asarray(clip.setting(index).resize((SIZE, SIZE), Image.Resampling.BOX))
 
 
 def kid_silhouette(frame: np.ndarray, setting: np.ndarray) -> np.ndarray:
