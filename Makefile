@@ -60,7 +60,7 @@ train-toy-motion: setup
 # The toy video stage (motion modules, SparseCtrl, IP-Adapter Plus) on the toy world's clips; resumes
 # when run again; installs into storyd/assets/toy/video (docs/toy-model.md#video-stage), then re-pins the toy entry.
 train-toy-video: setup
-	OMP_NUM_THREADS=1 $(BIN)/python -m storyd.toy.video_train out/toy-video --install
+	OMP_NUM_THREADS=2 $(BIN)/python -m storyd.toy.video_train out/toy-video --install
 	$(BIN)/storyd weights lock-fill toy
 	$(BIN)/storyd weights lock-fill toy
 

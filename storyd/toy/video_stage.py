@@ -66,13 +66,10 @@ class ProjectedTokens:
 
 @dataclass
 class ToyVideoBackend(AnimateDiffBackend):
-    """The animatediff backend on the toy stage: no text prompt, no guidance, the toy DDIM schedule; frames
-    start from half-shared noise and SparseCtrl counts double (chosen on checks during training; docs/toy-model.md)."""
+    """The animatediff backend on the toy stage: no text prompt, no guidance, 8 steps of the toy DDIM schedule."""
 
     steps: int = 8
     guidance_scale: float = 1.0
-    shared_noise: float = 0.5
-    control_scale: float = 2.0
 
     def render(self, start, end, frames: int, prompt: str | None = None):
         return super().render(start, end, frames, None)

@@ -1,13 +1,23 @@
 """Train the toy video stage (:mod:`storyd.toy.video_stage`) on the toy world's clips.
 
 The toy UNet, VAE, text encoder and image encoder stay frozen; the motion modules, SparseCtrl
-and IP-Adapter Plus learn together, as AnimateDiff's parts were trained apart on SD1.5. Every
-step noises whole 16-frame clips (v-prediction, the toy schedule) and asks the UNet for them with
-the keyframes' latents at frames 0 and 15 through SparseCtrl and, as IP-Adapter is trained,
-each frame's own image tokens, from the encoder of the true frame (at drawing time the SMP
-predicts them). The kid's latent cells weigh ``figure_weight`` times the setting's, as in the
-toy model's own training. Clips, latents and tokens are made once and cached in the run folder;
-step ``n`` draws from ``(seed, "video", n)``, so a resumed run takes the steps an unbroken one would.
+and IP-Adapter Plus learn, in three phases (v-prediction on the toy schedule throughout, the
+kid's latent cells weighing ``figure_weight`` times the setting's, as in the toy model's own
+training):
+
+1. ``video``: whole 16-frame clips, the keyframes' latents at frames 0 and 15 through SparseCtrl
+   and each frame's own image tokens, from the encoder of the true frame.
+2. ``stills``: the IP-Adapter alone, on single frames with neither SparseCtrl nor a text prompt,
+   so that the image tokens are all the UNet has to go on (IP-Adapter's own training). After
+   phase 1 alone the stage drew the same frames from the true frames' tokens as from none:
+   SparseCtrl and the held ends carried the clip and the image prompt went unread.
+3. ``predicted``: clips again, each frame between conditioned on what the shipped Semantic Motion
+   Predictor predicts for it from the ends, as at drawing time, so the stage learns to use the
+   tokens it will get rather than the true ones.
+
+Clips, latents and tokens are made once and cached in the run folder (keyed by the image
+encoder's weights); step ``n`` of a phase draws from ``(seed, phase, n)``, so a resumed run takes
+the steps an unbroken one would.
 
 ``python -m storyd.toy.video_train RUN [--steps N] [--install]``.
 """
@@ -30,8 +40,11 @@ from storyd.toy.video_stage import StageConfig, build_stage_pipeline, freeze_all
 @dataclass(frozen=True)
 class VideoSettings:
     seed: int = 0
-    steps: int = 3000
+    steps: int = 3000  # phase 1, clips on the true frames' tokens
+    stills_steps: int = 2000  # phase 2, the IP-Adapter on single frames
+    predicted_steps: int = 1000  # phase 3, clips on the SMP's tokens
     batch: int = 2  # clips of 16 frames
+    stills_batch: int = 32  # frames
     clips: int = 640
     lr: float = 5e-4
     warmup: int = 30
@@ -69,22 +82,64 @@ def keyframe_condition(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 
 def stage_loss(pipe, text: torch.Tensor, batch: dict[str, torch.Tensor], g: torch.Generator, scheduler,
-               figure_weight: float) -> torch.Tensor:
-    """The v-prediction loss of one batch of clips, the kid's cells weighted ``figure_weight``."""
-    x0 = batch["latents"]  # (B, C, F, h, w)
+               figure_weight: float, keyframes: bool = True) -> torch.Tensor:
+    """The v-prediction loss of one batch of clips (B, C, F, h, w), the kid's cells weighted ``figure_weight``;
+    ``keyframes`` False: without SparseCtrl (the stills phase)."""
+    x0 = batch["latents"]
     b = x0.shape[0]
     noise = torch.randn(x0.shape, generator=g)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=g)
     noisy = scheduler.add_noise(x0, noise, t)
     target = scheduler.get_velocity(x0, noise, t)
-    cond, mask = keyframe_condition(x0)
     words = text.expand(b * x0.shape[2], -1, -1)  # one row per frame, as the pipeline repeats the prompt
-    down, mid = pipe.controlnet(noisy, t, encoder_hidden_states=words, controlnet_cond=cond, conditioning_mask=mask,
-                                return_dict=False)
+    residuals = {}
+    if keyframes:
+        cond, mask = keyframe_condition(x0)
+        down, mid = pipe.controlnet(noisy, t, encoder_hidden_states=words, controlnet_cond=cond,
+                                    conditioning_mask=mask, return_dict=False)
+        residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
     pred = pipe.unet(noisy, t, encoder_hidden_states=words, added_cond_kwargs={"image_embeds": [batch["tokens"]]},
-                     down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+                     **residuals).sample
     weight = 1.0 + (figure_weight - 1.0) * batch["masks"].permute(0, 2, 1, 3, 4)  # (B, 1, F, h, w)
     return ((pred - target) ** 2 * weight).mean() / weight.mean()
+
+
+def single_frames(data: dict[str, torch.Tensor], count: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """``count`` frames drawn from all the clips, each as a clip of one frame."""
+    clips, frames = data["tokens"].shape[:2]
+    pick = torch.randperm(clips * frames, generator=g)[:count]
+    c, f = pick // frames, pick % frames
+    return {"latents": data["latents"][c, :, f].unsqueeze(2), "tokens": data["tokens"][c, f].unsqueeze(1),
+            "masks": data["masks"][c, f].unsqueeze(1)}
+
+
+@torch.no_grad()
+def predicted_tokens(tokens: torch.Tensor, predictor, batch: int = 32) -> torch.Tensor:
+    """Each clip's (F, N, D) tokens as the SMP predicts them from the first and last frame's."""
+    from storyd.animate.motion import predict_embeddings
+
+    frames = tokens.shape[1]
+    return torch.cat([predict_embeddings(part[:, 0], part[:, -1], frames, predictor)
+                      for part in tokens.split(batch)])
+
+
+def phases(settings: VideoSettings) -> list[tuple[str, int]]:
+    """The phases in order with their step counts (the module doc)."""
+    return [("video", settings.steps), ("stills", settings.stills_steps), ("predicted", settings.predicted_steps)]
+
+
+def phase_at(settings: VideoSettings, step: int) -> tuple[str, int, int]:
+    """(phase, step within it, its length) of a run's ``step``-th step, counted from 0 over all phases."""
+    for name, length in phases(settings):
+        if step < length:
+            return name, step, length
+        step -= length
+    raise ValueError("past the last phase")
+
+
+def learns_in(phase: str, name: str) -> bool:
+    """Whether parameter ``name`` (:func:`~storyd.toy.video_stage.trainable`'s) learns in ``phase``."""
+    return phase != "stills" or "encoder_hid_proj" in name or "_ip." in name
 
 
 def train_video_stage(out: Path, settings: VideoSettings = VideoSettings(), *, resume: bool = False,
@@ -92,7 +147,6 @@ def train_video_stage(out: Path, settings: VideoSettings = VideoSettings(), *, r
     """Train into ``out`` (``checkpoints/last.pt``, ``loss.jsonl``, the stage in ``out/video``); returns facts."""
     from storyd.render.tokenizer import load_clip_tokenizer
     from storyd.toy.image_encoder import load_image_encoder
-    from storyd.toy.motion_world import make_clips
     from storyd.toy.train import Checkpoints, step_generator, tokenize, training_scheduler
     from storyd.toy.video_stage import load_toy_parts
     from storyd.weights.paths import storyd_home
@@ -107,13 +161,7 @@ def train_video_stage(out: Path, settings: VideoSettings = VideoSettings(), *, r
     parts = load_toy_parts()
     config = StageConfig()
     pipe = build_stage_pipeline(tokenizer, encoder.embed_dim, config, settings.seed, parts)
-    cache = out / "clips.pt"
-    if cache.exists():
-        data = torch.load(cache)
-    else:
-        progress.note(f"rendering and encoding {settings.clips} clips")
-        data = clip_tensors(make_clips(settings.clips, settings.seed), parts["vae"], encoder)
-        torch.save(data, cache)
+    data = cached_clips(out, settings, parts["vae"], encoder, progress)
     with torch.no_grad():
         text = parts["text_encoder"](tokenize(tokenizer, [""]))[0]  # (1, T, D): the empty prompt
     named = freeze_all_but_stage(pipe)
@@ -126,36 +174,78 @@ def train_video_stage(out: Path, settings: VideoSettings = VideoSettings(), *, r
         opt.load_state_dict(state["optimizer"])
         start = state["step"]
         progress.note(f"resuming from step {start} ({ckpt.path})")
-    ckpt.truncate_log("video", start, order=("video",))
+    total = sum(length for _, length in phases(settings))
+    order = tuple(name for name, _ in phases(settings))
+    if start < total:
+        ckpt.truncate_log(*phase_at(settings, start)[:2], order=order)
     scheduler = training_scheduler()
     pipe.unet.train()
     pipe.controlnet.train()
-    loss_value = float("nan")
-    for step in range(start, settings.steps):
-        g = step_generator(settings.seed, "video", step)
-        index = torch.randperm(len(data["latents"]), generator=g)[: settings.batch]
+    loss_value, current = float("nan"), None
+    for step in range(start, total):
+        phase, n, length = phase_at(settings, step)
+        if phase != current:
+            current = phase
+            for k, p in named.items():
+                p.requires_grad_(learns_in(phase, k))
+            if phase == "predicted" and "predicted" not in data:
+                from storyd.animate.motion import load_predictor
+                from storyd.toy.motion_train import shipped_motion_weights
+
+                progress.note("predicting every clip's frame tokens with the shipped motion predictor")
+                data["predicted"] = predicted_tokens(data["tokens"], load_predictor(shipped_motion_weights())[0])
+        g = step_generator(settings.seed, phase, n)
         for group in opt.param_groups:
-            group["lr"] = settings.lr * min(1.0, (step + 1) / settings.warmup) * (1 - 0.9 * step / settings.steps)
-        loss = stage_loss(pipe, text, {k: v[index] for k, v in data.items()}, g, scheduler, settings.figure_weight)
+            group["lr"] = settings.lr * min(1.0, (n + 1) / settings.warmup) * (1 - 0.9 * n / length)
+        if phase == "stills":
+            batch = single_frames(data, settings.stills_batch, g)
+        else:
+            index = torch.randperm(len(data["latents"]), generator=g)[: settings.batch]
+            batch = {k: data[k][index] for k in ("latents", "masks")}
+            batch["tokens"] = data["predicted" if phase == "predicted" else "tokens"][index]
+        loss = stage_loss(pipe, text, batch, g, scheduler, settings.figure_weight, keyframes=phase != "stills")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(named.values(), 1.0)
         opt.step()
         loss_value = loss.item()
-        ckpt.log({"phase": "video", "step": step + 1, "loss": round(loss_value, 6)})
-        progress.update("video stage", step + 1, settings.steps, unit="steps", detail=f"loss {loss_value:.4f}")
-        if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
+        ckpt.log({"phase": phase, "step": n + 1, "loss": round(loss_value, 6)})
+        progress.update(f"video stage: {phase}", n + 1, length, unit="steps", detail=f"loss {loss_value:.4f}")
+        if (step + 1) % settings.checkpoint_every == 0 or step + 1 == total:
             ckpt.save({"settings": asdict(settings), "step": step + 1, "optimizer": opt.state_dict(),
                        "stage": {k: p.detach().clone() for k, p in trainable(pipe).items()}})
-            losses = [row["loss"] for row in ckpt.rows()]
-            facts = {"settings": asdict(settings), "step": step + 1,
-                     "loss_first_50": round(sum(losses[:50]) / len(losses[:50]), 5),
-                     "loss_last_50": round(sum(losses[-50:]) / len(losses[-50:]), 5),
-                     "wall_time_s_this_run": round(time.monotonic() - started, 1)}
+            facts = {"settings": asdict(settings), "step": step + 1, "wall_time_s_this_run":
+                     round(time.monotonic() - started, 1)}
+            for name, _ in phases(settings):
+                losses = [row["loss"] for row in ckpt.rows() if row["phase"] == name]
+                if losses:
+                    facts[f"{name}_loss_first_50"] = round(sum(losses[:50]) / len(losses[:50]), 5)
+                    facts[f"{name}_loss_last_50"] = round(sum(losses[-50:]) / len(losses[-50:]), 5)
             save_stage(out / "video", pipe, config, facts)
     pipe.unet.eval()
     pipe.controlnet.eval()
-    return {"step": settings.steps, "final_loss": loss_value}
+    return {"step": total, "final_loss": loss_value}
+
+
+def cached_clips(out: Path, settings: VideoSettings, vae, encoder, progress: Progress) -> dict[str, torch.Tensor]:
+    """The run's clips as :func:`clip_tensors` makes them, cached in ``out/clips.pt`` under the image encoder's
+    fingerprint; a cache from another encoder is refused, as a run trained on its tokens would be mixed."""
+    from storyd.errors import InputError
+    from storyd.toy.motion_train import encoder_fingerprint
+    from storyd.toy.motion_world import make_clips
+
+    cache, key = out / "clips.pt", {"clips": settings.clips, "seed": settings.seed,
+                                    "encoder": encoder_fingerprint(encoder)}
+    if cache.exists():
+        data = torch.load(cache)
+        if data.pop("key", None) != key:
+            raise InputError("holds clips encoded by another image encoder (or other clips)",
+                             "train into a new folder", path=cache)
+        return data
+    progress.note(f"rendering and encoding {settings.clips} clips")
+    data = clip_tensors(make_clips(settings.clips, settings.seed), vae, encoder)
+    torch.save({**data, "key": key}, cache)
+    return data
 
 
 def main() -> None:

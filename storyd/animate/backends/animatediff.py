@@ -199,7 +199,6 @@ class AnimateDiffBackend:
     control_scale: float = 1.0  # SparseCtrl scale; 0 switches the keyframe conditioning off
     window: int = 16  # AnimateDiff v3 was trained on 16-frame clips
     stride: int = 4
-    shared_noise: float = 0.0  # the share of the starting noise's variance common to all frames; 0: diffusers' own
     hold_keyframes: bool = True  # KeyframeHold: the ends are the keyframes' latents at every step
     negative_prompt: str = ""
     seed: int = 0
@@ -221,25 +220,12 @@ class AnimateDiffBackend:
                 num_frames=frames, num_inference_steps=self.steps, guidance_scale=self.guidance_scale,
                 ip_adapter_image_embeds=[self.frame_tokens(first, last, frames)],
                 conditioning_frames=[first, last], controlnet_frame_indices=[0, frames - 1],
-                controlnet_conditioning_scale=self.control_scale, latents=self.starting_noise(frames, height, width),
+                controlnet_conditioning_scale=self.control_scale,
                 generator=torch.Generator("cpu").manual_seed(self.seed), output_type="np",
                 callback_on_step_end=hold,
             ).frames[0]
         clip = [np.clip(frame * 255 + 0.5, 0, 255).astype(np.uint8) for frame in video]  # (H, W, 3) in [0, 1]
         return from_native(clip, framing, start.size)
-
-    def starting_noise(self, frames: int, height: int, width: int) -> torch.Tensor | None:
-        """With ``shared_noise`` a, every frame's starting latents are √a·(one draw for all) + √(1-a)·(its own);
-        still unit Gaussian per frame, but the frames start alike (PYoCo's mixed noise). None: the pipeline draws."""
-        if self.shared_noise <= 0:
-            return None
-        g = torch.Generator("cpu").manual_seed(self.seed)
-        factor = self.pipe.vae_scale_factor
-        shape = (1, self.pipe.unet.config.in_channels, frames, height // factor, width // factor)
-        common = torch.randn((*shape[:2], 1, *shape[3:]), generator=g)
-        own = torch.randn(shape, generator=g)
-        noise = self.shared_noise**0.5 * common + (1 - self.shared_noise) ** 0.5 * own
-        return noise.to(self.pipe.unet.device, self.pipe.unet.dtype)
 
     def frame_tokens(self, first: Image.Image, last: Image.Image, frames: int) -> torch.Tensor:
         """Per-frame IP-Adapter Plus inputs, (1, L, N, C), with the unconditional ones first under guidance."""
