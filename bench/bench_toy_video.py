@@ -7,6 +7,7 @@ whole look reads the same (target: the comic's read-mode figure, 0.58); `per_att
 attribute; `key_err`: mean absolute error (0 to 1) of the first and last frames against the
 keyframes; `iou` and `centre_px`: the in-between frames' kid silhouette against the truth's.
 Rows: the true frames (the measure's ceiling); the toy stage with the shipped SMP; with the
+true frames' own image tokens in place of the SMP's (what a perfect predictor would give); with the
 SMP replaced by slerp between the keyframes' tokens; without holding the first and last frames
 to the keyframes' latents (`KeyframeHold`); with the image prompt cut (scale 0); the
 `interpolate` backend.
@@ -31,7 +32,7 @@ def run() -> list[dict]:
 
     clips = make_clips(CLIPS_PER_MOTION * len(MOTIONS), EVAL_SEED)
     reader = AttributeReader.load()
-    truths = iter(clips)
+    truths, tokens_of = iter(clips), iter(clips)  # each row below walks the clips in evaluate_transitions' order
 
     def world(start, end, frames):
         clip = next(truths)
@@ -52,6 +53,15 @@ def run() -> list[dict]:
                     setattr(stage, k, v)
         return render
 
+    def with_true_tokens(start, end, frames):
+        clip = next(tokens_of)
+        stage.frame_tokens = lambda *_: stage.encoder.hidden_tokens(clip.frames()[:frames]).unsqueeze(0)
+        try:
+            return stage.render(start, end, frames)
+        finally:
+            del stage.frame_tokens
+
+    renders["toy stage + true frames' tokens"] = with_true_tokens
     renders["toy stage + slerp"] = with_settings(predictor=None)
     renders["toy stage + SMP, ends not held"] = with_settings(hold_keyframes=False)
     renders["toy stage, image prompt cut"] = with_settings(image_prompt_scale=0.0)
