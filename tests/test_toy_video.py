@@ -125,6 +125,13 @@ def test_training_checkpoints_and_resumes_and_refuses_to_overwrite(tmp_path):
     assert train_video_stage(tmp_path, settings, resume=True)["step"] == 3  # nothing left to do
     rows = [json.loads(line) for line in (tmp_path / "loss.jsonl").read_text().splitlines()]
     assert [(row["phase"], row["step"]) for row in rows] == [("video", 1), ("stills", 1), ("predicted", 1)]
+    checkpoint = tmp_path / "checkpoints" / "last.pt"
+    state = torch.load(checkpoint)
+    assert state["predictor"] == json.loads((tmp_path / "video" / "training.json").read_text())["predictor"]
+    state["step"], state["predictor"] = 2, "another"  # as if stopped in phase 3, which learnt from another SMP
+    torch.save(state, checkpoint)
+    with pytest.raises(InputError, match="another motion predictor"):
+        train_video_stage(tmp_path, settings, resume=True)
 
 
 def test_training_refuses_clips_cached_from_another_image_encoder(tmp_path):
