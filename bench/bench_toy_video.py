@@ -16,6 +16,7 @@ to the keyframes' latents (`KeyframeHold`); with the image prompt cut (scale 0);
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 CLIPS_PER_MOTION = 2
 
@@ -42,24 +43,13 @@ def run() -> list[dict]:
     renders = {"world (true frames)": world, "toy stage + SMP": stage.render}
 
     def with_settings(**fields):
-        def render(start, end, frames):
-            saved = {k: getattr(stage, k) for k in fields}
-            for k, v in fields.items():
-                setattr(stage, k, v)
-            try:
-                return stage.render(start, end, frames)
-            finally:
-                for k, v in saved.items():
-                    setattr(stage, k, v)
-        return render
+        return lambda start, end, frames: replace(stage, **fields).render(start, end, frames)
 
     def with_true_tokens(start, end, frames):
         clip = next(tokens_of)
-        stage.frame_tokens = lambda *_: stage.encoder.hidden_tokens(clip.frames()[:frames]).unsqueeze(0)
-        try:
-            return stage.render(start, end, frames)
-        finally:
-            del stage.frame_tokens
+        variant = replace(stage)
+        variant.frame_tokens = lambda *_: stage.encoder.hidden_tokens(clip.frames()[:frames]).unsqueeze(0)
+        return variant.render(start, end, frames)
 
     renders["toy stage + true frames' tokens"] = with_true_tokens
     renders["toy stage + slerp"] = with_settings(predictor=None)

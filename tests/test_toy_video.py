@@ -52,16 +52,8 @@ def test_the_smps_conditioning_carries_the_jump_and_the_ends_stay_held(stage):
     clip = make_clip(4, "jump")  # the kid crouches, leaves the ground and lands in another pose
     ends = clip.render(0), clip.render(15)
     moved = stage.render(*ends, 16)
-    stage.image_prompt_scale = 0.0
-    try:
-        cut = stage.render(*ends, 16)
-    finally:
-        stage.image_prompt_scale = 1.0
-    stage.predictor, predictor = None, stage.predictor
-    try:
-        blended = stage.render(*ends, 16)
-    finally:
-        stage.predictor = predictor
+    cut = replace(stage, image_prompt_scale=0.0).render(*ends, 16)
+    blended = replace(stage, predictor=None).render(*ends, 16)
     iou = {name: motion_scores(frames, clip)["iou"] for name, frames in
            (("smp", moved), ("cut", cut), ("slerp", blended))}
     # Measured: 0.54 with the SMP's tokens, 0.43 with the image prompt cut, 0.44 with slerp's tokens in their

@@ -172,9 +172,14 @@ def trainable(pipe) -> dict[str, torch.nn.Parameter]:
     """The learned parameters by name (``unet.`` or ``controlnet.`` first): motion modules, SparseCtrl, IP-Adapter."""
     named = {f"controlnet.{k}": p for k, p in pipe.controlnet.named_parameters()}
     for k, p in pipe.unet.named_parameters():
-        if "motion_modules" in k or "encoder_hid_proj" in k or "_ip." in k:
+        if "motion_modules" in k or is_image_prompt(k):
             named[f"unet.{k}"] = p
     return named
+
+
+def is_image_prompt(name: str) -> bool:
+    """Whether UNet parameter ``name`` is IP-Adapter's (its resampler, ``encoder_hid_proj``, or ``to_k/v_ip``)."""
+    return "encoder_hid_proj" in name or "_ip." in name
 
 
 def freeze_all_but_stage(pipe) -> dict[str, torch.nn.Parameter]:

@@ -35,7 +35,14 @@ import torch
 import torch.nn.functional as F
 
 from storyd.progress import NullProgress, Progress
-from storyd.toy.video_stage import StageConfig, build_stage_pipeline, freeze_all_but_stage, save_stage, trainable
+from storyd.toy.video_stage import (
+    StageConfig,
+    build_stage_pipeline,
+    freeze_all_but_stage,
+    is_image_prompt,
+    save_stage,
+    trainable,
+)
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,7 @@ def phase_at(settings: VideoSettings, step: int) -> tuple[str, int, int]:
 
 def learns_in(phase: str, name: str) -> bool:
     """Whether parameter ``name`` (:func:`~storyd.toy.video_stage.trainable`'s) learns in ``phase``."""
-    return phase != "stills" or "encoder_hid_proj" in name or "_ip." in name
+    return phase != "stills" or is_image_prompt(name)
 
 
 def train_video_stage(out: Path, settings: VideoSettings = VideoSettings(), *, resume: bool = False,
