@@ -134,8 +134,9 @@ def test_a_kill_during_the_first_panel_write_leaves_a_folder_that_resumes(clean,
 def test_a_killed_runs_bank_spill_folder_goes_at_the_next_run_and_a_live_ones_stays(copied, story):
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = copied / f".storyd-bank-{int(gone.stdout)}-x1"  # the id of a process that has ended
-    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]) as running:
-        live = copied / f".storyd-bank-{running.pid}-x2"  # a shard still drawing into this folder
+    with subprocess.Popen([sys.executable, "-c", "import os, time; print(os.getpid(), flush=True); time.sleep(600)"],
+                          stdout=subprocess.PIPE, text=True) as running:
+        live = copied / f".storyd-bank-{int(running.stdout.readline())}-x2"  # a shard still drawing into this folder
         try:
             for folder in (dead, live):
                 folder.mkdir()
@@ -173,14 +174,14 @@ def test_a_second_run_on_the_same_folder_stops_at_once(copied, story, monkeypatc
          f"fd = os.open({str(copied / '.manifest.json.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
          "fcntl.flock(fd, fcntl.LOCK_EX)\n"
          "os.write(fd, str(os.getpid()).encode())\n"
-         "print('locked', flush=True)\n"
+         "print(os.getpid(), flush=True)\n"
          "time.sleep(120)\n"],
         stdout=subprocess.PIPE, text=True,
     )
     try:
-        assert holder.stdout.readline().strip() == "locked"
+        pid = int(holder.stdout.readline())  # its own id: behind a launcher or a sandbox, Popen.pid can differ
         monkeypatch.setattr("storyd.comic.load_pipeline", None)  # never reached
-        one_line_error(comic(story, copied, "--force"), f"another storyd run (process {holder.pid}) is writing")
+        one_line_error(comic(story, copied, "--force"), f"another storyd run (process {pid}) is writing")
     finally:
         holder.kill()
         holder.wait()
