@@ -16,6 +16,7 @@ that calls the UNet twice per step (Heun) still sees one step.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -227,14 +228,22 @@ def _groups(image_characters: tuple[tuple[str, ...], ...]) -> dict[tuple[str, ..
 
 
 def _attend(attn, x: torch.Tensor, extra: torch.Tensor, state: ConsistencyState) -> torch.Tensor:
-    """Self-attention of x (B, N, C) whose keys and values also cover `extra` (B, M, C)."""
+    state.max_context_tokens = max(state.max_context_tokens, x.shape[1] + extra.shape[1])
+    return attend_with(attn, x, extra)
+
+
+def attend_with(attn, x: torch.Tensor, extra: torch.Tensor, extra_weight: float = 1.0) -> torch.Tensor:
+    """Self-attention of x (B, N, C) whose keys and values also cover `extra` (B, M, C).
+
+    `extra_weight` multiplies the attention each query gives the extra tokens before
+    normalising (a bias of log `extra_weight` on their logits); 1 leaves them as they are.
+    """
     if attn.group_norm is not None:
         x_in = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
         extra = attn.group_norm(extra.transpose(1, 2)).transpose(1, 2) if extra.shape[1] else extra
     else:
         x_in = x
     context = torch.cat([x_in, extra], dim=1)  # (B, N+M, C)
-    state.max_context_tokens = max(state.max_context_tokens, context.shape[1])
     batch = x.shape[0]
     query, key, value = attn.to_q(x_in), attn.to_k(context), attn.to_v(context)
     head_dim = key.shape[-1] // attn.heads
@@ -245,7 +254,11 @@ def _attend(attn, x: torch.Tensor, extra: torch.Tensor, state: ConsistencyState)
         query = attn.norm_q(query)
     if attn.norm_k is not None:
         key = attn.norm_k(key)
-    hidden = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+    bias = None
+    if extra_weight != 1.0:
+        bias = torch.zeros(1, context.shape[1], device=query.device, dtype=query.dtype)
+        bias[:, x.shape[1]:] = math.log(extra_weight)
+    hidden = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=0.0, is_causal=False)
     hidden = hidden.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
     hidden = attn.to_out[1](attn.to_out[0](hidden))
     if attn.residual_connection:
@@ -254,11 +267,12 @@ def _attend(attn, x: torch.Tensor, extra: torch.Tensor, state: ConsistencyState)
 
 
 def self_attention_layers(unet) -> list[LayerInfo]:
-    """Every transformer self-attention layer of a UNet, with its block and resolution level."""
+    """Every transformer self-attention layer of a UNet, with its block and resolution level
+    (a motion UNet's temporal attention, in its ``motion_modules``, is not one)."""
     n_blocks = len(unet.config.block_out_channels)
     found: list[tuple[str, str, int]] = []
     for name in unet.attn_processors:
-        if not name.endswith("attn1.processor") or "transformer_blocks" not in name:
+        if not name.endswith("attn1.processor") or "transformer_blocks" not in name or "motion_modules" in name:
             continue
         match = _BLOCK_RE.match(name)
         if match is None:
