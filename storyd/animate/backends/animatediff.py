@@ -7,7 +7,9 @@ Semantic Motion Predictor (or, untrained, spherical interpolation) turns them in
 set per frame, and frame f attends to its own set only (:class:`PerFrameIPAdapterAttnProcessor`).
 Transitions longer than the motion module's training window run FreeNoise's sliding windows
 inside every motion module (:func:`sliding_windows`). The first and last frames are held to the
-keyframes' latents at every step (:class:`KeyframeHold`); nothing is pasted over the result.
+keyframes' latents at every step (:class:`KeyframeHold`); nothing is pasted over the result. The
+frames between also attend to the keyframes' tokens in their self-attention, to keep their look
+(:mod:`storyd.animate.backends.keyframe_attention`).
 
 :func:`assemble_pipeline` takes the components themselves, so any UNet + MotionAdapter pair
 (the SD1.5 one, a tiny one in the tests, a toy one) goes through the same code.
@@ -27,6 +29,7 @@ from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 from PIL import Image
 
 from storyd.animate.backends.framing import from_native, plan_framing, to_native
+from storyd.animate.backends.keyframe_attention import keyframe_attention
 from storyd.animate.backends.placement import place_pipeline
 from storyd.animate.backends.registry import VideoModel
 from storyd.animate.encoder import ClipImageEncoder
@@ -200,6 +203,7 @@ class AnimateDiffBackend:
     window: int = 16  # AnimateDiff v3 was trained on 16-frame clips
     stride: int = 4
     hold_keyframes: bool = True  # KeyframeHold: the ends are the keyframes' latents at every step
+    keyframe_attention: float = 1.0  # the keyframes' tokens' weight in each frame's self-attention; 0: off
     negative_prompt: str = ""
     seed: int = 0
     name: str = "animatediff"
@@ -214,7 +218,8 @@ class AnimateDiffBackend:
             unet = self.pipe.unet
             hold = KeyframeHold(self.pipe.keyframe_latents([first, last], width, height, unet.device, unet.dtype),
                                 self.seed)
-        with sliding_windows(self.pipe, frames, self.window, self.stride):
+        with (sliding_windows(self.pipe, frames, self.window, self.stride),
+              keyframe_attention(self.pipe.unet, frames, self.keyframe_attention)):
             video = self.pipe(
                 prompt=prompt or "", negative_prompt=self.negative_prompt, height=height, width=width,
                 num_frames=frames, num_inference_steps=self.steps, guidance_scale=self.guidance_scale,
