@@ -6,11 +6,12 @@ with :mod:`storyd.toy.video_eval`. `identity`: fraction of frame pairs of a tran
 whole look reads the same (target: the comic's read-mode figure, 0.58); `per_attr`: the same per
 attribute; `key_err`: mean absolute error (0 to 1) of the first and last frames against the
 keyframes; `iou` and `centre_px`: the in-between frames' kid silhouette against the truth's.
-Rows: the true frames (the measure's ceiling); the toy stage with the shipped SMP; with the
-true frames' own image tokens in place of the SMP's (what a perfect predictor would give); with the
-SMP replaced by slerp between the keyframes' tokens; without holding the first and last frames
-to the keyframes' latents (`KeyframeHold`); with the image prompt cut (scale 0); the
-`interpolate` backend.
+Rows: the true frames (the measure's ceiling); the toy stage with the shipped SMP (keyframe
+attention on); with the true frames' own image tokens in place of the SMP's (what a perfect
+predictor would give); with the SMP replaced by slerp between the keyframes' tokens; without
+keyframe attention (:mod:`storyd.animate.backends.keyframe_attention`); without holding the first and last frames to
+the keyframes' latents (`KeyframeHold`); with the image prompt cut (scale 0); the `interpolate`
+backend.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def run() -> list[dict]:
 
     renders["toy stage + true frames' tokens"] = with_true_tokens
     renders["toy stage + slerp"] = with_settings(predictor=None)
+    renders["toy stage + SMP, no keyframe attention"] = with_settings(keyframe_attention=0.0)
     renders["toy stage + SMP, ends not held"] = with_settings(hold_keyframes=False)
     renders["toy stage, image prompt cut"] = with_settings(image_prompt_scale=0.0)
     renders["interpolate"] = InterpolateBackend().render
