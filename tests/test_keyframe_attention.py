@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from PIL import Image
 
 from storyd.animate.backends.keyframe_attention import KeyframeAttnProcessor, keyframe_attention, keyframe_tokens
 from storyd.animate.backends.tiny_animatediff import tiny_animatediff_backend
@@ -54,10 +55,7 @@ def test_it_patches_the_up_blocks_spatial_self_attention_only_and_restores_the_u
 def test_the_backend_draws_other_frames_between_with_it_and_the_same_ends():
     backend = tiny_animatediff_backend(steps=2)
     rng = np.random.RandomState(0)
-    start, end = (rng.randint(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(2))
-    from PIL import Image
-
-    start, end = Image.fromarray(start), Image.fromarray(end)
+    start, end = (Image.fromarray(rng.randint(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(2))
     on = backend.render(start, end, 6, "a cat")
     off = replace(backend, keyframe_attention=0.0).render(start, end, 6, "a cat")
     assert np.array_equal(on[0], off[0]) and np.array_equal(on[-1], off[-1])  # the held ends are the keyframes
