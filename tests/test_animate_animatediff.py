@@ -47,7 +47,7 @@ def test_the_frames_between_follow_the_last_keyframe_and_the_ends_are_the_keyfra
     assert not np.array_equal(free[0], changed[0])  # without the hold the first frame is drawn, and moves
 
 
-def test_the_hold_puts_the_keyframes_at_the_noise_level_of_the_next_step(backend):
+def test_the_hold_puts_the_keyframes_clean_or_at_the_noise_level_of_the_next_step(backend):
     from storyd.animate.backends.animatediff import KeyframeHold
 
     pipe = backend.pipe
@@ -62,6 +62,10 @@ def test_the_hold_puts_the_keyframes_at_the_noise_level_of_the_next_step(backend
     assert torch.allclose(noised[:, :, 0], expected[:, :, 0]) and torch.allclose(noised[:, :, -1], expected[:, :, 1])
     clean = hold(pipe, 3, pipe.scheduler.timesteps[3], {"latents": latents})["latents"]  # after the last step
     assert torch.equal(clean[:, :, 0], keys[:, :, 0]) and torch.equal(clean[:, :, -1], keys[:, :, 1])
+    held = KeyframeHold(keys, seed=3, noised=False)(pipe, 0, pipe.scheduler.timesteps[0], {"latents": latents})
+    held = held["latents"]  # the backend's default: clean from the first step on
+    assert torch.equal(held[:, :, 0], keys[:, :, 0]) and torch.equal(held[:, :, -1], keys[:, :, 1])
+    assert torch.equal(held[:, :, 1:-1], latents[:, :, 1:-1])
 
 
 def test_switching_off_sparsectrl_or_the_image_prompt_changes_the_frames(backend):

@@ -7,7 +7,7 @@ Semantic Motion Predictor (or, untrained, spherical interpolation) turns them in
 set per frame, and frame f attends to its own set only (:class:`PerFrameIPAdapterAttnProcessor`).
 Transitions longer than the motion module's training window run FreeNoise's sliding windows
 inside every motion module (:func:`sliding_windows`). The first and last frames are held to the
-keyframes' latents at every step (:class:`KeyframeHold`); nothing is pasted over the result. The
+keyframes' clean latents at every step (:class:`KeyframeHold`); nothing is pasted over the result. The
 frames between also attend to the keyframes' tokens in their self-attention, to keep their look
 (:mod:`storyd.animate.backends.keyframe_attention`).
 
@@ -78,23 +78,25 @@ class KeyframeSparseCtrlPipeline(AnimateDiffSparseControlNetPipeline):
 class KeyframeHold:
     """A ``callback_on_step_end`` that holds the first and last frames to the keyframes.
 
-    After every step, frames 0 and F-1 are replaced by the keyframes' latents noised to the level
-    the next step starts from (and, after the last step, by the clean latents): temporal
-    inpainting by replacement (Ho et al., *Video Diffusion Models*, 2022). A clip noised in
-    training looks exactly like this at its two ends, so the motion modules see the keyframes
-    themselves at every step and carry them into the frames between. The ends come out as the
-    VAE's reconstruction of the keyframes; nothing is pasted in pixel space.
+    After every step, frames 0 and F-1 are replaced by the keyframes' latents: clean, or with
+    ``noised``, noised to the level the next step starts from (temporal inpainting by
+    replacement, Ho et al., *Video Diffusion Models*, 2022, which is how a clip noised in
+    training looks at its ends). Clean ends give the frames between, which attend to them
+    (:mod:`storyd.animate.backends.keyframe_attention`), the keyframes' look itself rather
+    than a noisy copy; on the toy stage they also placed the kid no worse. Either way the ends
+    come out as the VAE's reconstruction of the keyframes; nothing is pasted in pixel space.
     """
 
-    def __init__(self, keyframes: torch.Tensor, seed: int) -> None:
+    def __init__(self, keyframes: torch.Tensor, seed: int, noised: bool = True) -> None:
         self.keyframes = keyframes  # (1, C, 2, h, w): first and last
+        self.noised = noised
         self.generator = torch.Generator("cpu").manual_seed(seed)
 
     def __call__(self, pipe, step: int, timestep, kwargs: dict) -> dict:
         latents = kwargs["latents"]
         held = self.keyframes.to(latents.device, latents.dtype).expand(latents.shape[0], -1, -1, -1, -1)
         upcoming = pipe.scheduler.timesteps[step + 1: step + 2]
-        if len(upcoming):
+        if self.noised and len(upcoming):
             noise = torch.randn(held.shape, generator=self.generator).to(latents.device, latents.dtype)
             held = pipe.scheduler.add_noise(held, noise, upcoming)
         latents = latents.clone()
@@ -203,7 +205,8 @@ class AnimateDiffBackend:
     window: int = 16  # AnimateDiff v3 was trained on 16-frame clips
     stride: int = 4
     hold_keyframes: bool = True  # KeyframeHold: the ends are the keyframes' latents at every step
-    keyframe_attention: float = 1.0  # the keyframes' tokens' weight in each frame's self-attention; 0: off
+    hold_noised: bool = False  # held at the next step's noise level instead of clean
+    keyframe_attention: float = 2.0  # the keyframes' tokens' weight in each frame's self-attention; 0: off
     negative_prompt: str = ""
     seed: int = 0
     name: str = "animatediff"
@@ -217,7 +220,7 @@ class AnimateDiffBackend:
         if self.hold_keyframes:
             unet = self.pipe.unet
             hold = KeyframeHold(self.pipe.keyframe_latents([first, last], width, height, unet.device, unet.dtype),
-                                self.seed)
+                                self.seed, self.hold_noised)
         with (sliding_windows(self.pipe, frames, self.window, self.stride),
               keyframe_attention(self.pipe.unet, frames, self.keyframe_attention)):
             video = self.pipe(
