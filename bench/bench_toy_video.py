@@ -7,11 +7,12 @@ whole look reads the same (target: the comic's read-mode figure, 0.58); `per_att
 attribute; `key_err`: mean absolute error (0 to 1) of the first and last frames against the
 keyframes; `iou` and `centre_px`: the in-between frames' kid silhouette against the truth's.
 Rows: the true frames (the measure's ceiling); the toy stage with the shipped SMP (keyframe
-attention on); with the true frames' own image tokens in place of the SMP's (what a perfect
-predictor would give); with the SMP replaced by slerp between the keyframes' tokens; without
-keyframe attention (:mod:`storyd.animate.backends.keyframe_attention`); without holding the first and last frames to
-the keyframes' latents (`KeyframeHold`); with the image prompt cut (scale 0); the `interpolate`
-backend.
+attention on, the ends held clean); with the true frames' own image tokens in place of the
+SMP's (what a perfect predictor would give); with the SMP replaced by slerp between the
+keyframes' tokens; without keyframe attention (:mod:`storyd.animate.backends.keyframe_attention`);
+with the ends held at each step's noise level instead of clean; with neither (the stage as it
+drew before them); without holding the first and last frames to the keyframes' latents
+(`KeyframeHold`); with the image prompt cut (scale 0); the `interpolate` backend.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def run() -> list[dict]:
     renders["toy stage + true frames' tokens"] = with_true_tokens
     renders["toy stage + slerp"] = with_settings(predictor=None)
     renders["toy stage + SMP, no keyframe attention"] = with_settings(keyframe_attention=0.0)
+    renders["toy stage + SMP, ends held noised"] = with_settings(hold_noised=True)
+    renders["toy stage + SMP, neither"] = with_settings(keyframe_attention=0.0, hold_noised=True)
     renders["toy stage + SMP, ends not held"] = with_settings(hold_keyframes=False)
     renders["toy stage, image prompt cut"] = with_settings(image_prompt_scale=0.0)
     renders["interpolate"] = InterpolateBackend().render
