@@ -110,7 +110,7 @@ def training_scheduler():
 
 def step_generator(seed: int, phase: str, step: int) -> torch.Generator:
     salt = {"vae": 1, "unet": 2, "data": 3, "init": 4, "decoder": 5, "image_encoder": 6, "video": 7,
-            "stills": 8, "predicted": 9}[phase]
+            "stills": 8, "predicted": 9, "drawn": 10}[phase]
     return torch.Generator().manual_seed((seed * 1_000_003 + salt) * 10_000_019 + step)
 
 

@@ -1,7 +1,7 @@
 """Train the toy video stage (:mod:`storyd.toy.video_stage`) on the toy world's clips.
 
 The toy UNet, VAE, text encoder and image encoder stay frozen; the motion modules, SparseCtrl
-and IP-Adapter Plus learn, in three phases (v-prediction on the toy schedule throughout, the
+and IP-Adapter Plus learn, in four phases (v-prediction on the toy schedule throughout, the
 kid's latent cells weighing ``figure_weight`` times the setting's, as in the toy model's own
 training):
 
@@ -14,7 +14,12 @@ training):
 3. ``predicted``: clips again, each frame between conditioned on what the shipped Semantic Motion
    Predictor predicts for it from the ends, as at drawing time, so the stage learns to use the
    tokens it will get rather than the true ones. The checkpoint records the predictor's sha256,
-   and a run resumed in this phase with another predictor is refused.
+   and a run resumed in this phase or the next with another predictor is refused.
+4. ``drawn``: clips on the SMP's tokens, now drawn as the backend draws them: the first and last
+   frames clean in the noisy clip (:class:`~storyd.animate.backends.animatediff.KeyframeHold`'s
+   default) and out of the loss, and keyframe attention on
+   (:mod:`storyd.animate.backends.keyframe_attention`), so the learned parts adapt to the frozen
+   UNet's attention reaching the keyframes. At a lower learning rate (``drawn_lr``).
 
 Clips, latents and tokens are made once and cached in the run folder (keyed by the image
 encoder's weights); step ``n`` of a phase draws from ``(seed, phase, n)``, so a resumed run takes
@@ -51,6 +56,9 @@ class VideoSettings:
     steps: int = 3000  # phase 1, clips on the true frames' tokens
     stills_steps: int = 2000  # phase 2, the IP-Adapter on single frames
     predicted_steps: int = 1000  # phase 3, clips on the SMP's tokens
+    drawn_steps: int = 300  # phase 4, clips on the SMP's tokens as the backend draws them
+    drawn_lr: float = 2e-4
+    keyframe_attention: float = 2.0  # phase 4's, as AnimateDiffBackend's
     batch: int = 2  # clips of 16 frames
     stills_batch: int = 32  # frames
     clips: int = 640
@@ -90,25 +98,33 @@ def keyframe_condition(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 
 def stage_loss(pipe, text: torch.Tensor, batch: dict[str, torch.Tensor], g: torch.Generator, scheduler,
-               figure_weight: float, keyframes: bool = True) -> torch.Tensor:
+               figure_weight: float, keyframes: bool = True, drawn_attention: float | None = None) -> torch.Tensor:
     """The v-prediction loss of one batch of clips (B, C, F, h, w), the kid's cells weighted ``figure_weight``;
-    ``keyframes`` False: without SparseCtrl (the stills phase)."""
+    ``keyframes`` False: without SparseCtrl (the stills phase). ``drawn_attention``: as drawn (phase 4),
+    the ends clean and out of the loss, keyframe attention at that weight."""
+    from storyd.animate.backends.keyframe_attention import keyframe_attention
+
     x0 = batch["latents"]
-    b = x0.shape[0]
+    b, frames = x0.shape[0], x0.shape[2]
     noise = torch.randn(x0.shape, generator=g)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=g)
     noisy = scheduler.add_noise(x0, noise, t)
+    if drawn_attention is not None:
+        noisy[:, :, 0], noisy[:, :, -1] = x0[:, :, 0], x0[:, :, -1]
     target = scheduler.get_velocity(x0, noise, t)
-    words = text.expand(b * x0.shape[2], -1, -1)  # one row per frame, as the pipeline repeats the prompt
+    words = text.expand(b * frames, -1, -1)  # one row per frame, as the pipeline repeats the prompt
     residuals = {}
     if keyframes:
         cond, mask = keyframe_condition(x0)
         down, mid = pipe.controlnet(noisy, t, encoder_hidden_states=words, controlnet_cond=cond,
                                     conditioning_mask=mask, return_dict=False)
         residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
-    pred = pipe.unet(noisy, t, encoder_hidden_states=words, added_cond_kwargs={"image_embeds": [batch["tokens"]]},
-                     **residuals).sample
+    with keyframe_attention(pipe.unet, frames, drawn_attention or 0.0):
+        pred = pipe.unet(noisy, t, encoder_hidden_states=words,
+                         added_cond_kwargs={"image_embeds": [batch["tokens"]]}, **residuals).sample
     weight = 1.0 + (figure_weight - 1.0) * batch["masks"].permute(0, 2, 1, 3, 4)  # (B, 1, F, h, w)
+    if drawn_attention is not None:  # the held ends are given, not drawn
+        weight[:, :, 0], weight[:, :, -1] = 0.0, 0.0
     return ((pred - target) ** 2 * weight).mean() / weight.mean()
 
 
@@ -133,7 +149,8 @@ def predicted_tokens(tokens: torch.Tensor, predictor, batch: int = 32) -> torch.
 
 def phases(settings: VideoSettings) -> list[tuple[str, int]]:
     """The phases in order with their step counts (the module doc)."""
-    return [("video", settings.steps), ("stills", settings.stills_steps), ("predicted", settings.predicted_steps)]
+    return [("video", settings.steps), ("stills", settings.stills_steps), ("predicted", settings.predicted_steps),
+            ("drawn", settings.drawn_steps)]
 
 
 def phase_at(settings: VideoSettings, step: int) -> tuple[str, int, int]:
@@ -196,21 +213,23 @@ def train_video_stage(out: Path, settings: VideoSettings = VideoSettings(), *, r
             current = phase
             for k, p in named.items():
                 p.requires_grad_(learns_in(phase, k))
-            if phase == "predicted" and "predicted" not in data:
+            if phase in ("predicted", "drawn") and "predicted" not in data:
                 predictor, digest = shipped_predictor(out, state)
                 learnt_from = {"predictor": digest}
                 progress.note("predicting every clip's frame tokens with the shipped motion predictor")
                 data["predicted"] = predicted_tokens(data["tokens"], predictor)
         g = step_generator(settings.seed, phase, n)
+        lr = settings.drawn_lr if phase == "drawn" else settings.lr
         for group in opt.param_groups:
-            group["lr"] = settings.lr * min(1.0, (n + 1) / settings.warmup) * (1 - 0.9 * n / length)
+            group["lr"] = lr * min(1.0, (n + 1) / settings.warmup) * (1 - 0.9 * n / length)
         if phase == "stills":
             batch = single_frames(data, settings.stills_batch, g)
         else:
             index = torch.randperm(len(data["latents"]), generator=g)[: settings.batch]
             batch = {k: data[k][index] for k in ("latents", "masks")}
-            batch["tokens"] = data["predicted" if phase == "predicted" else "tokens"][index]
-        loss = stage_loss(pipe, text, batch, g, scheduler, settings.figure_weight, keyframes=phase != "stills")
+            batch["tokens"] = data["tokens" if phase == "video" else "predicted"][index]
+        loss = stage_loss(pipe, text, batch, g, scheduler, settings.figure_weight, keyframes=phase != "stills",
+                          drawn_attention=settings.keyframe_attention if phase == "drawn" else None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(named.values(), 1.0)
