@@ -4,8 +4,9 @@ In a video UNet every frame's spatial self-attention sees only that frame, so th
 kept only through the motion modules and the image prompt, and it drifts where the pose
 changes. Here each frame's self-attention also covers every token of the first and last frames
 of its own video, which :class:`~storyd.animate.backends.animatediff.KeyframeHold` holds to the
-keyframes at every step: the paper's comic-stage idea (:mod:`storyd.csa.processor`) applied to
-the frames between, training-free, as reference-only attention does for one image. Their
+keyframes' clean latents at every step: the paper's comic-stage idea (:mod:`storyd.csa.processor`)
+applied to the frames between, training-free as reference-only attention is for one image (the
+toy stage also learnt a last phase with it on: :mod:`storyd.toy.video_train`). Their
 attention is weighed ``weight`` times a frame's own before normalising, so a frame draws its
 look from the keyframes while its own tokens still place its pose.
 
