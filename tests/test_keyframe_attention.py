@@ -14,6 +14,11 @@ from storyd.animate.backends.keyframe_attention import KeyframeAttnProcessor, ke
 from storyd.animate.backends.tiny_animatediff import tiny_animatediff_backend
 
 
+@pytest.fixture(scope="module")
+def backend():
+    return tiny_animatediff_backend(steps=2)
+
+
 def test_each_row_gets_its_own_videos_ends():
     frames, tokens = 3, 2
     rows = torch.arange(2 * frames, dtype=torch.float32).view(-1, 1, 1).expand(-1, tokens, 1)  # row r holds r
@@ -37,8 +42,8 @@ def test_the_weight_counts_the_keyframes_tokens_as_that_many_copies():
         KeyframeAttnProcessor(4, 3.0)(attn, x[:7])
 
 
-def test_it_patches_the_up_blocks_spatial_self_attention_only_and_restores_the_unet():
-    unet = tiny_animatediff_backend(steps=1).pipe.unet
+def test_it_patches_the_up_blocks_spatial_self_attention_only_and_restores_the_unet(backend):
+    unet = backend.pipe.unet
     before = dict(unet.attn_processors)
     with keyframe_attention(unet, 6, 0.0) as patched:
         assert patched == 0 and unet.attn_processors == before
@@ -52,8 +57,7 @@ def test_it_patches_the_up_blocks_spatial_self_attention_only_and_restores_the_u
     assert all(unet.attn_processors[n] is p for n, p in before.items())
 
 
-def test_the_backend_draws_other_frames_between_with_it_and_the_same_ends():
-    backend = tiny_animatediff_backend(steps=2)
+def test_the_backend_draws_other_frames_between_with_it_and_the_same_ends(backend):
     rng = np.random.RandomState(0)
     start, end = (Image.fromarray(rng.randint(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(2))
     on = backend.render(start, end, 6, "a cat")

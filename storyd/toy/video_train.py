@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from storyd.progress import NullProgress, Progress
 from storyd.toy.video_stage import (
     StageConfig,
+    ToyVideoBackend,
     build_stage_pipeline,
     freeze_all_but_stage,
     is_image_prompt,
@@ -58,7 +59,7 @@ class VideoSettings:
     predicted_steps: int = 1000  # phase 3, clips on the SMP's tokens
     drawn_steps: int = 300  # phase 4, clips on the SMP's tokens as the backend draws them
     drawn_lr: float = 2e-4
-    keyframe_attention: float = 2.0  # phase 4's, as AnimateDiffBackend's
+    keyframe_attention: float = ToyVideoBackend.keyframe_attention  # phase 4's: the weight the stage draws with
     batch: int = 2  # clips of 16 frames
     stills_batch: int = 32  # frames
     clips: int = 640
@@ -242,8 +243,9 @@ def train_video_stage(out: Path, settings: VideoSettings = VideoSettings(), *, r
                        "stage": {k: p.detach().clone() for k, p in trainable(pipe).items()}, **learnt_from})
             facts = {"settings": asdict(settings), "step": step + 1, "wall_time_s_this_run":
                      round(time.monotonic() - started, 1), **learnt_from}
+            rows = ckpt.rows()
             for name, _ in phases(settings):
-                losses = [row["loss"] for row in ckpt.rows() if row["phase"] == name]
+                losses = [row["loss"] for row in rows if row["phase"] == name]
                 if losses:
                     facts[f"{name}_loss_first_50"] = round(sum(losses[:50]) / len(losses[:50]), 5)
                     facts[f"{name}_loss_last_50"] = round(sum(losses[-50:]) / len(losses[-50:]), 5)
