@@ -144,6 +144,24 @@ def test_metrics_come_back_per_transition(keyframes, tmp_path):
     assert first["clipsim_frames"] == pytest.approx(1.0) and first["clip_token_distance_first"] > 0
 
 
+def test_a_comic_folders_transitions_are_prompted_with_the_characters_both_panels_show(keyframes, tmp_path):
+    from storyd.animate.interpolate import InterpolateBackend
+
+    described = {"Mia": "a kid with red hair", "Leo": "a kid with a hat"}
+    panels = [{"index": i, "file": f"{i + 1}.png", "prompt": f"panel {i + 1}", "characters": names}
+              for i, names in enumerate([["Mia"], ["Mia", "Leo"], ["Leo"]])]
+    (keyframes / "manifest.json").write_text(json.dumps({"characters": described, "panels": panels}))
+    asked = []
+
+    class Recording(InterpolateBackend):
+        def render(self, start, end, frames, prompt=None):
+            asked.append(prompt)
+            return super().render(start, end, frames, prompt)
+
+    animate(keyframes, tmp_path / "out", backend=Recording(), frames=3)
+    assert asked == ["a kid with red hair", "a kid with a hat"]
+
+
 def test_a_comic_folders_videos_go_to_its_video_folder_and_a_plain_folder_needs_o(cli, keyframes):
     one_line_error(cli("animate", keyframes, "--backend", "interpolate"), "not a storyd comic folder", "-o")
     assert sorted(p.name for p in keyframes.iterdir()) == ["1.png", "2.png", "3.png"]  # nothing written into it

@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from storyd.animate.frames import fit_image, load_keyframes, natural_key, output_size, parse_size
+from storyd.animate.frames import fit_image, load_keyframes, natural_key, output_size, parse_size, transition_prompt
 from storyd.errors import InputError
 
 
@@ -39,6 +39,21 @@ def test_comic_manifest_gives_order_and_prompts(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"panels": panels}))
     frames = load_keyframes(tmp_path)
     assert [(f.path.name, f.prompt) for f in frames] == [("002.png", "first"), ("001.png", "second")]
+
+
+def test_a_transition_is_prompted_with_the_characters_both_panels_show(tmp_path):
+    described = {"Mia": "a kid with red hair", "Leo": "a kid with a hat", "Ann": "a kid with glasses"}
+    shown = [["Mia", "Leo"], ["Leo", "Mia", "Ann"], ["Ann"], []]
+    panels = [{"index": i, "file": f"{i}.png", "prompt": f"panel {i}", "characters": names}
+              for i, names in enumerate(shown)]
+    for i in range(len(shown)):
+        save(tmp_path / f"{i}.png")
+    (tmp_path / "manifest.json").write_text(json.dumps({"characters": described, "panels": panels}))
+    frames = load_keyframes(tmp_path)
+    assert frames[1].characters == ("a kid with a hat", "a kid with red hair", "a kid with glasses")
+    prompts = [transition_prompt(a, b) for a, b in zip(frames, frames[1:])]
+    # shared characters in the end panel's order; none shared, the end panel's own prompt
+    assert prompts == ["a kid with a hat and a kid with red hair", "a kid with glasses", "panel 3"]
 
 
 @pytest.mark.parametrize(

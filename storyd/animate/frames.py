@@ -27,6 +27,19 @@ class Keyframe:
     path: Path
     image: Image.Image  # RGB
     prompt: str | None = None
+    characters: tuple[str, ...] = ()  # the descriptions of the characters the panel shows, in its order
+
+
+def transition_prompt(start: Keyframe, end: Keyframe) -> str | None:
+    """The prompt for the frames from ``start`` to ``end``: the descriptions of the characters both
+    panels show, joined with "and"; the end panel's own prompt when they share none.
+
+    A video model applies one prompt to every frame, so the end panel's action and setting would
+    pull the first frames toward the end, against the first keyframe; who is in both panels is
+    true of every frame (docs/animate.md#prompts).
+    """
+    shared = [d for d in end.characters if d in start.characters]
+    return " and ".join(shared) if shared else end.prompt
 
 
 def natural_key(name: str) -> list[object]:
@@ -48,8 +61,8 @@ def load_keyframes(folder: Path) -> list[Keyframe]:
     if len(listed) < 2:
         found = "no PNG or JPEG keyframes" if not listed else "only one keyframe"
         raise InputError(f"{found} found", "a transition needs at least two images (PNG or JPEG)", path=folder)
-    frames = [Keyframe(path, open_rgb(path, "keyframe", "replace or remove the file"), prompt)
-              for path, prompt in listed]
+    frames = [Keyframe(path, open_rgb(path, "keyframe", "replace or remove the file"), prompt, characters)
+              for path, prompt, characters in listed]
     first = frames[0]
     for frame in frames[1:]:
         if frame.image.size != first.image.size:
@@ -61,25 +74,28 @@ def load_keyframes(folder: Path) -> list[Keyframe]:
     return frames
 
 
-def _from_listing(folder: Path) -> list[tuple[Path, str | None]]:
+def _from_listing(folder: Path) -> list[tuple[Path, str | None, tuple[str, ...]]]:
     files = [
         p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
     ]
-    return [(p, None) for p in sorted(files, key=lambda p: natural_key(p.name))]
+    return [(p, None, ()) for p in sorted(files, key=lambda p: natural_key(p.name))]
 
 
-def _from_manifest(manifest: Path) -> list[tuple[Path, str | None]]:
+def _from_manifest(manifest: Path) -> list[tuple[Path, str | None, tuple[str, ...]]]:
     try:
         data = json.loads(manifest.read_text(encoding="utf-8"))
         panels = sorted(data["panels"], key=lambda panel: int(panel["index"]))
-        listed = [(manifest.parent / str(panel["file"]), panel.get("prompt")) for panel in panels]
+        described = data.get("characters") or {}
+        listed = [(manifest.parent / str(panel["file"]), panel.get("prompt"),
+                   tuple(str(described[name]) for name in panel.get("characters", ()) if name in described))
+                  for panel in panels]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(
             f"not a storyd comic manifest ({exc.__class__.__name__}: {exc})",
             "fix it, or move it away to animate the folder's images in name order",
             path=manifest,
         ) from None
-    for path, _ in listed:
+    for path, _, _ in listed:
         if not path.is_file():
             raise InputError(
                 "is listed in manifest.json but missing", "re-run `storyd comic` for this folder", path=path

@@ -14,7 +14,7 @@ from PIL import Image
 
 from storyd.animate.backends.framing import FITS
 from storyd.animate.backends.registry import BACKENDS, Choice, choose_backend, frames_for, lock_present, memory_mode
-from storyd.animate.frames import fit_image, load_keyframes, output_size
+from storyd.animate.frames import fit_image, load_keyframes, output_size, transition_prompt
 from storyd.animate.video import write_gif, write_mp4
 from storyd.errors import InputError
 from storyd.fsutil import atomic_write_text
@@ -139,7 +139,7 @@ def animate(
     total = len(names)
     for i, path in enumerate(transition_paths):
         progress.update("transitions", i, total, detail=names[i])
-        clip = renderer.render(images[i], images[i + 1], frames, keyframes[i + 1].prompt)
+        clip = renderer.render(images[i], images[i + 1], frames, transition_prompt(keyframes[i], keyframes[i + 1]))
         clip_frames = len(clip)
         write_mp4(path, clip, fps)
         if gif:
