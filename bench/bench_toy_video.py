@@ -6,13 +6,17 @@ with :mod:`storyd.toy.video_eval`. `identity`: fraction of frame pairs of a tran
 whole look reads the same (target: the comic's read-mode figure, 0.58); `per_attr`: the same per
 attribute; `key_err`: mean absolute error (0 to 1) of the first and last frames against the
 keyframes; `iou` and `centre_px`: the in-between frames' kid silhouette against the truth's.
-Rows: the true frames (the measure's ceiling); the toy stage with the shipped SMP (keyframe
-attention on, the ends held clean); with the true frames' own image tokens in place of the
-SMP's (what a perfect predictor would give); with the SMP replaced by slerp between the
-keyframes' tokens; without keyframe attention (:mod:`storyd.animate.backends.keyframe_attention`);
-with the ends held at each step's noise level instead of clean; with neither (the stage as it
-drew before them); without holding the first and last frames to the keyframes' latents
-(`KeyframeHold`); with the image prompt cut (scale 0); the `interpolate` backend.
+Rows: the true frames (the measure's ceiling); the true frames encoded and decoded by the toy VAE
+(the ceiling of anything drawn in its latents); the toy stage with the shipped SMP (keyframe
+attention on, the ends held clean) given the kid's look as its prompt, as `storyd animate` gives a
+comic's transitions their character's description (:func:`storyd.toy.video_eval.look_prompt`), and
+so with slerp; then, all on the empty prompt: the toy stage with the SMP; with the true frames' own
+image tokens in place of the SMP's (what a perfect predictor would give); with the SMP replaced by
+slerp between the keyframes' tokens; without keyframe attention
+(:mod:`storyd.animate.backends.keyframe_attention`); with the ends held at each step's noise level
+instead of clean; with neither (the stage as it drew before them); without holding the first and
+last frames to the keyframes' latents (`KeyframeHold`); with the image prompt cut (scale 0); the
+`interpolate` backend.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ CLIPS_PER_MOTION = 2
 
 def run() -> list[dict]:
     import numpy as np
+    import torch
 
     from storyd.animate.interpolate import InterpolateBackend
     from storyd.toy.motion_train import EVAL_SEED
@@ -35,36 +40,50 @@ def run() -> list[dict]:
 
     clips = make_clips(CLIPS_PER_MOTION * len(MOTIONS), EVAL_SEED)
     reader = AttributeReader.load()
-    truths, tokens_of = iter(clips), iter(clips)  # each row below walks the clips in evaluate_transitions' order
+    truths, decoded, tokens_of = iter(clips), iter(clips), iter(clips)  # rows walk the clips in evaluate's order
 
-    def world(start, end, frames):
+    def world(start, end, frames, prompt):
         clip = next(truths)
         return [np.asarray(clip.render(i)) for i in range(frames)]
 
     stage = load_toy_video_backend()
-    renders = {"world (true frames)": world, "toy stage + SMP": stage.render}
+
+    def through_vae(start, end, frames, prompt):
+        vae = stage.pipe.vae
+        pixels = torch.from_numpy(np.stack([np.asarray(f) for f in next(decoded).frames()[:frames]]))
+        with torch.no_grad():
+            latents = vae.encode(pixels.permute(0, 3, 1, 2).float() / 127.5 - 1).latent_dist.mean
+            images = vae.decode(latents).sample.clamp(-1, 1)
+        return list((images.permute(0, 2, 3, 1) * 127.5 + 127.5).round().to(torch.uint8).numpy())
 
     def with_settings(**fields):
-        return lambda start, end, frames: replace(stage, **fields).render(start, end, frames)
+        return lambda start, end, frames, prompt: replace(stage, **fields).render(start, end, frames, prompt)
 
-    def with_true_tokens(start, end, frames):
+    def with_true_tokens(start, end, frames, prompt):
         clip = next(tokens_of)
         variant = replace(stage)
         variant.frame_tokens = lambda *_: stage.encoder.hidden_tokens(clip.frames()[:frames]).unsqueeze(0)
-        return variant.render(start, end, frames)
+        return variant.render(start, end, frames, prompt)
 
-    renders["toy stage + true frames' tokens"] = with_true_tokens
-    renders["toy stage + slerp"] = with_settings(predictor=None)
-    renders["toy stage + SMP, no keyframe attention"] = with_settings(keyframe_attention=0.0)
-    renders["toy stage + SMP, ends held noised"] = with_settings(hold_noised=True)
-    renders["toy stage + SMP, neither"] = with_settings(keyframe_attention=0.0, hold_noised=True)
-    renders["toy stage + SMP, ends not held"] = with_settings(hold_keyframes=False)
-    renders["toy stage, image prompt cut"] = with_settings(image_prompt_scale=0.0)
-    renders["interpolate"] = InterpolateBackend().render
+    renders = {  # name: (render, whether it is given the look prompt)
+        "world (true frames)": (world, False),
+        "world through the toy VAE": (through_vae, False),
+        "toy stage + SMP, look prompt": (stage.render, True),
+        "toy stage + slerp, look prompt": (with_settings(predictor=None), True),
+        "toy stage + SMP": (stage.render, False),
+        "toy stage + true frames' tokens": (with_true_tokens, False),
+        "toy stage + slerp": (with_settings(predictor=None), False),
+        "toy stage + SMP, no keyframe attention": (with_settings(keyframe_attention=0.0), False),
+        "toy stage + SMP, ends held noised": (with_settings(hold_noised=True), False),
+        "toy stage + SMP, neither": (with_settings(keyframe_attention=0.0, hold_noised=True), False),
+        "toy stage + SMP, ends not held": (with_settings(hold_keyframes=False), False),
+        "toy stage, image prompt cut": (with_settings(image_prompt_scale=0.0), False),
+        "interpolate": (InterpolateBackend().render, False),
+    }
     rows = []
-    for name, render in renders.items():
+    for name, (render, prompted) in renders.items():
         started = time.perf_counter()
-        scores = evaluate_transitions(render, clips, reader)
+        scores = evaluate_transitions(render, clips, reader, prompted=prompted)
         seconds = (time.perf_counter() - started) / len(clips)
         rows.append({"frames": name, "clips": len(clips), "identity": f"{scores['identity']:.2f}",
                      "per_attr": f"{scores['identity_per_attribute']:.3f}",

@@ -82,6 +82,17 @@ def test_keyframe_attention_keeps_the_kids_look_across_the_frames_between(stage)
     assert kept[stage.keyframe_attention] > kept[0.0] + 0.1, kept
 
 
+def test_the_toy_stage_draws_the_frames_between_with_the_transitions_prompt(stage):
+    from storyd.toy.video_eval import look_prompt
+
+    clip = make_clip(3, "walk")
+    ends = clip.render(0), clip.render(15)
+    plain, prompted = stage.render(*ends, 16), stage.render(*ends, 16, look_prompt(clip))
+    assert look_prompt(clip).startswith("a kid with ")
+    assert all(np.array_equal(a, b) for a, b in ((plain[0], prompted[0]), (plain[-1], prompted[-1])))
+    assert np.abs(plain[8].astype(int) - prompted[8]).mean() > 1  # levels of 255
+
+
 @pytest.mark.parametrize("phase", ["video", "stills", "drawn"])
 def test_a_few_training_steps_lower_the_stage_loss(phase):
     from storyd.render.tokenizer import load_clip_tokenizer

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from storyd.toy.captions import describe
 from storyd.toy.metrics import look_pairs
 from storyd.toy.world import LOOK_ATTRS, SIZE
 
@@ -65,10 +66,18 @@ def look_agreement(frames: Sequence[np.ndarray], reader) -> dict[str, float]:
     return {"identity": float(np.mean(whole)), "identity_per_attribute": float(np.mean(per))}
 
 
-def evaluate_transitions(render, clips: Sequence, reader) -> dict[str, float]:
-    """``render(start, end, frames)`` on each clip's ends, every measure averaged over the clips."""
+def look_prompt(clip) -> str:
+    """The kid's look in the toy world's words, every attribute named: the prompt `storyd animate`
+    gives a transition between two comic panels of one character (its description)."""
+    return describe(clip.look)
+
+
+def evaluate_transitions(render, clips: Sequence, reader, *, prompted: bool = False) -> dict[str, float]:
+    """``render(start, end, frames, prompt)`` on each clip's ends, every measure averaged over the clips;
+    ``prompt`` is the clip's :func:`look_prompt` when ``prompted``, else None."""
     rows = []
     for clip in clips:
-        frames = render(clip.render(0), clip.render(len(clip.truth) - 1), len(clip.truth))
+        frames = render(clip.render(0), clip.render(len(clip.truth) - 1), len(clip.truth),
+                        look_prompt(clip) if prompted else None)
         rows.append({**motion_scores(frames, clip), **look_agreement(frames, reader)})
     return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}

@@ -66,13 +66,11 @@ class ProjectedTokens:
 
 @dataclass
 class ToyVideoBackend(AnimateDiffBackend):
-    """The animatediff backend on the toy stage: no text prompt, no guidance, 8 steps of the toy DDIM schedule."""
+    """The animatediff backend on the toy stage: no guidance, 8 steps of the toy DDIM schedule. It was
+    trained on the empty prompt; the frozen toy UNet reads a prompt in the toy world's words."""
 
     steps: int = 8
     guidance_scale: float = 1.0
-
-    def render(self, start, end, frames: int, prompt: str | None = None):
-        return super().render(start, end, frames, None)
 
 
 def toy_video_model() -> VideoModel:
@@ -250,18 +248,20 @@ def load_toy_video_backend(*, folder: Path | None = None, seed: int = 0, fit: st
 
 def main() -> None:
     """``python -m storyd.toy.video_stage COMIC_DIR PNG [PAIR]``: every other frame of the comic's transition
-    PAIR (1: panels 1 to 2) on the toy stage, side by side in one PNG (the README's strip)."""
+    PAIR (1: panels 1 to 2) on the toy stage, prompted as `storyd animate` prompts it, side by side in one
+    PNG (the README's strip)."""
     import sys
 
     import numpy as np
     from PIL import Image
 
-    from storyd.animate.frames import load_keyframes
+    from storyd.animate.frames import load_keyframes, transition_prompt
 
     args = sys.argv[1:]
     keyframes = load_keyframes(Path(args[0]))
     pair = int(args[2]) if len(args) > 2 else 1
-    frames = load_toy_video_backend().render(keyframes[pair - 1].image, keyframes[pair].image, 16)
+    start, end = keyframes[pair - 1], keyframes[pair]
+    frames = load_toy_video_backend().render(start.image, end.image, 16, transition_prompt(start, end))
     strip = np.concatenate([*frames[:-1:2], frames[-1]], axis=1)
     Image.fromarray(strip).save(args[1])
 
