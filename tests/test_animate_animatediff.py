@@ -183,3 +183,19 @@ def test_plan_says_when_a_transition_runs_in_windows(cli, tmp_path):
     assert "24 frames is more than the 16 animatediff-v3 was trained on: its motion modules run in sliding " \
            "windows of 16" in json.loads(long.stdout)["lines"]
 
+
+
+def test_plan_counts_keyframe_attentions_memory_unless_it_is_off(cli, tmp_path):
+    for i in range(2):
+        noise(i, (40, 32)).save(tmp_path / f"{i}.png")
+    args = ["animate", tmp_path, "-o", tmp_path / "o", "--plan", "--backend", "animatediff", "--json"]
+    on, off, windowed = (json.loads(cli(*args, *more).stdout) for more in
+                         ([], ["--keyframe-attention", "0"], ["--frames", "24"]))
+    width, height = on["render_size"]
+    # 16 frames, two UNet rows a frame under guidance, the finest up block's (w/8)(h/8) tokens of 320 channels in
+    # fp16: the ends' 2N tokens, the 3N context, keys and values over it
+    assert on["keyframe_attention_bytes"] == 2 * 16 * (width // 8) * (height // 8) * 320 * 2 * 11
+    assert 0.5e9 < on["keyframe_attention_bytes"] < 1.5e9  # about 0.9 GB at 512 x 512
+    assert off["keyframe_attention_bytes"] == 0 and on["gpu_bytes"] == off["gpu_bytes"] + on["keyframe_attention_bytes"]
+    assert windowed["keyframe_attention_bytes"] == on["keyframe_attention_bytes"]  # one window of 16 at a time
+    assert any("keyframe attention's" in line for line in on["lines"])

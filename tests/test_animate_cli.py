@@ -162,6 +162,16 @@ def test_a_comic_folders_transitions_are_prompted_with_the_characters_both_panel
     assert asked == ["a kid with red hair", "a kid with a hat"]
 
 
+def test_keyframe_attention_below_zero_is_refused_and_elsewhere_than_animatediff_ignored(cli, keyframes, tmp_path):
+    one_line_error(cli("animate", keyframes, "-o", tmp_path / "a", "--backend", "interpolate",
+                       "--keyframe-attention", "-1"), "--keyframe-attention -1", "0 (off)")
+    assert not (tmp_path / "a").exists()
+    result = cli("animate", keyframes, "-o", tmp_path / "b", "--backend", "interpolate", "--frames", "3",
+                 "--keyframe-attention", "3", "--json")
+    assert result.exit_code == 0, result.output
+    assert "--keyframe-attention is used by the animatediff backend only; ignored" in json.loads(result.stdout)["notes"]
+
+
 def test_a_comic_folders_videos_go_to_its_video_folder_and_a_plain_folder_needs_o(cli, keyframes):
     one_line_error(cli("animate", keyframes, "--backend", "interpolate"), "not a storyd comic folder", "-o")
     assert sorted(p.name for p in keyframes.iterdir()) == ["1.png", "2.png", "3.png"]  # nothing written into it

@@ -44,6 +44,18 @@ def test_the_toy_video_stage_is_pinned_in_weights_lock():
                                                                 "drawn_steps"))
 
 
+def test_keyframe_attention_and_motion_weights_reach_the_toy_stage_from_animate():
+    from storyd.animate.run import _load_backend
+    from storyd.toy.motion_train import shipped_motion_weights
+
+    toy = choose_backend("auto", None, device="cpu", free_bytes=None, present=present_all, comic_model="toy")
+    load = dict(device="cpu", free_bytes=None, offload="auto", fit="crop", motion_weights=shipped_motion_weights(),
+                seed=3, note=lambda _: None)
+    assert _load_backend(toy, **load).keyframe_attention == 2.0
+    backend = _load_backend(toy, **load, keyframe_attention=0.5)
+    assert (backend.keyframe_attention, backend.fit, backend.seed) == (0.5, "crop", 3)
+
+
 @pytest.fixture(scope="module")
 def stage():
     return load_toy_video_backend(steps=8)

@@ -76,6 +76,7 @@ def animate(
     force: bool = False,
     progress: Progress | None = None,
     motion_weights: Path | None = None,
+    keyframe_attention: float | None = None,
     metrics: bool | Scorer = False,
     seed: int = 0,
     video_model: str | None = None,
@@ -92,8 +93,10 @@ def animate(
     else ``interpolate``, and says why in one note (see
     :func:`storyd.animate.backends.registry.choose_backend`). ``video_model`` names a model
     of the registry instead; ``fit`` (letterbox or crop) brings the keyframes to the model's
-    native size; ``offload`` is auto, none, model or group. ``metrics`` is True (the pinned
-    CLIP scorer) or a Scorer. Everything is checked before a model is loaded or a file written.
+    native size; ``offload`` is auto, none, model or group. ``keyframe_attention`` is the
+    animatediff backend's weight of the keyframes in every frame's self-attention (None: its
+    default; 0: off). ``metrics`` is True (the pinned CLIP scorer) or a Scorer. Everything is
+    checked before a model is loaded or a file written.
     """
     started = time.perf_counter()
     progress = progress or NullProgress()
@@ -109,6 +112,8 @@ def animate(
         raise InputError(f"--fps {fps} must be positive", "pass e.g. --fps 12")
     if fit not in FITS:
         raise InputError(f"unknown fit '{fit}'", f"use one of: {', '.join(FITS)}")
+    if keyframe_attention is not None and not keyframe_attention >= 0:
+        raise InputError(f"--keyframe-attention {keyframe_attention} is below 0", "pass 0 (off) or more, e.g. 2")
     keyframes = load_keyframes(Path(frames_dir))
     video_size = output_size(keyframes[0].image.size, size)
     out_dir = Path(out_dir)
@@ -125,7 +130,8 @@ def animate(
         if backend == "auto" and video_model is None:  # an explicit choice needs no explaining
             note(choice.reason)
         renderer = _load_backend(choice, device=device, free_bytes=free, offload=offload, fit=fit,
-                                 motion_weights=motion_weights, seed=seed, note=note)
+                                 motion_weights=motion_weights, keyframe_attention=keyframe_attention, seed=seed,
+                                 note=note)
         if frames_for(choice.model, frames) != frames:
             step, runs = choice.model.frame_step, frames_for(choice.model, frames)
             note(f"{choice.model.name} takes {step}k+1 frames: --frames {frames} runs as {runs}")
@@ -180,10 +186,11 @@ def plan_animation(
     fit: str = "letterbox",
     device: str = "auto",
     offload: str = "auto",
+    keyframe_attention: float | None = None,
 ) -> dict:
     """What :func:`animate` would do, without loading a model: backend and why, sizes, frames, memory, time."""
     from storyd.animate.backends.framing import plan_framing
-    from storyd.animate.backends.registry import GB, seconds_estimate
+    from storyd.animate.backends.registry import GB, keyframe_attention_bytes, seconds_estimate
 
     keyframes = load_keyframes(Path(frames_dir))
     video_size = output_size(keyframes[0].image.size, size)
@@ -201,13 +208,18 @@ def plan_animation(
     mode = memory_mode(model, free, offload)
     seconds = seconds_estimate(model, count, framing.size)
     width, height = framing.size
+    attending = model.backend == "animatediff" and keyframe_attention != 0
+    extra = keyframe_attention_bytes(model, (width, height), min(count, model.max_frames)) if attending else 0
     info.update(render_size=[width, height], box=list(framing.box), fit=fit, memory_mode=mode,
-                gpu_bytes=model.peak_bytes[mode], seconds_per_transition=seconds, figures=model.figures)
+                gpu_bytes=model.peak_bytes[mode] + extra, keyframe_attention_bytes=extra,
+                seconds_per_transition=seconds, figures=model.figures)
     rule = f" ({model.frame_step}k+1)" if model.frame_step > 1 else ""
+    memory = f"memory mode {mode}: about {(model.peak_bytes[mode] + extra) / GB:.1f} GB of GPU memory (estimate"
+    memory += f"; {extra / GB:.2f} of it keyframe attention's, at its largest layer)" if extra else ")"
     info["lines"] += [
         f"{info['transitions']} transitions of {count} frames{rule}, rendered at {width}x{height} ({fit}), "
         f"written at {video_size[0]}x{video_size[1]}",
-        f"memory mode {mode}: about {model.peak_bytes[mode] / GB:.0f} GB of GPU memory (estimate)",
+        memory,
         "time per transition: " + (f"about {seconds:.0f} s at 50 steps, scaled from the published figure"
                                    if seconds is not None else "no published figure"),
         f"figures: {model.figures}",
@@ -260,10 +272,12 @@ def _choice(backend: str, video_model: str | None, device: str, comic: str | Non
 
 def _load_backend(
     choice: Choice, *, device: str, free_bytes: int | None, offload: str, fit: str, motion_weights: Path | None,
-    seed: int, note: Callable[[str], None],
+    seed: int, note: Callable[[str], None], keyframe_attention: float | None = None,
 ) -> Backend:
-    if choice.backend != "animatediff" and motion_weights is not None:
-        note("--motion-weights is used by the animatediff backend only; ignored")
+    for flag, value in (("--motion-weights", motion_weights), ("--keyframe-attention", keyframe_attention)):
+        if choice.backend != "animatediff" and value is not None:
+            note(f"{flag} is used by the animatediff backend only; ignored")
+    settings = {} if keyframe_attention is None else {"keyframe_attention": keyframe_attention}
     if choice.backend == "interpolate":
         from storyd.animate.interpolate import InterpolateBackend
 
@@ -274,12 +288,12 @@ def _load_backend(
     if choice.model.name == "toy-video":
         from storyd.toy.video_stage import load_toy_video_backend
 
-        return load_toy_video_backend(seed=seed, fit=fit, motion_weights=motion_weights, note=note)
+        return load_toy_video_backend(seed=seed, fit=fit, motion_weights=motion_weights, note=note, **settings)
     if choice.backend == "animatediff":
         from storyd.animate.backends.animatediff import load_animatediff_backend
 
         return load_animatediff_backend(choice.model, device=device, mode=mode, fit=fit, seed=seed,
-                                        motion_weights=motion_weights, note=note)
+                                        motion_weights=motion_weights, note=note, **settings)
     from storyd.animate.backends.wan import load_wan_backend
 
     return load_wan_backend(choice.model, device=device, mode=mode, fit=fit, seed=seed, note=note)

@@ -43,6 +43,13 @@ def animate(
             help="Trained motion predictor (.safetensors from train-motion); without it, spherical interpolation."
         ),
     ] = None,
+    keyframe_attention: Annotated[
+        float | None,
+        typer.Option(
+            help="animatediff: how much every frame's self-attention weighs the two keyframes' tokens against its "
+            "own, so the frames between keep their look (0: off). Default: the backend's, 2."
+        ),
+    ] = None,
     metrics: Annotated[
         bool,
         typer.Option(
@@ -86,7 +93,7 @@ def animate(
         from storyd.animate.run import plan_animation
 
         info = plan_animation(frames_dir, backend=backend, frames=frames, size=requested, video_model=video_model,
-                              fit=fit, device=device, offload=offload)
+                              fit=fit, device=device, offload=offload, keyframe_attention=keyframe_attention)
         output.result(info, lambda console: [console.print(escape(line)) for line in info["lines"]])
         return
     with output.progress() as progress:
@@ -101,6 +108,7 @@ def animate(
             force=force,
             progress=progress,
             motion_weights=motion_weights,
+            keyframe_attention=keyframe_attention,
             metrics=metrics,
             seed=seed,
             video_model=video_model,

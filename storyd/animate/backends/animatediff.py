@@ -266,9 +266,11 @@ def load_animatediff_backend(
     motion_weights: Path | None,
     note: Callable[[str], None],
     paths: dict[str, Path] | None = None,
+    **settings,
 ) -> AnimateDiffBackend:
     """The backend on the pinned weights, offline; ``paths`` maps lock names to where they are instead
-    (a folder, or the file of a one-file entry, as :func:`storyd.weights.resolve` returns them).
+    (a folder, or the file of a one-file entry, as :func:`storyd.weights.resolve` returns them);
+    ``settings`` are :class:`AnimateDiffBackend` fields.
 
     Raises WeightsError naming what to pull. float16 on a GPU, float32 elsewhere; the
     scheduler is DPM-Solver++ with Karras sigmas on a linear beta schedule, as diffusers'
@@ -320,4 +322,4 @@ def load_animatediff_backend(
     if predictor is not None:
         predictor.to(dtype)
     note(f"{model.name}: memory mode {mode}{', VAE tiling' if mode != 'none' else ''}")
-    return AnimateDiffBackend(pipe, encoder, model, predictor, fit=fit, seed=seed)
+    return AnimateDiffBackend(pipe, encoder, model, predictor, fit=fit, seed=seed, **settings)

@@ -39,7 +39,18 @@ class VideoModel:
     peak_bytes: dict[str, int]  # memory mode -> GPU bytes at the native size, from the figures below
     figures: str  # what the published figures give, or that there are none; for --plan and docs/animate.md
     reference_seconds: float | None = None  # published seconds for max_frames at the native area, 50 steps
+    latent_factor: int = 8  # pixels per latent cell
+    attention_width: int = 0  # channels of the UNet's finest self-attention layers, keyframe attention's largest
     refused: str | None = None  # why storyd will not run it
+
+
+def keyframe_attention_bytes(model: VideoModel, size: tuple[int, int], frames: int, rows_per_frame: int = 2,
+                             element_bytes: int = 2) -> int:
+    """What keyframe attention adds at its largest layer, the finest up block, for ``frames`` frames (one
+    window) at ``size``: every UNet row (two a frame under guidance) gets the ends' 2N tokens, the 3N-token
+    context and keys and values over it, N the layer's tokens (:mod:`.keyframe_attention`)."""
+    tokens = (size[0] // model.latent_factor) * (size[1] // model.latent_factor)
+    return rows_per_frame * frames * tokens * model.attention_width * element_bytes * (2 + 3 + 3 + 3)
 
 
 WAN_720P = NativeSize(area=1280 * 720, multiple=16, min_aspect=9 / 16, max_aspect=16 / 9)
@@ -88,6 +99,7 @@ VIDEO_MODELS: dict[str, VideoModel] = {
             peak_bytes={"none": 10 * GB, "model": 7 * GB, "group": 5 * GB},
             figures="no published figure for AnimateDiff v3 with SparseCtrl and IP-Adapter Plus at 512 px; "
             "about 5 GB of fp16 weights",
+            attention_width=320,  # SD1.5's block_out_channels[0] (storyd/configs/sd15)
         ),
         VideoModel(
             name="toy-video",
@@ -100,6 +112,8 @@ VIDEO_MODELS: dict[str, VideoModel] = {
             peak_bytes={"none": GB // 2, "model": GB // 2, "group": GB // 2},
             figures="the toy model's video stage (storyd/assets/toy/video), trained and measured on the CPU; "
             "no published figures",
+            latent_factor=4,
+            attention_width=64,  # ToyModelConfig.unet_channels[0]
         ),
         VideoModel(
             name="wan2.2-ti2v-5b",
