@@ -167,7 +167,7 @@ def test_an_interrupt_a_library_swallows_is_raised_again_at_the_next_progress(si
     from storyd.cli.errors import install_signals, raise_pending
     from storyd.cli.progress_view import NotesOnly, RichProgress
 
-    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), sys.unraisablehook
     try:
         install_signals()
         raise_pending()  # nothing came: nothing raised
@@ -181,3 +181,30 @@ def test_an_interrupt_a_library_swallows_is_raised_again_at_the_next_progress(si
     finally:
         signal.signal(signal.SIGINT, saved[0])
         signal.signal(signal.SIGTERM, saved[1])
+        sys.unraisablehook = saved[2]
+
+
+def test_an_interrupt_python_can_only_report_is_not_printed_but_raised_again():
+    """A signal can land in a ``__del__`` or a weakref callback (importlib's module locks have one); Python
+    then only reports the exception. storyd keeps that report off stderr and raises the interrupt later."""
+    code = """
+import signal
+from storyd.cli.errors import install_signals, raise_pending
+install_signals()
+class Dropped:
+    def __del__(self):
+        signal.raise_signal(signal.SIGTERM)
+class Broken:
+    def __del__(self):
+        raise ValueError("still reported")
+Dropped()
+Broken()
+try:
+    raise_pending()
+except KeyboardInterrupt as exc:
+    print(type(exc).__name__)
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.stdout.strip() == "Terminated", run.stderr
+    assert "Terminated" not in run.stderr and "ValueError: still reported" in run.stderr

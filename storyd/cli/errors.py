@@ -63,11 +63,22 @@ class _Interrupts:
 
 
 def install_signals() -> None:
+    """The interrupt handlers, and quiet for what they raise where Python can only report it (a
+    signal that lands in a weakref callback or a ``__del__`` during an import): ``raise_pending``
+    raises it again, so the command still ends with the interrupt line and nothing more."""
     import signal
+    import sys
 
     handler = _Interrupts()
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    report = sys.unraisablehook
+
+    def unraisable(info) -> None:
+        if not (isinstance(info.exc_value, KeyboardInterrupt) and handler.pending is not None):
+            report(info)
+
+    sys.unraisablehook = unraisable
 
 
 def raise_pending() -> None:
