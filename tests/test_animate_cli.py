@@ -164,7 +164,7 @@ def test_a_comic_folders_transitions_are_prompted_with_the_characters_both_panel
 
 def test_keyframe_attention_below_zero_is_refused_and_elsewhere_than_animatediff_ignored(cli, keyframes, tmp_path):
     one_line_error(cli("animate", keyframes, "-o", tmp_path / "a", "--backend", "interpolate",
-                       "--keyframe-attention", "-1"), "--keyframe-attention -1", "0 (off)")
+                       "--keyframe-attention", "-1"), "--keyframe-attention -1", "0 to turn it off")
     assert not (tmp_path / "a").exists()
     result = cli("animate", keyframes, "-o", tmp_path / "b", "--backend", "interpolate", "--frames", "3",
                  "--keyframe-attention", "3", "--json")

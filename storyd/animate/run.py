@@ -113,7 +113,8 @@ def animate(
     if fit not in FITS:
         raise InputError(f"unknown fit '{fit}'", f"use one of: {', '.join(FITS)}")
     if keyframe_attention is not None and not keyframe_attention >= 0:
-        raise InputError(f"--keyframe-attention {keyframe_attention} is below 0", "pass 0 (off) or more, e.g. 2")
+        raise InputError(f"--keyframe-attention {keyframe_attention} is not a weight of 0 or more",
+                         "pass 0 to turn it off, or a weight such as 2 (the default)")
     keyframes = load_keyframes(Path(frames_dir))
     video_size = output_size(keyframes[0].image.size, size)
     out_dir = Path(out_dir)

@@ -67,8 +67,9 @@ def look_agreement(frames: Sequence[np.ndarray], reader) -> dict[str, float]:
 
 
 def look_prompt(clip) -> str:
-    """The kid's look in the toy world's words, every attribute named: the prompt `storyd animate`
-    gives a transition between two comic panels of one character (its description)."""
+    """The kid's look in the toy world's words, every attribute named: as `storyd animate` prompts a
+    transition between two comic panels of one character, with its description (which names what the
+    story says of it, often less)."""
     return describe(clip.look)
 
 

@@ -47,8 +47,9 @@ class VideoModel:
 def keyframe_attention_bytes(model: VideoModel, size: tuple[int, int], frames: int, rows_per_frame: int = 2,
                              element_bytes: int = 2) -> int:
     """What keyframe attention adds at its largest layer, the finest up block, for ``frames`` frames (one
-    window) at ``size``: every UNet row (two a frame under guidance) gets the ends' 2N tokens, the 3N-token
-    context and keys and values over it, N the layer's tokens (:mod:`.keyframe_attention`)."""
+    window) at ``size``: every UNet row (two a frame under guidance; an upper bound without) gets the ends'
+    2N tokens, the 3N-token context and keys and values over it, N the layer's tokens
+    (:mod:`.keyframe_attention`)."""
     tokens = (size[0] // model.latent_factor) * (size[1] // model.latent_factor)
     return rows_per_frame * frames * tokens * model.attention_width * element_bytes * (2 + 3 + 3 + 3)
 
