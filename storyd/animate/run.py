@@ -211,11 +211,11 @@ def plan_animation(
     width, height = framing.size
     attending = model.backend == "animatediff" and keyframe_attention != 0
     extra = keyframe_attention_bytes(model, (width, height), min(count, model.max_frames)) if attending else 0
-    info.update(render_size=[width, height], box=list(framing.box), fit=fit, memory_mode=mode,
-                gpu_bytes=model.peak_bytes[mode] + extra, keyframe_attention_bytes=extra,
-                seconds_per_transition=seconds, figures=model.figures)
+    gpu = model.peak_bytes[mode] + extra
+    info.update(render_size=[width, height], box=list(framing.box), fit=fit, memory_mode=mode, gpu_bytes=gpu,
+                keyframe_attention_bytes=extra, seconds_per_transition=seconds, figures=model.figures)
     rule = f" ({model.frame_step}k+1)" if model.frame_step > 1 else ""
-    memory = f"memory mode {mode}: about {(model.peak_bytes[mode] + extra) / GB:.1f} GB of GPU memory (estimate"
+    memory = f"memory mode {mode}: about {gpu / GB:.1f} GB of GPU memory (estimate"
     memory += f"; {extra / GB:.2f} of it keyframe attention's, at its largest layer)" if extra else ")"
     info["lines"] += [
         f"{info['transitions']} transitions of {count} frames{rule}, rendered at {width}x{height} ({fit}), "

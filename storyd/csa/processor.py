@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -303,17 +303,24 @@ def select_layers(layers: list[LayerInfo], layer_set: str) -> list[LayerInfo]:
 
 
 @contextlib.contextmanager
-def consistent_attention(unet, state: ConsistencyState, layer_set: str = "up") -> Iterator[list[LayerInfo]]:
-    """Install CSA on the chosen self-attention layers; every other layer keeps its processor.
-    The original processors come back on exit."""
+def self_attention_processors(unet, layer_set: str, make: Callable[[LayerInfo], object]
+                              ) -> Iterator[list[LayerInfo]]:
+    """``make(layer)`` as the processor of each chosen self-attention layer; every other layer keeps its
+    own. The original processors come back on exit."""
     original = dict(unet.attn_processors)
     chosen = select_layers(self_attention_layers(unet), layer_set)
-    state.n_layers = len(chosen)
-    processors = dict(original)
-    for layer in chosen:
-        processors[layer.name] = ConsistentSelfAttnProcessor2_0(state, layer)
-    unet.set_attn_processor(dict(processors))  # set_attn_processor pops from what it is given
+    unet.set_attn_processor({**original, **{layer.name: make(layer) for layer in chosen}})
     try:
         yield chosen
     finally:
-        unet.set_attn_processor(dict(original))
+        unet.set_attn_processor(dict(original))  # set_attn_processor pops from what it is given
+
+
+@contextlib.contextmanager
+def consistent_attention(unet, state: ConsistencyState, layer_set: str = "up") -> Iterator[list[LayerInfo]]:
+    """Install CSA on the chosen self-attention layers; every other layer keeps its processor.
+    The original processors come back on exit."""
+    with self_attention_processors(unet, layer_set, lambda layer: ConsistentSelfAttnProcessor2_0(state, layer)) \
+            as chosen:
+        state.n_layers = len(chosen)
+        yield chosen

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from storyd.csa.processor import attend_with, select_layers, self_attention_layers
+from storyd.csa.processor import attend_with, self_attention_processors
 
 
 class KeyframeAttnProcessor:
@@ -59,11 +59,6 @@ def keyframe_attention(unet, frames: int, weight: float, layer_set: str = "up") 
     if weight <= 0:
         yield 0
         return
-    original = dict(unet.attn_processors)
-    chosen = select_layers(self_attention_layers(unet), layer_set)
     processor = KeyframeAttnProcessor(frames, weight)
-    unet.set_attn_processor({**original, **{layer.name: processor for layer in chosen}})
-    try:
+    with self_attention_processors(unet, layer_set, lambda _: processor) as chosen:
         yield len(chosen)
-    finally:
-        unet.set_attn_processor(dict(original))
