@@ -207,3 +207,32 @@ def test_warmup_and_skip_schedule():
     state.begin_step(25)
     late = sum(state.applies(la) for la in layers) / 200
     assert 0.55 < early < 0.85 and 0.8 < late < 0.98
+
+
+def test_a_written_image_attends_over_itself_and_the_other_references_sampled_tokens():
+    """The write step against CSA's definition, image by image: keys and values are the image's own tokens
+    followed by every other reference's sampled tokens, projected as one context (storyd projects each
+    image once and gathers the projections)."""
+    from diffusers.models.attention_processor import Attention
+
+    from storyd.csa.processor import ConsistentSelfAttnProcessor2_0, LayerInfo, attend_with
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=32, heads=2, dim_head=16).eval()
+    layer = LayerInfo("up_blocks.1.attentions.0.transformer_blocks.0.attn1.processor", "up", 1, 0)
+    state = ConsistencyState(dataclasses.replace(ALWAYS, sampling_rate=(0.5,)), seed=3)
+    state.begin_batch(WRITE, [("A",), ("B",), ("A",), ("A",)], cfg=True)  # A's three references and one of B
+    x = torch.randn(2 * 4, 24, 32)
+    with torch.no_grad():
+        out = ConsistentSelfAttnProcessor2_0(state, layer)(attn, x).view(2, 4, 24, 32)
+        halves = x.view(2, 4, 24, 32)
+        idx = state.sample_indices(layer, 24, 3, "A")  # drawn once per step and level: the ones the write used
+        assert idx.shape == (3, 12)
+        members = [0, 2, 3]
+        for half in range(2):
+            for image in members:
+                others = torch.cat([halves[half, j][idx[k]] for k, j in enumerate(members) if j != image])
+                expected = attend_with(attn, halves[half, image][None], others[None])[0]
+                torch.testing.assert_close(out[half, image], expected, rtol=1e-5, atol=1e-5)
+            alone = attend_with(attn, halves[half, 1][None], halves[half, 1][None, :0])[0]  # B has no other reference
+            torch.testing.assert_close(out[half, 1], alone, rtol=1e-5, atol=1e-5)

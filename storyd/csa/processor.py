@@ -176,21 +176,18 @@ class ConsistentSelfAttnProcessor2_0:
                 break
             idx = st.sample_indices(self.layer, n_tokens, len(members), character[0])  # (m, k)
             group = x[:, members]  # (halves, m, N, C)
-            sampled = torch.stack([group[:, i, idx[i]] for i in range(len(members))], dim=1)  # (halves, m, k, C)
+            sampled = _sampled(group.reshape(-1, n_tokens, channels), halves, idx)  # (halves, m, k, C)
             st.bank.write(character[0], self.layer.name, st.step, sampled.reshape(halves, -1, channels))
             if st.settings.read_step == "last":  # later panels read only the last step: keep one, not all
                 st.bank.forget_before(character[0], self.layer.name, st.step)
             if not use:
                 continue
-            others = [
-                torch.cat([sampled[:, j] for j in range(len(members)) if j != i], dim=1)
-                if len(members) > 1
-                else sampled[:, :0].reshape(halves, 0, channels)
-                for i in range(len(members))
-            ]
-            extra = torch.stack(others, dim=1)  # (halves, m, (m-1)k, C)
             flat = group.reshape(-1, n_tokens, channels)
-            result = _attend(attn, flat, extra.reshape(flat.shape[0], -1, channels), st)
+            # keys and values are per token: each image is projected once, and the others' sampled rows gathered
+            key, value = (torch.cat([t, _others(_sampled(t, halves, idx), halves)], dim=1)
+                          for t in (attn.to_k(flat), attn.to_v(flat)))
+            st.max_context_tokens = max(st.max_context_tokens, key.shape[1])
+            result = attend_projected(attn, flat, attn.to_q(flat), key, value)
             out[:, members] = result.view(halves, len(members), n_tokens, channels)
         if not use:
             return self.stock(attn, hidden_states)
@@ -227,6 +224,20 @@ def _groups(image_characters: tuple[tuple[str, ...], ...]) -> dict[tuple[str, ..
     return groups
 
 
+def _sampled(rows: torch.Tensor, halves: int, idx: torch.Tensor) -> torch.Tensor:
+    """(halves·m, N, D) → (halves, m, k, D): image i's tokens at ``idx[i]``, in each half."""
+    images = rows.view(halves, idx.shape[0], *rows.shape[1:])
+    return torch.stack([images[:, i, idx[i]] for i in range(idx.shape[0])], dim=1)
+
+
+def _others(sampled: torch.Tensor, halves: int) -> torch.Tensor:
+    """(halves, m, k, D) → (halves·m, (m-1)k, D): each image's row gets the other images' sampled tokens."""
+    m = sampled.shape[1]
+    rows = [torch.cat([sampled[:, j] for j in range(m) if j != i], dim=1) if m > 1 else sampled[:, i, :0]
+            for i in range(m)]
+    return torch.stack(rows, dim=1).reshape(halves * m, -1, sampled.shape[-1])
+
+
 def _attend(attn, x: torch.Tensor, extra: torch.Tensor, state: ConsistencyState) -> torch.Tensor:
     state.max_context_tokens = max(state.max_context_tokens, x.shape[1] + extra.shape[1])
     return attend_with(attn, x, extra)
@@ -244,8 +255,16 @@ def attend_with(attn, x: torch.Tensor, extra: torch.Tensor, extra_weight: float 
     else:
         x_in = x
     context = torch.cat([x_in, extra], dim=1)  # (B, N+M, C)
+    return attend_projected(attn, x, attn.to_q(x_in), attn.to_k(context), attn.to_v(context), extra_weight)
+
+
+def attend_projected(attn, x: torch.Tensor, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               extra_weight: float = 1.0) -> torch.Tensor:
+    """x's projected queries (B, N, C') over projected keys and values (B, N+M, C'), x's own N first; the
+    heads, norms, output projection and residual as diffusers' processor does them. Projecting tokens
+    one by one and gathering the projections is the same as projecting the gathered tokens: the
+    transformer blocks' self-attention (``attn1``) has no group norm to mix them."""
     batch = x.shape[0]
-    query, key, value = attn.to_q(x_in), attn.to_k(context), attn.to_v(context)
     head_dim = key.shape[-1] // attn.heads
     query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, h, N, d)
     key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, h, N+M, d)
@@ -256,7 +275,7 @@ def attend_with(attn, x: torch.Tensor, extra: torch.Tensor, extra_weight: float 
         key = attn.norm_k(key)
     bias = None
     if extra_weight != 1.0:
-        bias = torch.zeros(1, context.shape[1], device=query.device, dtype=query.dtype)
+        bias = torch.zeros(1, key.shape[2], device=query.device, dtype=query.dtype)
         bias[:, x.shape[1]:] = math.log(extra_weight)
     hidden = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=0.0, is_causal=False)
     hidden = hidden.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from storyd.csa.processor import attend_with, self_attention_processors
+from storyd.csa.processor import attend_projected, self_attention_processors
 
 
 class KeyframeAttnProcessor:
@@ -39,7 +39,10 @@ class KeyframeAttnProcessor:
             return self.stock(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
         if rows % self.frames:
             raise RuntimeError(f"keyframe attention expected {self.frames}-frame videos, got {rows} UNet rows")
-        return attend_with(attn, hidden_states, keyframe_tokens(hidden_states, self.frames), self.weight)
+        # keys and values are per token: every frame is projected once, and each row gets its video's ends
+        key, value = (torch.cat([t, keyframe_tokens(t, self.frames)], dim=1)
+                      for t in (attn.to_k(hidden_states), attn.to_v(hidden_states)))
+        return attend_projected(attn, hidden_states, attn.to_q(hidden_states), key, value, self.weight)
 
 
 def keyframe_tokens(hidden_states: torch.Tensor, frames: int) -> torch.Tensor:
