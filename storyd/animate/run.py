@@ -187,11 +187,10 @@ def plan_animation(
     fit: str = "letterbox",
     device: str = "auto",
     offload: str = "auto",
-    keyframe_attention: float | None = None,
 ) -> dict:
     """What :func:`animate` would do, without loading a model: backend and why, sizes, frames, memory, time."""
     from storyd.animate.backends.framing import plan_framing
-    from storyd.animate.backends.registry import GB, keyframe_attention_bytes, seconds_estimate
+    from storyd.animate.backends.registry import GB, seconds_estimate
 
     keyframes = load_keyframes(Path(frames_dir))
     video_size = output_size(keyframes[0].image.size, size)
@@ -209,14 +208,11 @@ def plan_animation(
     mode = memory_mode(model, free, offload)
     seconds = seconds_estimate(model, count, framing.size)
     width, height = framing.size
-    attending = model.backend == "animatediff" and keyframe_attention != 0
-    extra = keyframe_attention_bytes(model, (width, height), min(count, model.max_frames)) if attending else 0
-    gpu = model.peak_bytes[mode] + extra
+    gpu = model.peak_bytes[mode] + model.frame_bytes * max(count - model.max_frames, 0)
     info.update(render_size=[width, height], box=list(framing.box), fit=fit, memory_mode=mode, gpu_bytes=gpu,
-                keyframe_attention_bytes=extra, seconds_per_transition=seconds, figures=model.figures)
+                seconds_per_transition=seconds, figures=model.figures)
     rule = f" ({model.frame_step}k+1)" if model.frame_step > 1 else ""
-    memory = f"memory mode {mode}: about {gpu / GB:.1f} GB of GPU memory (estimate"
-    memory += f"; {extra / GB:.2f} of it keyframe attention's, at its largest layer)" if extra else ")"
+    memory = f"memory mode {mode}: about {gpu / GB:.1f} GB of GPU memory (estimate)"
     info["lines"] += [
         f"{info['transitions']} transitions of {count} frames{rule}, rendered at {width}x{height} ({fit}), "
         f"written at {video_size[0]}x{video_size[1]}",
