@@ -9,17 +9,22 @@ storyd picks there (bf16 where supported):
   comic installs it (`consistent_attention`) with the published settings and 4 reference panels:
   seconds per denoising step and peak device memory for stock attention (4 images, and 1), the write
   step of the 4 references, and the read step of 8 panels drawn one after another, each row after
-  one more panel drawn (flat: a read panel's keys are the bank's, whatever the story's length). A
-  step time is the mean over the steps after warm-up, random skips included, so it is what a run pays.
+  one more panel drawn (flat: a read panel's keys are the bank's, whatever the story's length), with
+  the bank on the device; then the write and one read again with the bank in host memory. A step
+  time is the mean over the steps after warm-up, random skips included, so it is what a run pays.
 - The published processor, where a local clone of the official repository is named by
   STORYD_OFFICIAL_REPO; "not found" otherwise (it cannot be downloaded, and none of its code is here).
 - The lighthouse story (stories/lighthouse-sdxl.yaml) drawn whole by storyd's own generator, with the
-  memory options storyd chooses: peak device memory against the official pipeline's 45.6 GB and
+  memory options and bank placement storyd chooses: peak device memory against the official pipeline's 45.6 GB and
   vanilla SDXL's 16.0 GB (1Prompt1Story, Table 1).
 - Each animate backend's denoiser at its native size: one step (with its guidance) timed, then seconds
   per frame = step x the backend's steps / frames; the interpolate backend renders its frames whole.
+- storyd's whole AnimateDiff backend (SparseCtrl, per-frame IP-Adapter Plus, held ends, keyframe
+  attention) rendering transitions at 512 x 512: 16 and 24 frames with keyframe attention on and off,
+  then 16 with each offload mode; seconds per frame and peak memory against `storyd animate --plan`.
 
-On the CPU the same code runs at a reduced size (narrow models in the same block layouts, small
+A part that fails is a row saying why; the others still run. STORYD_BENCH_PARTS (comma-separated)
+runs some parts only. On the CPU the same code runs at a reduced size (narrow models in the same block layouts, small
 latents, few steps): the numbers test the code, they are not the GPU's. Peak memory there is the
 process's RSS sampled during the work. The table is printed and written to STORYD_BENCH_OUT, by
 default out/bench/gpu-<device>-<date>.md.
@@ -35,6 +40,7 @@ import json
 import os
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -91,8 +97,9 @@ FULL = Scale(
     video={"wan-flf2v": Video(1280, 720, 81, 50, 512), "wan-vace": Video(832, 480, 81, 50, 512),
            "animatediff": Video(512, 512, 16, 25, 77)},
     interpolate_side=512,
-    estimate_s={"csa sdxl": 40, "csa sd15": 20, "lighthouse": 90, "wan-flf2v": 120, "wan-vace": 30,
-                "animatediff": 20, "interpolate": 5},
+    # measured on an H200 (2026-12-04), rounded up
+    estimate_s={"csa sdxl": 30, "csa sd15": 10, "lighthouse": 40, "wan-flf2v": 60, "wan-vace": 10,
+                "animatediff": 10, "animatediff render": 110, "interpolate": 5},
 )
 REDUCED = Scale(
     "reduced", True, {"sdxl": 128, "sd15": 128}, steps=3, lighthouse=(128, 3),
@@ -100,7 +107,7 @@ REDUCED = Scale(
            "animatediff": Video(64, 64, 16, 25, 77)},
     interpolate_side=256,
     estimate_s={"csa sdxl": 15, "csa sd15": 10, "lighthouse": 15, "wan-flf2v": 2, "wan-vace": 2,
-                "animatediff": 5, "interpolate": 2},
+                "animatediff": 5, "animatediff render": 20, "interpolate": 2},
 )
 SMALLEST = dataclasses.replace(
     REDUCED, name="smallest", sides={"sdxl": 64, "sd15": 64}, steps=2, lighthouse=(64, 2),
@@ -108,7 +115,7 @@ SMALLEST = dataclasses.replace(
            "animatediff": Video(32, 32, 8, 25, 77)},
     interpolate_side=64,
     estimate_s={"csa sdxl": 4, "csa sd15": 3, "lighthouse": 4, "wan-flf2v": 1, "wan-vace": 1,
-                "animatediff": 2, "interpolate": 1},
+                "animatediff": 2, "animatediff render": 5, "interpolate": 1},
 )
 
 
@@ -240,16 +247,17 @@ def build_sdxl_pipeline(scale: Scale, device: str, dtype):
         narrowed = [c // 8 for c in vae["block_out_channels"]]
         vae.update(block_out_channels=narrowed, norm_num_groups=8, layers_per_block=1)
 
+    # the scheduler's tables stay on the CPU, as when storyd loads it (made on the GPU, numpy cannot read them)
+    home = storyd_home()
+    rest = dict(tokenizer=load_clip_tokenizer(home), tokenizer_2=load_clip_tokenizer(home, pad_token="!"),
+                scheduler=scheduler_from_folder(CONFIGS / "sdxl" / "scheduler"))
     with building(device, dtype):
         pipe = StableDiffusionXLPipeline(
             vae=AutoencoderKL(**vae),
             text_encoder=CLIPTextModel(CLIPTextConfig(**_text_config("sdxl", "text_encoder", scale.narrow))),
             text_encoder_2=CLIPTextModelWithProjection(
                 CLIPTextConfig(**_text_config("sdxl", "text_encoder_2", scale.narrow))),
-            tokenizer=load_clip_tokenizer(storyd_home()),
-            tokenizer_2=load_clip_tokenizer(storyd_home(), pad_token="!"),
-            unet=UNet2DConditionModel(**unet_config("sdxl", scale.narrow)),
-            scheduler=scheduler_from_folder(CONFIGS / "sdxl" / "scheduler"),
+            unet=UNet2DConditionModel(**unet_config("sdxl", scale.narrow)), **rest,
         )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -274,15 +282,16 @@ def _unet_inputs(config: dict, batch: int, latent: int, device: str, dtype) -> d
 # --- CSA step cost -----------------------------------------------------------------------------
 
 
-def _csa_state(device: str):
-    """storyd's CSA state with the published settings and 4 references; the bank where storyd keeps
-    it on a GPU (host memory: `bank_device: auto`). The one place this benchmark touches the bank."""
+def _csa_state(device: str, storage: str):
+    """storyd's CSA state with the published settings and 4 references, its bank kept on ``storage``:
+    the device (what `bank_device: auto` picks where the bank fits beside the model) or "cpu" (host
+    memory, auto's next choice). The one place this benchmark touches the bank."""
     from storyd.csa.bank import CharacterBank
     from storyd.csa.processor import ConsistencyState
     from storyd.story.model import ConsistencySettings
 
     settings = ConsistencySettings(id_panels=REFERENCES)
-    return ConsistencyState(settings, seed=0, bank=CharacterBank("cpu"), device=device)
+    return ConsistencyState(settings, seed=0, bank=CharacterBank(storage), device=device)
 
 
 def _steps(unet, x: dict, device: str, steps: int, warmup: int, begin_step) -> tuple[float, int]:
@@ -306,32 +315,41 @@ def csa_rows(family: str, scale: Scale, device: str, dtype, official: dict | Non
     config = unet_config(family, scale.narrow)
     side = scale.sides[family]
     latent = side // 8
-    state = _csa_state(device)
-    warmup = max(state.settings.warmup_steps, 1)
     results: dict[tuple[str, int], tuple[float, int]] = {}
-    with torch.inference_mode(), consistent_attention(unet, state, state.settings.layers):
-        def batch(mode: str, images: int) -> tuple[float, int]:
-            state.begin_batch(mode, [("A",)] * images, cfg=True)
-            x = _unet_inputs(config, 2 * images, latent, device, dtype)
-            return _steps(unet, x, device, scale.steps, warmup, state.begin_step)
+    banks = {}
+    for place in ("device", "host"):
+        state = _csa_state(device, device if place == "device" else "cpu")
+        with torch.inference_mode(), consistent_attention(unet, state, state.settings.layers):
+            def batch(mode: str, images: int, state=state) -> tuple[float, int]:
+                state.begin_batch(mode, [("A",)] * images, cfg=True)
+                x = _unet_inputs(config, 2 * images, latent, device, dtype)
+                return _steps(unet, x, device, scale.steps, max(state.settings.warmup_steps, 1), state.begin_step)
 
-        batch(OFF, 1)  # warm-up: kernels, allocator
-        results[("stock", REFERENCES)] = batch(OFF, REFERENCES)
-        results[("write", REFERENCES)] = batch(WRITE, REFERENCES)
-        bank = state.bank.nbytes()
-        results[("stock", 1)] = batch(OFF, 1)
-        for k in range(1, READS + 1):
-            results[("read", k)] = batch(READ, 1)
+            if place == "device":
+                batch(OFF, 1)  # warm-up: kernels, allocator
+                results[("stock", REFERENCES)] = batch(OFF, REFERENCES)
+                results[("write", REFERENCES)] = batch(WRITE, REFERENCES)
+                banks["write"] = banks["read"] = state.bank.nbytes()
+                results[("stock", 1)] = batch(OFF, 1)
+                for k in range(1, READS + 1):
+                    results[("read", k)] = batch(READ, 1)
+            else:  # the same write and first read with the bank in host memory
+                results[("host write", REFERENCES)] = batch(WRITE, REFERENCES)
+                banks["host write"] = banks["host read"] = state.bank.nbytes()
+                results[("host read", 1)] = batch(READ, 1)
+        state.bank.entries.clear()  # this placement's bank leaves the device before the next is measured
+        _free(device)
     model = f"{family} {side}px"
     labels = {"stock": "stock attention, {} panel(s)", "write": "CSA write, {} references",
-              "read": f"CSA read, panel {{}} of {READS}"}
+              "read": f"CSA read, panel {{}} of {READS}", "host write": "CSA write, {} references, bank on host",
+              "host read": "CSA read, panel {}, bank on host"}
     rows = []
     for (kind, number), (seconds, peak) in results.items():
-        images = 1 if kind == "read" else number
+        images = 1 if kind.endswith("read") else number
         rows.append(_row("csa", model, labels[kind].format(number), images=images, s_step=seconds,
                          x_stock=None if kind == "stock" else seconds / results[("stock", images)][0], peak=peak,
-                         bank=None if kind == "stock" else bank,
-                         note=f"drawn before: {REFERENCES + number - 1}" if kind == "read" else ""))
+                         bank=banks.get(kind), note=f"drawn before: {REFERENCES + number - 1}" if kind == "read" else
+                         "bank on the device" if kind == "write" else ""))
     if official is not None:
         rows += official_rows(official, unet, config, latent, scale, device, dtype, results, model)
     return rows
@@ -339,7 +357,8 @@ def csa_rows(family: str, scale: Scale, device: str, dtype, official: dict | Non
 
 def flatness(rows: list[dict], model: str) -> dict:
     """max/min of the read rows' step time and peak memory, for the summary."""
-    reads = [r for r in rows if r["part"] == "csa" and r["model"] == model and r["case"].startswith("CSA read")]
+    reads = [r for r in rows if r["part"] == "csa" and r["model"] == model and r["case"].startswith("CSA read")
+             and not r["case"].endswith("bank on host")]
     times = [float(r["s/step"]) for r in reads]
     peaks = [float(r["peak MB"]) for r in reads]
     return {"time": max(times) / min(times), "memory": max(peaks) / min(peaks), "panels": len(reads)}
@@ -425,6 +444,8 @@ def official_rows(namespace: dict, unet, config: dict, latent: int, scale: Scale
 
 def lighthouse_rows(scale: Scale, device: str) -> list[dict]:
     from storyd.plan.estimate import weights_bytes
+    from storyd.plan.footprint import Budget, host_budget
+    from storyd.plan.presets import get_preset
     from storyd.plan.render_plan import plan_story
     from storyd.render.generator import PanelGenerator
     from storyd.render.memory import MemorySettings, apply_memory, choose_memory, free_memory, torch_dtype
@@ -432,11 +453,14 @@ def lighthouse_rows(scale: Scale, device: str) -> list[dict]:
     from storyd.story.loader import load_story
     from storyd.weights.paths import storyd_home
 
-    plan = plan_story(load_story(LIGHTHOUSE), tokenizer=PromptTokenizer(storyd_home()), device=device)
+    story = load_story(LIGHTHOUSE)
+    free = free_memory(device)
+    memory = choose_memory(MemorySettings(), device, weights_bytes(get_preset(story.model), 2), free)
+    budget = Budget(host_budget(), None if device == "cpu" else free, memory.offload)  # as `storyd comic` plans
+    plan = plan_story(story, tokenizer=PromptTokenizer(storyd_home()), device=device, budget=budget)
     if scale.lighthouse is not None:
         side, steps = scale.lighthouse
         plan = dataclasses.replace(plan, width=side, height=side, steps=steps)
-    memory = choose_memory(MemorySettings(), device, weights_bytes(plan.preset, 2), free_memory(device))
     pipe = apply_memory(build_sdxl_pipeline(scale, device, torch_dtype(memory.dtype)), memory, device)
     generator = PanelGenerator(pipe, plan, device=device)
     with Peak(device) as peak:
@@ -446,7 +470,8 @@ def lighthouse_rows(scale: Scale, device: str) -> list[dict]:
         seconds = time.perf_counter() - started
     batches = len(plan.batches({j.index for j in plan.jobs}))
     size = f"{plan.width}px, {plan.steps} steps"
-    note = f"{len(plan.jobs)} panels in {batches} batches; {memory.dtype}, offload {memory.offload}"
+    note = (f"{len(plan.jobs)} panels in {batches} batches; {memory.dtype}, offload {memory.offload}, "
+            f"bank on the {plan.footprint.bank}")
     rows = [_row("lighthouse", f"sdxl {size}", "whole story (storyd)", s_total=seconds, peak=peak.bytes,
                  bank=generator.bank.nbytes(), note=note)]
     reduced = "" if scale.lighthouse is None else " (reduced size: not comparable)"
@@ -498,8 +523,7 @@ def video_rows(backend: str, scale: Scale, device: str, dtype) -> list[dict]:
 
         passes = 2  # Wan's pipelines run the conditional and unconditional passes one after the other
     with torch.inference_mode(), Peak(device) as peak:
-        if scale.narrow:
-            forward()  # warm-up; at full size one step is long enough that start-up costs are noise
+        forward()  # warm-up: kernels, allocator (on an H200 AnimateDiff's first step took 2.5 times the next ones)
         seconds = _timed(device, lambda: [forward() for _ in range(passes)])
     size = f"{video.width}x{video.height}, {video.frames} frames"
     note = f"1 step timed x {video.steps} steps / {video.frames} frames"
@@ -528,6 +552,148 @@ def _animatediff(scale: Scale, device: str, dtype, video: Video, randn):
         return model(sample, torch.tensor(500, device=device), encoder_hidden_states=text, return_dict=False)
 
     return model, forward, 1
+
+
+# AnimateDiff v3's motion module, SparseCtrl-RGB and CLIP ViT-H/14 (IP-Adapter's image encoder) as their
+# repositories' config.json give them; written from the published configs, not checked against a download here.
+MOTION_V3 = dict(block_out_channels=(320, 640, 1280, 1280), motion_layers_per_block=2, motion_num_attention_heads=8,
+                 motion_norm_num_groups=32, motion_max_seq_length=32, use_motion_mid_block=False)
+SPARSECTRL_RGB = dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, in_channels=4,
+                      conditioning_channels=4, attention_head_dim=8, cross_attention_dim=768, norm_num_groups=32,
+                      down_block_types=("CrossAttnDownBlockMotion",) * 3 + ("DownBlockMotion",),
+                      use_simplified_condition_embedding=True, concat_conditioning_mask=True,
+                      motion_num_attention_heads=8, motion_max_seq_length=32)
+CLIP_H = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+              image_size=224, patch_size=14, projection_dim=1024)
+IP_PLUS_SD15 = dict(resampler_dim=768, queries=16)
+KEYFRAME_WEIGHT = 2.0  # AnimateDiffBackend's default
+
+
+def animatediff_backend(scale: Scale, device: str, mode: str):
+    """storyd's AnimateDiff backend (SD1.5 + v3 motion module + SparseCtrl-RGB + IP-Adapter Plus, CLIP ViT-H)
+    assembled and placed (memory ``mode``) as :func:`load_animatediff_backend` does it, in its dtype (float16
+    on CUDA), on random weights from the configs; narrowed on the CPU, with the registry's model at the
+    scale's frame size."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        DPMSolverMultistepScheduler,
+        MotionAdapter,
+        SparseControlNetModel,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from storyd.animate.backends.animatediff import AnimateDiffBackend, assemble_pipeline, nest_ip_adapter
+    from storyd.animate.backends.placement import place_pipeline
+    from storyd.animate.backends.registry import VIDEO_MODELS, NativeSize
+    from storyd.animate.backends.tiny_animatediff import ip_adapter_plus_weights
+    from storyd.animate.encoder import ClipImageEncoder
+    from storyd.render.tokenizer import load_clip_tokenizer
+    from storyd.weights.paths import storyd_home
+
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    unet = unet_config("sd15", scale.narrow)
+    vae, motion, control, clip = _config("sd15", "vae"), dict(MOTION_V3), dict(SPARSECTRL_RGB), dict(CLIP_H)
+    ip = dict(IP_PLUS_SD15)
+    if scale.narrow:  # the UNet's narrowing (unet_config), applied to its companions
+        channels = unet["block_out_channels"]
+        vae.update(block_out_channels=[c // 8 for c in vae["block_out_channels"]], norm_num_groups=8,
+                   layers_per_block=1)
+        motion.update(block_out_channels=channels, motion_layers_per_block=1, motion_norm_num_groups=8,
+                      motion_num_attention_heads=2)
+        control.update(block_out_channels=channels, layers_per_block=1, norm_num_groups=8, attention_head_dim=2,
+                       cross_attention_dim=unet["cross_attention_dim"], motion_num_attention_heads=2)
+        clip.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=32)
+        ip.update(resampler_dim=64)
+    weights = ip_adapter_plus_weights(unet, clip["hidden_size"], ip["resampler_dim"], ip["queries"])
+    tokenizer = load_clip_tokenizer(storyd_home())
+    scheduler = DPMSolverMultistepScheduler.from_pretrained(
+        str(CONFIGS / "sd15"), subfolder="scheduler", beta_schedule="linear", algorithm_type="dpmsolver++",
+        use_karras_sigmas=True)
+    with building(device, dtype):
+        encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip)).eval()
+        components = dict(
+            vae=AutoencoderKL(**vae).eval(), tokenizer=tokenizer, scheduler=scheduler,
+            text_encoder=CLIPTextModel(CLIPTextConfig(**_text_config("sd15", "text_encoder", scale.narrow))).eval(),
+            unet=UNet2DConditionModel(**unet).eval(), motion_adapter=MotionAdapter(**motion).eval(),
+            controlnet=SparseControlNetModel(**control).eval(), image_encoder=encoder)
+    pipe = assemble_pipeline(components, nest_ip_adapter(weights))
+    place_pipeline(pipe, mode, device)
+    video = scale.video["animatediff"]
+    model = VIDEO_MODELS["animatediff-v3"]
+    if scale.narrow:
+        model = dataclasses.replace(model, native=NativeSize(video.width * video.height, 8, 2 / 3, 3 / 2))
+    steps = scale.steps if scale.narrow else video.steps
+    return AnimateDiffBackend(pipe, ClipImageEncoder(encoder, device=device, dtype=dtype), model, steps=steps)
+
+
+def animatediff_render_rows(scale: Scale, device: str) -> list[dict]:
+    """Whole transitions through storyd's AnimateDiff backend: seconds per frame and peak memory with keyframe
+    attention on and off, for one motion window of frames and one and a half (FreeNoise windows), then (on
+    CUDA) with each offload mode, against what `storyd animate --plan` says for the same render (the
+    registry's peak plus keyframe attention's). On CUDA the note gives the peak before the VAE's decode too."""
+    from bench.bench_animate import _keyframes
+
+    video = scale.video["animatediff"]
+    start, end = _keyframes(video.width)
+    backend = animatediff_backend(scale, device, "none")
+    steps = backend.steps
+    backend.steps = 2
+    backend.render(start, end, video.frames, "a warm-up")  # kernels, allocator, cuDNN's choices
+    backend.steps = steps
+    rows, peaks = [], {}
+    for frames in (video.frames, video.frames * 3 // 2):
+        for weight in (KEYFRAME_WEIGHT, 0.0):
+            backend.keyframe_attention = weight
+            rows.append(_render_row(backend, "none", frames, start, end, device, peaks))
+        added = peaks[frames, KEYFRAME_WEIGHT] - peaks[frames, 0.0]
+        rows[-2]["note"] += f"; {added / MB:+.0f} MB of peak against keyframe attention off"
+    if device.startswith("cuda"):  # offload needs an accelerator to offload to
+        for mode in ("model", "group"):
+            backend = None
+            _free(device)
+            try:  # a mode that fails is a row of its own; the rows above are kept
+                backend = animatediff_backend(scale, device, mode)
+                rows.append(_render_row(backend, mode, video.frames, start, end, device, peaks))
+            except Exception as exc:
+                traceback.print_exc()
+                rows.append(_row("animate", "animatediff (storyd)", f"offload {mode}",
+                                 note=f"failed: {type(exc).__name__}: {exc}"[:160]))
+    return rows
+
+
+def _render_row(backend, mode: str, frames: int, start, end, device: str, peaks: dict) -> dict:
+    import torch
+
+    from storyd.animate.backends.registry import GB
+
+    before_decode: dict[str, int] = {}
+    decode = backend.pipe.vae.decode
+
+    def recording(*args, **kwargs):  # the peak so far when the VAE first decodes: the denoising loop's
+        if device.startswith("cuda"):
+            before_decode.setdefault("peak", torch.cuda.max_memory_allocated())
+        return decode(*args, **kwargs)
+
+    backend.pipe.vae.decode = recording
+    _free(device)
+    try:
+        with Peak(device) as peak:
+            seconds = _timed(device, lambda: backend.render(start, end, frames, "a kid waves on a beach"))
+    finally:
+        del backend.pipe.vae.decode
+    weight = backend.keyframe_attention
+    peaks[frames, weight] = peak.bytes
+    model = backend.model
+    side = int(model.native.area ** 0.5)
+    plan = model.peak_bytes[mode] + model.frame_bytes * max(frames - model.max_frames, 0)
+    note = f"{backend.steps} steps, guidance, offload {mode}; --plan: {plan / GB:.2f} GB"
+    if "peak" in before_decode:
+        note += f"; before the decode: {before_decode['peak'] / GB:.2f} GB"
+    return _row("animate", "animatediff (storyd)", f"{side}x{side}, {frames} frames, keyframe attention {weight:g}"
+                + ("" if mode == "none" else f", offload {mode}"), s_frame=seconds / frames, s_total=seconds,
+                peak=peak.bytes, note=note)
 
 
 def interpolate_rows(scale: Scale) -> list[dict]:
@@ -591,7 +757,9 @@ def summary(rows: list[dict], scale: Scale) -> list[str]:
     lines = []
     for family, side in scale.sides.items():
         model = f"{family} {side}px"
-        write = next(r for r in rows if r["model"] == model and r["case"].startswith("CSA write"))
+        write = next((r for r in rows if r["model"] == model and r["case"].startswith("CSA write")), None)
+        if write is None:  # csa not among the parts run
+            continue
         flat = flatness(rows, model)
         lines.append(f"- {model}: CSA write step {write['x stock']}x stock at {REFERENCES} panels (target <= 1.10); "
                      f"read step over {flat['panels']} panels: max/min time {flat['time']:.2f}, "
@@ -601,37 +769,48 @@ def summary(rows: list[dict], scale: Scale) -> list[str]:
         peak_gb = float(story["peak MB"]) / 1000
         lines.append(f"- lighthouse story peak {peak_gb:.2f} GB against the official 45.6 GB "
                      f"(target <= 22.8 GB){'; reduced size: not comparable' if scale.narrow else ''}")
+    for row in rows:
+        if row["model"] == "animatediff (storyd)":
+            lines.append(f"- animatediff (storyd), {row['case']}: peak {float(row['peak MB']) / 1000:.2f} GB "
+                         f"({row['note'].split('; ', 1)[1]})")
     return lines
 
 
-def _measure(chosen, scale: Scale, device: str, dtype, namespace, official_note: str, started: float) -> list[dict]:
-    rows: list[dict] = []
-    for part in chosen:
-        if part.startswith("csa "):
-            family = part.split()[1]
-            rows += csa_rows(family, scale, device, dtype, namespace if family == "sdxl" else None)
-            if family == "sdxl" and namespace is None:
-                rows.append(_row("csa", f"sdxl {scale.sides['sdxl']}px", "official processor", note=official_note))
-        elif part == "lighthouse":
-            rows += lighthouse_rows(scale, device)
-        elif part == "interpolate":
-            rows += interpolate_rows(scale)
-        else:
-            rows += video_rows(part, scale, device, dtype)
-        _free(device)
-        print(f"  {part}: done at {time.perf_counter() - started:.0f} s", flush=True)
-    return rows
+def _part_rows(part: str, scale: Scale, device: str, dtype, namespace, official_note: str) -> list[dict]:
+    if part.startswith("csa "):
+        family = part.split()[1]
+        rows = csa_rows(family, scale, device, dtype, namespace if family == "sdxl" else None)
+        if family == "sdxl" and namespace is None:
+            rows.append(_row("csa", f"sdxl {scale.sides['sdxl']}px", "official processor", note=official_note))
+        return rows
+    if part == "lighthouse":
+        return lighthouse_rows(scale, device)
+    if part == "interpolate":
+        return interpolate_rows(scale)
+    if part == "animatediff render":
+        return animatediff_render_rows(scale, device)
+    return video_rows(part, scale, device, dtype)
+
+
+def chosen_parts(scale: Scale, parts: tuple[str, ...] | None) -> tuple[str, ...]:
+    """``parts``, else STORYD_BENCH_PARTS (comma-separated), else all of them; an unknown name raises."""
+    named = os.environ.get("STORYD_BENCH_PARTS")
+    chosen = parts or (tuple(p.strip() for p in named.split(",")) if named else tuple(scale.estimate_s))
+    unknown = [p for p in chosen if p not in scale.estimate_s]
+    if unknown:
+        raise SystemExit(f"bench gpu: unknown part(s) {', '.join(unknown)}; choose from: {', '.join(scale.estimate_s)}")
+    return chosen
 
 
 def run(scale: Scale | None = None, out: Path | None = None, parts: tuple[str, ...] | None = None) -> list[dict]:
-    """Every row (printed as a table by `python -m bench gpu`); the table and the summary go to `out`."""
+    """Every row (printed as a table by `python -m bench gpu`); the table and the summary go to `out`,
+    rewritten after each part, so a run cut short keeps what it measured. A part that raises gets a
+    "failed" row with the error (its traceback on stderr) and the others still run."""
     import torch
-
-    from bench.__main__ import format_table
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     scale = scale or (FULL if device == "cuda" else REDUCED)
-    chosen = parts or tuple(scale.estimate_s)
+    chosen = chosen_parts(scale, parts)
     planned = sum(scale.estimate_s[p] for p in chosen)
     print(f"bench gpu: {scale.name} size on {device_name(device)}; planned about {planned // 60} min {planned % 60} s "
           f"({', '.join(f'{p} {scale.estimate_s[p]} s' for p in chosen)})", flush=True)
@@ -639,26 +818,39 @@ def run(scale: Scale | None = None, out: Path | None = None, parts: tuple[str, .
 
     dtype = torch_dtype(choose_memory(MemorySettings(), device, 0, None).dtype)
     namespace, official_note = official_processor(os.environ.get(OFFICIAL_ENV))
+    out = out or output_path(device)
     threads = torch.get_num_threads()
     if device == "cpu":
         torch.set_num_threads(1)  # small ops: a second thread only adds contention on a shared 2-core machine
     started = time.perf_counter()
+    rows: list[dict] = []
     try:
-        rows = _measure(chosen, scale, device, dtype, namespace, official_note, started)
+        for part in chosen:
+            try:
+                rows += _part_rows(part, scale, device, dtype, namespace, official_note)
+            except Exception as exc:  # one part's failure is a row; the others still run
+                traceback.print_exc()
+                rows.append(_row(part.split()[0], part, "failed", note=f"{type(exc).__name__}: {exc}"[:160]))
+            _free(device)
+            print(f"  {part}: done at {time.perf_counter() - started:.0f} s", flush=True)
+            _write(out, rows, scale, device, dtype, time.perf_counter() - started)
     finally:
         torch.set_num_threads(threads)
-    total = time.perf_counter() - started
+    print(f"bench gpu: took {time.perf_counter() - started:.0f} s; table written to {out}", flush=True)
+    return rows
+
+
+def _write(out: Path, rows: list[dict], scale: Scale, device: str, dtype, seconds: float) -> None:
+    from bench.__main__ import format_table
+
     header = (f"# bench gpu: {device_name(device)}, {scale.name} size, {date.today().isoformat()}\n\n"
-              f"Took {total:.0f} s. `python -m bench gpu` (bench/bench_gpu.py); random weights in "
+              f"Took {seconds:.0f} s. `python -m bench gpu` (bench/bench_gpu.py); random weights in "
               f"{str(dtype).removeprefix('torch.')}.\n")
     if scale.narrow:
         header += "\nReduced size (no CUDA here): narrow models, small latents; these numbers test the code only.\n"
     text = header + format_table("GPU benchmark", rows) + "\n## Targets\n\n" + "\n".join(summary(rows, scale)) + "\n"
-    out = out or output_path(device)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    print(f"bench gpu: took {total:.0f} s; table written to {out}", flush=True)
-    return rows
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ def test_gpu_bench_runs_on_the_cpu_and_writes_its_table(tmp_path, monkeypatch, c
         assert all(_number(r["s/step"]) > 0 and _number(r["peak MB"]) > 0 for r in measured)
         assert all(_number(r["x stock"]) > 0 and _number(r["bank MB"]) > 0 for r in measured if "CSA" in r["case"])
         assert [r["images/step"] for r in measured] == ["4", "4", "1"] + ["1"] * 8
+        host = csa[11:13]  # the write and a read again, with the bank in host memory
+        assert [r["case"] for r in host] == ["CSA write, 4 references, bank on host", "CSA read, panel 1, bank on host"]
+        assert all(_number(r["x stock"]) > 0 and r["bank MB"] == measured[1]["bank MB"] for r in host)
     official = next(r for r in rows if r["case"] == "official processor")
     assert official["note"].startswith("not found") and bench_gpu.OFFICIAL_ENV in official["note"]
 
@@ -38,12 +41,18 @@ def test_gpu_bench_runs_on_the_cpu_and_writes_its_table(tmp_path, monkeypatch, c
     assert published == {"official StoryDiffusion (published)": "45600", "vanilla SDXL (published)": "16000"}
 
     animate = {r["model"]: r for r in rows if r["part"] == "animate"}
-    assert set(animate) == {"wan-flf2v", "wan-vace", "animatediff", "interpolate"}
+    assert set(animate) == {"wan-flf2v", "wan-vace", "animatediff", "animatediff (storyd)", "interpolate"}
     assert all(_number(r["s/frame"]) > 0 for r in animate.values())
+    renders = [r for r in rows if r["model"] == "animatediff (storyd)"]  # whole transitions, KA on and off
+    cases = [f"32x32, {n} frames, keyframe attention {w}" for n in (8, 12) for w in (2, 0)]
+    assert [r["case"] for r in renders] == cases  # no offload rows: offloading needs CUDA
+    assert all(_number(r["peak MB"]) > 0 and "offload none; --plan: " in r["note"] for r in renders)
+    assert ["against keyframe attention off" in r["note"] for r in renders] == [True, False, True, False]
 
     text = out.read_text()
     assert "| CSA write, 4 references" in text and "## Targets" in text
     assert "sdxl 64px: CSA write step" in text and "lighthouse story peak" in text
+    assert "animatediff (storyd), 32x32, 12 frames, keyframe attention 2: peak" in text
     assert "these numbers test the code only" in text
 
 
@@ -97,3 +106,27 @@ def test_official_processor_says_why_it_is_missing(tmp_path):
     assert bench_gpu.official_processor(None)[0] is None
     namespace, note = bench_gpu.official_processor(str(tmp_path))
     assert namespace is None and note.startswith("not found") and bench_gpu.OFFICIAL_SCRIPT in note
+
+
+def test_a_failing_part_becomes_a_row_and_the_parts_after_it_still_run(tmp_path, monkeypatch, capsys):
+    def part_rows(part, *args):
+        if part == "wan-vace":
+            raise RuntimeError("CUDA out of memory")
+        return [bench_gpu._row("animate", part, "measured", s_frame=0.5)]
+
+    monkeypatch.setattr(bench_gpu, "_part_rows", part_rows)
+    monkeypatch.setenv("STORYD_BENCH_PARTS", "wan-vace, interpolate")
+    out = tmp_path / "gpu.md"
+    rows = bench_gpu.run(bench_gpu.SMALLEST, out)
+
+    assert [(r["model"], r["case"]) for r in rows] == [("wan-vace", "failed"), ("interpolate", "measured")]
+    assert rows[0]["note"] == "RuntimeError: CUDA out of memory"
+    assert "RuntimeError: CUDA out of memory" in capsys.readouterr().err  # the traceback, for whoever runs it
+    assert "| interpolate" in out.read_text()
+
+
+def test_an_unknown_part_is_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("STORYD_BENCH_PARTS", "csa sdxl,csa sd14")
+    with pytest.raises(SystemExit, match="unknown part.*csa sd14.*choose from: csa sdxl"):
+        bench_gpu.run(bench_gpu.SMALLEST, tmp_path / "gpu.md")
+    assert not (tmp_path / "gpu.md").exists()

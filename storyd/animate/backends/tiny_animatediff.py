@@ -65,6 +65,14 @@ def tiny_ip_adapter_plus(image_width: int, seed: int = 0, queries: int = 4) -> d
 
     Weights are drawn wide (not IP-Adapter's small start), so the image prompt visibly changes the frames.
     """
+    return ip_adapter_plus_weights(UNET, image_width, RESAMPLER_DIM, queries, seed)
+
+
+def ip_adapter_plus_weights(unet_config: dict, image_width: int, resampler_dim: int, queries: int,
+                            seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random IP-Adapter Plus weights for the UNet of ``unet_config`` (its cross-attention width is the
+    tokens' width), in ``ip-adapter-plus_sd15.safetensors``' flat key layout; SD1.5's real one has
+    ``image_width`` 1280 (CLIP ViT-H), ``resampler_dim`` 768 and 16 ``queries``."""
     from diffusers import UNet2DConditionModel
 
     g = torch.Generator().manual_seed(seed)
@@ -72,14 +80,14 @@ def tiny_ip_adapter_plus(image_width: int, seed: int = 0, queries: int = 4) -> d
     def rand(*shape: int, std: float = 0.5) -> torch.Tensor:
         return torch.randn(*shape, generator=g) * std
 
-    d = RESAMPLER_DIM
+    d, cross = resampler_dim, unet_config["cross_attention_dim"]
     weights = {
         "image_proj.latents": rand(1, queries, d), "image_proj.proj_in.weight": rand(d, image_width),
-        "image_proj.proj_in.bias": rand(d, std=0.1), "image_proj.proj_out.weight": rand(CROSS_DIM, d),
-        "image_proj.proj_out.bias": rand(CROSS_DIM, std=0.1), "image_proj.norm_out.weight": torch.ones(CROSS_DIM),
-        "image_proj.norm_out.bias": torch.zeros(CROSS_DIM),
+        "image_proj.proj_in.bias": rand(d, std=0.1), "image_proj.proj_out.weight": rand(cross, d),
+        "image_proj.proj_out.bias": rand(cross, std=0.1), "image_proj.norm_out.weight": torch.ones(cross),
+        "image_proj.norm_out.bias": torch.zeros(cross),
     }
-    for i in range(4):  # the Plus resampler: 4 blocks of (perceiver attention, feed-forward), one 64-wide head
+    for i in range(4):  # the Plus resampler: 4 blocks of (perceiver attention, feed-forward), heads 64 wide
         layer = f"image_proj.layers.{i}"
         for norm in ("0.norm1", "0.norm2", "1.0"):
             weights[f"{layer}.{norm}.weight"], weights[f"{layer}.{norm}.bias"] = torch.ones(d), torch.zeros(d)
@@ -87,13 +95,13 @@ def tiny_ip_adapter_plus(image_width: int, seed: int = 0, queries: int = 4) -> d
                     f"{layer}.0.to_out.weight": rand(d, d, std=0.1), f"{layer}.1.1.weight": rand(4 * d, d, std=0.1),
                     f"{layer}.1.3.weight": rand(d, 4 * d, std=0.1)}
     with torch.device("meta"):
-        unet = UNet2DConditionModel(**UNET)
+        unet = UNet2DConditionModel(**unet_config)
     key = 1
     for name in unet.attn_processors:  # diffusers numbers the cross-attention layers 1, 3, 5, ...
         if name.endswith("attn2.processor"):
             hidden = unet.get_submodule(name.removesuffix(".processor")).to_k.out_features
-            weights[f"ip_adapter.{key}.to_k_ip.weight"] = rand(hidden, CROSS_DIM, std=1.0)
-            weights[f"ip_adapter.{key}.to_v_ip.weight"] = rand(hidden, CROSS_DIM, std=1.0)
+            weights[f"ip_adapter.{key}.to_k_ip.weight"] = rand(hidden, cross, std=1.0)
+            weights[f"ip_adapter.{key}.to_v_ip.weight"] = rand(hidden, cross, std=1.0)
             key += 2
     return weights
 
