@@ -117,6 +117,8 @@ def test_fonts_packaged_pillow_default_and_user(tmp_path):
     default = Lettering(packaged=False)
     assert default.path is None
     assert fit_text("Héllo 你好", default, 200, 100, max_size=20).lines  # Pillow's own font works too
+    # with no font installed at all, Pillow's own is the main face: nothing is reported missing
+    assert Lettering(packaged=False, fallbacks=()).missing("Good morning, waves!") == []
     bad = tmp_path / "bad.ttf"
     bad.write_bytes(b"not a font")
     with pytest.raises(InputError, match="bad.ttf"):

@@ -95,7 +95,8 @@ class Lettering:
         return self._faces[key]
 
     def face_of(self, char: str) -> Path | None:
-        """The first face that has `char`, the main one first; None where no face has it."""
+        """The first face that has `char`, the main one first; None for Pillow's own font (the main face where
+        none is installed, trusted to have everything) and where no face has it: `missing` tells them apart."""
         if char not in self._face_of:
             code = ord(char)
             found = next((f for f in (self.path, *self.fallbacks) if self._covers(f, code)), None)
@@ -121,7 +122,8 @@ class Lettering:
     def missing(self, text: str) -> list[str]:
         """The distinct characters of `text`, in order, that no face can draw."""
         chars = dict.fromkeys(c for c in text if not c.isspace() and not unicodedata.combining(c))
-        return [c for c in chars if self.face_of(c) is None]
+        faces = (self.path, *self.fallbacks)
+        return [c for c in chars if not any(self._covers(f, ord(c)) for f in faces)]
 
     def _covers(self, face: Path | None, code: int) -> bool:
         if face is None:
