@@ -60,9 +60,12 @@ VIDEO_MODELS: dict[str, VideoModel] = {
             max_frames=81,
             # 14B transformer + UMT5-XXL (5.7B) + CLIP ViT-H (0.6B) + VAE, at 2 bytes a parameter
             weights_bytes=41 * GB,
-            peak_bytes={"none": 60 * GB, "model": 40 * GB, "group": 14 * GB},
-            figures="no published time or memory for FLF2V-14B at 720P; the memory here is the bf16 weights "
-            "(about 41 GB) plus activations, an estimate, not a measurement",
+            # model offload holds the transformer alone while it denoises: 41.6 GB measured (`python -m bench gpu`,
+            # H200, bf16, random weights, 1280x720, 81 frames); the other two are estimates
+            peak_bytes={"none": 60 * GB, "model": 42 * GB, "group": 14 * GB},
+            figures="no published time or memory for FLF2V-14B at 720P; on an H200 the transformer alone (bf16, "
+            "random weights) peaked at 41.6 GB and took 24.9 s a guided step at 1280x720 and 81 frames; the rest "
+            "is the bf16 weights (about 41 GB) plus activations, an estimate",
         ),
         VideoModel(
             name="wan2.1-vace-1.3b",
@@ -74,7 +77,8 @@ VIDEO_MODELS: dict[str, VideoModel] = {
             weights_bytes=14 * GB,  # 1.3B + VACE blocks, UMT5-XXL, VAE
             peak_bytes={"none": 20 * GB, "model": 8 * GB, "group": 6 * GB},
             figures="Wan2.1's README gives 8.19 GB of GPU memory and about 4 minutes on an RTX 4090 for a "
-            "5-second 480P clip from the 1.3B text-to-video model (model offload); VACE-1.3B shares that backbone",
+            "5-second 480P clip from the 1.3B text-to-video model (model offload); VACE-1.3B shares that backbone. "
+            "On an H200 its transformer alone (bf16, random weights) peaked at 7.6 GB and took 2.1 s a guided step",
             reference_seconds=240.0,
         ),
         VideoModel(
