@@ -15,8 +15,8 @@ storyd picks there (bf16 where supported):
 - The published processor, where a local clone of the official repository is named by
   STORYD_OFFICIAL_REPO; "not found" otherwise (it cannot be downloaded, and none of its code is here).
 - The lighthouse story (stories/lighthouse-sdxl.yaml) drawn whole by storyd's own generator, with the
-  memory options and bank placement storyd chooses: peak device memory against the official pipeline's 45.6 GB and
-  vanilla SDXL's 16.0 GB (1Prompt1Story, Table 1).
+  memory options and bank placement storyd chooses: peak device memory against the official
+  pipeline's 45.6 GB and vanilla SDXL's 16.0 GB (1Prompt1Story, Table 1).
 - Each animate backend's denoiser at its native size: one step (with its guidance) timed, then seconds
   per frame = step x the backend's steps / frames; the interpolate backend renders its frames whole.
 - storyd's whole AnimateDiff backend (SparseCtrl, per-frame IP-Adapter Plus, held ends, keyframe
@@ -24,8 +24,8 @@ storyd picks there (bf16 where supported):
   then 16 with each offload mode; seconds per frame and peak memory against `storyd animate --plan`.
 
 A part that fails is a row saying why; the others still run. STORYD_BENCH_PARTS (comma-separated)
-runs some parts only. On the CPU the same code runs at a reduced size (narrow models in the same block layouts, small
-latents, few steps): the numbers test the code, they are not the GPU's. Peak memory there is the
+runs some parts only. On the CPU the same code runs at a reduced size (narrow models in the same
+block layouts, small latents, few steps): the numbers test the code, they are not the GPU's. Peak memory there is the
 process's RSS sampled during the work. The table is printed and written to STORYD_BENCH_OUT, by
 default out/bench/gpu-<device>-<date>.md.
 """
