@@ -2,9 +2,8 @@
 
 Runs as it is on a GPU machine with no network: every model is built from a config with random
 weights, whose cost in time and memory is that of the real weights (SDXL's and SD1.5's configs ship
-in storyd/configs, the Wan, motion module, SparseCtrl and CLIP ViT-H configs are below, the tokenizer is
-storyd's own). On CUDA, in the dtype
-storyd picks there (bf16 where supported):
+in storyd/configs, the Wan, motion module, SparseCtrl and CLIP ViT-H configs are below, the
+tokenizer is storyd's own). On CUDA, in the dtype storyd picks there (bf16 where supported):
 
 - SDXL's UNet at 1024 px and SD1.5's at 512 px, guidance on, storyd's CSA processor installed as the
   comic installs it (`consistent_attention`) with the published settings and 4 reference panels:
