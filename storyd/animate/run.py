@@ -218,7 +218,7 @@ def plan_animation(
         f"written at {video_size[0]}x{video_size[1]}",
         memory,
         "time per transition: " + (f"about {seconds:.0f} s at 50 steps, scaled from the published figure"
-                                   if seconds is not None else "no published figure"),
+                                   if seconds is not None else "no published figure to scale (figures: below)"),
         f"figures: {model.figures}",
     ]
     if model.backend == "animatediff" and count > model.max_frames:
