@@ -523,7 +523,8 @@ def video_rows(backend: str, scale: Scale, device: str, dtype) -> list[dict]:
 
         passes = 2  # Wan's pipelines run the conditional and unconditional passes one after the other
     with torch.inference_mode(), Peak(device) as peak:
-        forward()  # warm-up: kernels, allocator (on an H200 AnimateDiff's first step took 2.5 times the next ones)
+        # warm-up: kernels, allocator (on an H200 AnimateDiff's cold step took 2.5 times a whole backend's warm one)
+        forward()
         seconds = _timed(device, lambda: [forward() for _ in range(passes)])
     size = f"{video.width}x{video.height}, {video.frames} frames"
     note = f"1 step timed x {video.steps} steps / {video.frames} frames"
