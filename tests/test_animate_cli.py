@@ -166,6 +166,8 @@ def test_keyframe_attention_below_zero_is_refused_and_elsewhere_than_animatediff
     one_line_error(cli("animate", keyframes, "-o", tmp_path / "a", "--backend", "interpolate",
                        "--keyframe-attention", "-1"), "--keyframe-attention -1", "0 to turn it off")
     assert not (tmp_path / "a").exists()
+    one_line_error(cli("animate", keyframes, "--plan", "--keyframe-attention", "nan"), "--keyframe-attention nan",
+                   "0 to turn it off")  # the plan checks it too
     result = cli("animate", keyframes, "-o", tmp_path / "b", "--backend", "interpolate", "--frames", "3",
                  "--keyframe-attention", "3", "--json")
     assert result.exit_code == 0, result.output

@@ -112,9 +112,7 @@ def animate(
         raise InputError(f"--fps {fps} must be positive", "pass e.g. --fps 12")
     if fit not in FITS:
         raise InputError(f"unknown fit '{fit}'", f"use one of: {', '.join(FITS)}")
-    if keyframe_attention is not None and not keyframe_attention >= 0:
-        raise InputError(f"--keyframe-attention {keyframe_attention} is not a weight of 0 or more",
-                         "pass 0 to turn it off, or a weight such as 2 (the default)")
+    check_keyframe_attention(keyframe_attention)
     keyframes = load_keyframes(Path(frames_dir))
     video_size = output_size(keyframes[0].image.size, size)
     out_dir = Path(out_dir)
@@ -177,6 +175,13 @@ def animate(
     return result
 
 
+def check_keyframe_attention(weight: float | None) -> None:
+    """Refuse a keyframe-attention weight below 0, or NaN."""
+    if weight is not None and not weight >= 0:
+        raise InputError(f"--keyframe-attention {weight} is not a weight of 0 or more",
+                         "pass 0 to turn it off, or a weight such as 2 (the default)")
+
+
 def plan_animation(
     frames_dir: Path,
     *,
@@ -187,10 +192,14 @@ def plan_animation(
     fit: str = "letterbox",
     device: str = "auto",
     offload: str = "auto",
+    keyframe_attention: float | None = None,
 ) -> dict:
-    """What :func:`animate` would do, without loading a model: backend and why, sizes, frames, memory, time."""
+    """What :func:`animate` would do, without loading a model: backend and why, sizes, frames, memory, time.
+    ``keyframe_attention`` is only checked: on the GPU it did not move the peak."""
     from storyd.animate.backends.framing import plan_framing
     from storyd.animate.backends.registry import GB, seconds_estimate
+
+    check_keyframe_attention(keyframe_attention)
 
     keyframes = load_keyframes(Path(frames_dir))
     video_size = output_size(keyframes[0].image.size, size)

@@ -93,7 +93,7 @@ def animate(
         from storyd.animate.run import plan_animation
 
         info = plan_animation(frames_dir, backend=backend, frames=frames, size=requested, video_model=video_model,
-                              fit=fit, device=device, offload=offload)
+                              fit=fit, device=device, offload=offload, keyframe_attention=keyframe_attention)
         output.result(info, lambda console: [console.print(escape(line)) for line in info["lines"]])
         return
     with output.progress() as progress:

@@ -259,7 +259,7 @@ def attend_with(attn, x: torch.Tensor, extra: torch.Tensor, extra_weight: float 
 
 
 def attend_projected(attn, x: torch.Tensor, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-               extra_weight: float = 1.0) -> torch.Tensor:
+                     extra_weight: float = 1.0) -> torch.Tensor:
     """x's projected queries (B, N, C') over projected keys and values (B, N+M, C'), x's own N first; the
     heads, norms, output projection and residual as diffusers' processor does them. Projecting tokens
     one by one and gathering the projections is the same as projecting the gathered tokens: the
