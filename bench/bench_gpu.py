@@ -20,8 +20,9 @@ tokenizer is storyd's own). On CUDA, in the dtype storyd picks there (bf16 where
 - Each animate backend's denoiser at its native size: one step (with its guidance) timed, then seconds
   per frame = step x the backend's steps / frames; the interpolate backend renders its frames whole.
 - storyd's whole AnimateDiff backend (SparseCtrl, per-frame IP-Adapter Plus, held ends, keyframe
-  attention) rendering transitions at 512 x 512: 16 and 24 frames with keyframe attention on and off,
-  then 16 with each offload mode; seconds per frame and peak memory against `storyd animate --plan`.
+  attention) rendering transitions at 512 x 512: 16 and 24 frames with keyframe attention on and off
+  ("animatediff render"), then 16 with each offload mode on CUDA ("animatediff offload model" and
+  "animatediff offload group"); seconds per frame and peak memory against `storyd animate --plan`.
 
 A part that fails is a row saying why; the others still run. STORYD_BENCH_PARTS (comma-separated)
 runs some parts only. On the CPU the same code runs at a reduced size (narrow models in the same
@@ -99,7 +100,8 @@ FULL = Scale(
     interpolate_side=512,
     # measured on an H200 (2026-12-04), rounded up
     estimate_s={"csa sdxl": 30, "csa sd15": 10, "lighthouse": 40, "wan-flf2v": 60, "wan-vace": 10,
-                "animatediff": 10, "animatediff render": 110, "interpolate": 5},
+                "animatediff": 10, "animatediff render": 70,
+                "animatediff offload model": 20, "animatediff offload group": 20, "interpolate": 5},
 )
 REDUCED = Scale(
     "reduced", True, {"sdxl": 128, "sd15": 128}, steps=3, lighthouse=(128, 3),
@@ -107,7 +109,8 @@ REDUCED = Scale(
            "animatediff": Video(64, 64, 16, 25, 77)},
     interpolate_side=256,
     estimate_s={"csa sdxl": 15, "csa sd15": 10, "lighthouse": 15, "wan-flf2v": 2, "wan-vace": 2,
-                "animatediff": 5, "animatediff render": 20, "interpolate": 2},
+                "animatediff": 5, "animatediff render": 20,
+                "animatediff offload model": 0, "animatediff offload group": 0, "interpolate": 2},
 )
 SMALLEST = dataclasses.replace(
     REDUCED, name="smallest", sides={"sdxl": 64, "sd15": 64}, steps=2, lighthouse=(64, 2),
@@ -115,7 +118,8 @@ SMALLEST = dataclasses.replace(
            "animatediff": Video(32, 32, 8, 25, 77)},
     interpolate_side=64,
     estimate_s={"csa sdxl": 4, "csa sd15": 3, "lighthouse": 4, "wan-flf2v": 1, "wan-vace": 1,
-                "animatediff": 2, "animatediff render": 5, "interpolate": 1},
+                "animatediff": 2, "animatediff render": 5,
+                "animatediff offload model": 0, "animatediff offload group": 0, "interpolate": 1},
 )
 
 
@@ -218,6 +222,15 @@ def unet_config(family: str, narrow: bool) -> dict:
     return config
 
 
+def vae_config(family: str, narrow: bool) -> dict:
+    """The shipped VAE config; narrowed (an eighth of the channels, one layer a block)."""
+    config = _config(family, "vae")
+    if narrow:
+        config.update(block_out_channels=[c // 8 for c in config["block_out_channels"]], norm_num_groups=8,
+                      layers_per_block=1)
+    return config
+
+
 def _text_config(family: str, part: str, narrow: bool) -> dict:
     config = _config(family, part)
     if narrow:
@@ -242,18 +255,13 @@ def build_sdxl_pipeline(scale: Scale, device: str, dtype):
     from storyd.render.tokenizer import load_clip_tokenizer
     from storyd.weights.paths import storyd_home
 
-    vae = _config("sdxl", "vae")
-    if scale.narrow:
-        narrowed = [c // 8 for c in vae["block_out_channels"]]
-        vae.update(block_out_channels=narrowed, norm_num_groups=8, layers_per_block=1)
-
     # the scheduler's tables stay on the CPU, as when storyd loads it (made on the GPU, numpy cannot read them)
     home = storyd_home()
     rest = dict(tokenizer=load_clip_tokenizer(home), tokenizer_2=load_clip_tokenizer(home, pad_token="!"),
                 scheduler=scheduler_from_folder(CONFIGS / "sdxl" / "scheduler"))
     with building(device, dtype):
         pipe = StableDiffusionXLPipeline(
-            vae=AutoencoderKL(**vae),
+            vae=AutoencoderKL(**vae_config("sdxl", scale.narrow)),
             text_encoder=CLIPTextModel(CLIPTextConfig(**_text_config("sdxl", "text_encoder", scale.narrow))),
             text_encoder_2=CLIPTextModelWithProjection(
                 CLIPTextConfig(**_text_config("sdxl", "text_encoder_2", scale.narrow))),
@@ -567,7 +575,6 @@ SPARSECTRL_RGB = dict(block_out_channels=(320, 640, 1280, 1280), layers_per_bloc
 CLIP_H = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
               image_size=224, patch_size=14, projection_dim=1024)
 IP_PLUS_SD15 = dict(resampler_dim=768, queries=16)
-KEYFRAME_WEIGHT = 2.0  # AnimateDiffBackend's default
 
 
 def animatediff_backend(scale: Scale, device: str, mode: str):
@@ -575,7 +582,6 @@ def animatediff_backend(scale: Scale, device: str, mode: str):
     assembled and placed (memory ``mode``) as :func:`load_animatediff_backend` does it, in its dtype (float16
     on CUDA), on random weights from the configs; narrowed on the CPU, with the registry's model at the
     scale's frame size."""
-    import torch
     from diffusers import (
         AutoencoderKL,
         DPMSolverMultistepScheduler,
@@ -585,7 +591,12 @@ def animatediff_backend(scale: Scale, device: str, mode: str):
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from storyd.animate.backends.animatediff import AnimateDiffBackend, assemble_pipeline, nest_ip_adapter
+    from storyd.animate.backends.animatediff import (
+        AnimateDiffBackend,
+        assemble_pipeline,
+        nest_ip_adapter,
+        pipeline_dtype,
+    )
     from storyd.animate.backends.placement import place_pipeline
     from storyd.animate.backends.registry import VIDEO_MODELS, NativeSize
     from storyd.animate.backends.tiny_animatediff import ip_adapter_plus_weights
@@ -593,14 +604,11 @@ def animatediff_backend(scale: Scale, device: str, mode: str):
     from storyd.render.tokenizer import load_clip_tokenizer
     from storyd.weights.paths import storyd_home
 
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    dtype = pipeline_dtype(device)
     unet = unet_config("sd15", scale.narrow)
-    vae, motion, control, clip = _config("sd15", "vae"), dict(MOTION_V3), dict(SPARSECTRL_RGB), dict(CLIP_H)
-    ip = dict(IP_PLUS_SD15)
+    motion, control, clip, ip = dict(MOTION_V3), dict(SPARSECTRL_RGB), dict(CLIP_H), dict(IP_PLUS_SD15)
     if scale.narrow:  # the UNet's narrowing (unet_config), applied to its companions
         channels = unet["block_out_channels"]
-        vae.update(block_out_channels=[c // 8 for c in vae["block_out_channels"]], norm_num_groups=8,
-                   layers_per_block=1)
         motion.update(block_out_channels=channels, motion_layers_per_block=1, motion_norm_num_groups=8,
                       motion_num_attention_heads=2)
         control.update(block_out_channels=channels, layers_per_block=1, norm_num_groups=8, attention_head_dim=2,
@@ -615,7 +623,8 @@ def animatediff_backend(scale: Scale, device: str, mode: str):
     with building(device, dtype):
         encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip)).eval()
         components = dict(
-            vae=AutoencoderKL(**vae).eval(), tokenizer=tokenizer, scheduler=scheduler,
+            vae=AutoencoderKL(**vae_config("sd15", scale.narrow)).eval(), tokenizer=tokenizer,
+            scheduler=scheduler,
             text_encoder=CLIPTextModel(CLIPTextConfig(**_text_config("sd15", "text_encoder", scale.narrow))).eval(),
             unet=UNet2DConditionModel(**unet).eval(), motion_adapter=MotionAdapter(**motion).eval(),
             controlnet=SparseControlNetModel(**control).eval(), image_encoder=encoder)
@@ -631,37 +640,38 @@ def animatediff_backend(scale: Scale, device: str, mode: str):
 
 def animatediff_render_rows(scale: Scale, device: str) -> list[dict]:
     """Whole transitions through storyd's AnimateDiff backend: seconds per frame and peak memory with keyframe
-    attention on and off, for one motion window of frames and one and a half (FreeNoise windows), then (on
-    CUDA) with each offload mode, against what `storyd animate --plan` says for the same render (the
-    registry's peak plus keyframe attention's). On CUDA the note gives the peak before the VAE's decode too."""
+    attention at the backend's weight and off, for one motion window of frames and one and a half (FreeNoise
+    windows), against what `storyd animate --plan` says for the same render. On CUDA the note gives the
+    peak before the VAE's decode too."""
     from bench.bench_animate import _keyframes
 
     video = scale.video["animatediff"]
     start, end = _keyframes(video.width)
     backend = animatediff_backend(scale, device, "none")
-    steps = backend.steps
+    steps, weight = backend.steps, backend.keyframe_attention
     backend.steps = 2
     backend.render(start, end, video.frames, "a warm-up")  # kernels, allocator, cuDNN's choices
     backend.steps = steps
     rows, peaks = [], {}
     for frames in (video.frames, video.frames * 3 // 2):
-        for weight in (KEYFRAME_WEIGHT, 0.0):
-            backend.keyframe_attention = weight
+        for backend_weight in (weight, 0.0):
+            backend.keyframe_attention = backend_weight
             rows.append(_render_row(backend, "none", frames, start, end, device, peaks))
-        added = peaks[frames, KEYFRAME_WEIGHT] - peaks[frames, 0.0]
+        added = peaks[frames, weight] - peaks[frames, 0.0]
         rows[-2]["note"] += f"; {added / MB:+.0f} MB of peak against keyframe attention off"
-    if device.startswith("cuda"):  # offload needs an accelerator to offload to
-        for mode in ("model", "group"):
-            backend = None
-            _free(device)
-            try:  # a mode that fails is a row of its own; the rows above are kept
-                backend = animatediff_backend(scale, device, mode)
-                rows.append(_render_row(backend, mode, video.frames, start, end, device, peaks))
-            except Exception as exc:
-                traceback.print_exc()
-                rows.append(_row("animate", "animatediff (storyd)", f"offload {mode}",
-                                 note=f"failed: {type(exc).__name__}: {exc}"[:160]))
     return rows
+
+
+def animatediff_offload_rows(scale: Scale, device: str, mode: str) -> list[dict]:
+    """One window of frames through the backend under offload ``mode`` (model or group); none on the CPU
+    (offload needs an accelerator to offload to)."""
+    from bench.bench_animate import _keyframes
+
+    if not device.startswith("cuda"):
+        return []
+    video = scale.video["animatediff"]
+    start, end = _keyframes(video.width)
+    return [_render_row(animatediff_backend(scale, device, mode), mode, video.frames, start, end, device, {})]
 
 
 def _render_row(backend, mode: str, frames: int, start, end, device: str, peaks: dict) -> dict:
@@ -790,6 +800,8 @@ def _part_rows(part: str, scale: Scale, device: str, dtype, namespace, official_
         return interpolate_rows(scale)
     if part == "animatediff render":
         return animatediff_render_rows(scale, device)
+    if part.startswith("animatediff offload "):
+        return animatediff_offload_rows(scale, device, part.split()[-1])
     return video_rows(part, scale, device, dtype)
 
 

@@ -267,6 +267,11 @@ class AnimateDiffBackend:
         return per_frame.to(self.pipe.unet.dtype)
 
 
+def pipeline_dtype(device: str) -> torch.dtype:
+    """float16 on a GPU (the pinned weights' dtype), float32 elsewhere."""
+    return torch.float16 if device.startswith("cuda") else torch.float32
+
+
 def load_animatediff_backend(
     model: VideoModel,
     *,
@@ -310,7 +315,7 @@ def load_animatediff_backend(
              "using spherical interpolation of the image tokens")
     if not device.startswith("cuda"):
         note(f"no CUDA GPU: the animatediff backend runs on {device} in float32 and will be very slow")
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    dtype = pipeline_dtype(device)
     sd15 = str(paths["sd15-diffusers"])
     encoder = load_clip_encoder(paths["clip-vit-h-14"], device=device, dtype=dtype)
     components = dict(
