@@ -69,6 +69,26 @@ def test_the_hold_puts_the_keyframes_clean_or_at_the_noise_level_of_the_next_ste
     assert torch.equal(held[:, :, 1:-1], latents[:, :, 1:-1])
 
 
+def test_the_noise_temperature_scales_the_pipelines_own_starting_noise(backend, monkeypatch):
+    start, end = noise(0), noise(1)
+    base = backend.render(start, end, 5, "a cat")
+    started = {}
+    draw = type(backend.pipe).prepare_latents
+
+    def seen(pipe, *args, **kwargs):
+        started["latents"] = latents = draw(pipe, *args, **kwargs)
+        return latents
+
+    monkeypatch.setattr(type(backend.pipe), "prepare_latents", seen)
+    own = replace(backend, noise_temperature=1.0)
+    own.starting_noise = lambda *args: None  # the pipeline draws from the seed itself
+    assert all(np.array_equal(a, b) for a, b in zip(base, own.render(start, end, 5, "a cat"), strict=True))
+    drawn = started["latents"]
+    cooler = replace(backend, noise_temperature=0.25).render(start, end, 5, "a cat")
+    assert torch.allclose(started["latents"], 0.25 * drawn)  # the same draw, scaled
+    assert differs(cooler[2], base[2]) > 1
+
+
 def test_switching_off_sparsectrl_or_the_image_prompt_changes_the_frames(backend):
     start, end = noise(0), noise(1)
     base = backend.render(start, end, 5, "a cat")

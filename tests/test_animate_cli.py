@@ -162,16 +162,24 @@ def test_a_comic_folders_transitions_are_prompted_with_the_characters_both_panel
     assert asked == ["a kid with red hair", "a kid with a hat"]
 
 
-def test_keyframe_attention_below_zero_is_refused_and_elsewhere_than_animatediff_ignored(cli, keyframes, tmp_path):
+def test_drawing_settings_out_of_range_are_refused_and_elsewhere_than_animatediff_ignored(cli, keyframes, tmp_path):
     one_line_error(cli("animate", keyframes, "-o", tmp_path / "a", "--backend", "interpolate",
                        "--keyframe-attention", "-1"), "--keyframe-attention -1", "0 to turn it off")
     assert not (tmp_path / "a").exists()
     one_line_error(cli("animate", keyframes, "--plan", "--keyframe-attention", "nan"), "--keyframe-attention nan",
                    "0 to turn it off")  # the plan checks it too
+    for bad in ("-0.5", "inf"):
+        one_line_error(cli("animate", keyframes, "-o", tmp_path / "a", "--noise-temperature", bad),
+                       f"--noise-temperature {float(bad)}", "pass e.g. 1")
+        one_line_error(cli("animate", keyframes, "--plan", "--noise-temperature", bad),
+                       f"--noise-temperature {float(bad)}", "pass e.g. 1")
+    assert not (tmp_path / "a").exists()
     result = cli("animate", keyframes, "-o", tmp_path / "b", "--backend", "interpolate", "--frames", "3",
-                 "--keyframe-attention", "3", "--json")
+                 "--keyframe-attention", "3", "--noise-temperature", "0.5", "--json")
     assert result.exit_code == 0, result.output
-    assert "--keyframe-attention is used by the animatediff backend only; ignored" in json.loads(result.stdout)["notes"]
+    notes = json.loads(result.stdout)["notes"]
+    for flag in ("--keyframe-attention", "--noise-temperature"):
+        assert f"{flag} is used by the animatediff backend only; ignored" in notes
 
 
 def test_a_comic_folders_videos_go_to_its_video_folder_and_a_plain_folder_needs_o(cli, keyframes):

@@ -77,6 +77,7 @@ def animate(
     progress: Progress | None = None,
     motion_weights: Path | None = None,
     keyframe_attention: float | None = None,
+    noise_temperature: float | None = None,
     metrics: bool | Scorer = False,
     seed: int = 0,
     video_model: str | None = None,
@@ -95,7 +96,8 @@ def animate(
     of the registry instead; ``fit`` (letterbox or crop) brings the keyframes to the model's
     native size; ``offload`` is auto, none, model or group. ``keyframe_attention`` is the
     animatediff backend's weight of the keyframes in every frame's self-attention (None: its
-    default; 0: off). ``metrics`` is True (the pinned CLIP scorer) or a Scorer. Everything is
+    default; 0: off), ``noise_temperature`` the scale of its starting noise (None: its default).
+    ``metrics`` is True (the pinned CLIP scorer) or a Scorer. Everything is
     checked before a model is loaded or a file written.
     """
     started = time.perf_counter()
@@ -112,7 +114,7 @@ def animate(
         raise InputError(f"--fps {fps} must be positive", "pass e.g. --fps 12")
     if fit not in FITS:
         raise InputError(f"unknown fit '{fit}'", f"use one of: {', '.join(FITS)}")
-    check_keyframe_attention(keyframe_attention)
+    check_drawing_settings(keyframe_attention, noise_temperature)
     keyframes = load_keyframes(Path(frames_dir))
     video_size = output_size(keyframes[0].image.size, size)
     out_dir = Path(out_dir)
@@ -129,8 +131,8 @@ def animate(
         if backend == "auto" and video_model is None:  # an explicit choice needs no explaining
             note(choice.reason)
         renderer = _load_backend(choice, device=device, free_bytes=free, offload=offload, fit=fit,
-                                 motion_weights=motion_weights, keyframe_attention=keyframe_attention, seed=seed,
-                                 note=note)
+                                 motion_weights=motion_weights, keyframe_attention=keyframe_attention,
+                                 noise_temperature=noise_temperature, seed=seed, note=note)
         if frames_for(choice.model, frames) != frames:
             step, runs = choice.model.frame_step, frames_for(choice.model, frames)
             note(f"{choice.model.name} takes {step}k+1 frames: --frames {frames} runs as {runs}")
@@ -175,11 +177,14 @@ def animate(
     return result
 
 
-def check_keyframe_attention(weight: float | None) -> None:
-    """Refuse a keyframe-attention weight below 0, or NaN."""
-    if weight is not None and not weight >= 0:
-        raise InputError(f"--keyframe-attention {weight} is not a weight of 0 or more",
-                         "pass 0 to turn it off, or a weight such as 2 (the default)")
+def check_drawing_settings(keyframe_attention: float | None, noise_temperature: float | None) -> None:
+    """Refuse a keyframe-attention weight or a noise temperature below 0, NaN or infinite."""
+    for flag, value, fix in (
+        ("--keyframe-attention", keyframe_attention, "pass 0 to turn it off, or a weight such as 2 (the default)"),
+        ("--noise-temperature", noise_temperature, "pass e.g. 1 (the scheduler's own noise) or 0.3 (the toy stage's)"),
+    ):
+        if value is not None and not 0 <= value < float("inf"):
+            raise InputError(f"{flag} {value} is not a finite number of 0 or more", fix)
 
 
 def plan_animation(
@@ -193,13 +198,15 @@ def plan_animation(
     device: str = "auto",
     offload: str = "auto",
     keyframe_attention: float | None = None,
+    noise_temperature: float | None = None,
 ) -> dict:
     """What :func:`animate` would do, without loading a model: backend and why, sizes, frames, memory, time.
-    ``keyframe_attention`` is only checked: on the GPU it did not move the peak."""
+    ``keyframe_attention`` and ``noise_temperature`` are only checked: on the GPU keyframe attention did not
+    move the peak, and the temperature only scales the noise."""
     from storyd.animate.backends.framing import plan_framing
     from storyd.animate.backends.registry import GB, seconds_estimate
 
-    check_keyframe_attention(keyframe_attention)
+    check_drawing_settings(keyframe_attention, noise_temperature)
 
     keyframes = load_keyframes(Path(frames_dir))
     video_size = output_size(keyframes[0].image.size, size)
@@ -279,11 +286,14 @@ def _choice(backend: str, video_model: str | None, device: str, comic: str | Non
 def _load_backend(
     choice: Choice, *, device: str, free_bytes: int | None, offload: str, fit: str, motion_weights: Path | None,
     seed: int, note: Callable[[str], None], keyframe_attention: float | None = None,
+    noise_temperature: float | None = None,
 ) -> Backend:
-    for flag, value in (("--motion-weights", motion_weights), ("--keyframe-attention", keyframe_attention)):
+    for flag, value in (("--motion-weights", motion_weights), ("--keyframe-attention", keyframe_attention),
+                        ("--noise-temperature", noise_temperature)):
         if choice.backend != "animatediff" and value is not None:
             note(f"{flag} is used by the animatediff backend only; ignored")
-    settings = {} if keyframe_attention is None else {"keyframe_attention": keyframe_attention}
+    chosen = {"keyframe_attention": keyframe_attention, "noise_temperature": noise_temperature}
+    settings = {name: value for name, value in chosen.items() if value is not None}
     if choice.backend == "interpolate":
         from storyd.animate.interpolate import InterpolateBackend
 

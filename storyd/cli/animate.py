@@ -50,6 +50,13 @@ def animate(
             "own, so the frames between keep their look (0: off). Default: the backend's, 2."
         ),
     ] = None,
+    noise_temperature: Annotated[
+        float | None,
+        typer.Option(
+            help="animatediff: scale of the starting noise (lower-temperature sampling below 1). On the toy stage "
+            "0.3, its default, kept the kid's look better across the frames between; elsewhere the default is 1."
+        ),
+    ] = None,
     metrics: Annotated[
         bool,
         typer.Option(
@@ -93,7 +100,8 @@ def animate(
         from storyd.animate.run import plan_animation
 
         info = plan_animation(frames_dir, backend=backend, frames=frames, size=requested, video_model=video_model,
-                              fit=fit, device=device, offload=offload, keyframe_attention=keyframe_attention)
+                              fit=fit, device=device, offload=offload, keyframe_attention=keyframe_attention,
+                              noise_temperature=noise_temperature)
         output.result(info, lambda console: [console.print(escape(line)) for line in info["lines"]])
         return
     with output.progress() as progress:
@@ -109,6 +117,7 @@ def animate(
             progress=progress,
             motion_weights=motion_weights,
             keyframe_attention=keyframe_attention,
+            noise_temperature=noise_temperature,
             metrics=metrics,
             seed=seed,
             video_model=video_model,
