@@ -10,15 +10,16 @@ Rows: the true frames (the measure's ceiling); the true frames encoded and decod
 (the ceiling of anything drawn in its latents); the toy stage with the shipped SMP (keyframe
 attention on, the ends held clean) given the kid's look as its prompt, as `storyd animate` gives a
 comic's transitions their character's description (:func:`storyd.toy.video_eval.look_prompt`), and
-so with slerp; then, all on the empty prompt: the toy stage with the SMP; with the true frames' own
-image tokens in place of the SMP's (what a perfect predictor would give); with the SMP replaced by
-slerp between the keyframes' tokens; without keyframe attention
+so with slerp, and with the SMP from starting noise at temperature 1 instead of the stage's 0.3;
+then, all on the empty prompt: the toy stage with the SMP; with the true frames' own image tokens
+in place of the SMP's (what a perfect predictor would give); with the SMP replaced by slerp between
+the keyframes' tokens; without keyframe attention
 (:mod:`storyd.animate.backends.keyframe_attention`); with the ends held at each step's noise level
 instead of clean; with neither (the stage as it drew before them); without holding the first and
 last frames to the keyframes' latents (`KeyframeHold`); with the image prompt cut (scale 0); the
-`interpolate` backend; last, the stage with the SMP, with and without the look prompt, averaged over
-three starting noises (`NOISE_SEEDS`; the rows above draw from seed 0), as the noise alone moves
-identity by a few points on 12 clips.
+`interpolate` backend; last, the stage with the SMP, with and without the look prompt, averaged
+over three starting noises (`NOISE_SEEDS`; the rows above draw from seed 0), as the noise alone
+moves identity by a few points on 12 clips.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def run() -> list[dict]:
         "world through the toy VAE": (through_vae, False),
         "toy stage + SMP, look prompt": (stage.render, True),
         "toy stage + slerp, look prompt": (with_settings(predictor=None), True),
+        "toy stage + SMP, look prompt, noise temperature 1": (with_settings(noise_temperature=1.0), True),
         "toy stage + SMP": (stage.render, False),
         "toy stage + true frames' tokens": (with_true_tokens, False),
         "toy stage + slerp": (with_settings(predictor=None), False),
