@@ -192,6 +192,10 @@ def test_storyd_animate_loads_the_backend_from_the_weights_store(cli, tmp_path, 
     clip = read_video(out / "transitions" / "001-002.mp4")
     assert len(clip) == 4 and clip[0].shape == (32, 40, 3)
     assert "animatediff-v3: memory mode none" in result.stderr
+    cooler = cli("animate", frames, "-o", out, "--backend", "animatediff", "--frames", "4", "--noise-temperature",
+                 "0.25", "--force", "--json")
+    assert cooler.exit_code == 0, cooler.output
+    assert differs(read_video(out / "transitions" / "001-002.mp4")[1], clip[1]) > 1  # the option reached the loader
 
 
 def test_plan_says_when_a_transition_runs_in_windows(cli, tmp_path):
