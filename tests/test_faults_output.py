@@ -173,13 +173,14 @@ def test_a_second_run_on_the_same_folder_stops_at_once(copied, story, monkeypatc
          "import fcntl, os, sys, time\n"
          f"fd = os.open({str(copied / '.manifest.json.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
          "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "os.ftruncate(fd, 0)\n"  # as storyd does: the copied folder's lock file names the run that drew it
          "os.write(fd, str(os.getpid()).encode())\n"
          "print(os.getpid(), flush=True)\n"
          "time.sleep(120)\n"],
         stdout=subprocess.PIPE, text=True,
     )
     try:
-        pid = int(holder.stdout.readline())  # its own id: behind a launcher or a sandbox, Popen.pid can differ
+        pid = int(holder.stdout.readline())  # printed once it holds the lock
         monkeypatch.setattr("storyd.comic.load_pipeline", None)  # never reached
         one_line_error(comic(story, copied, "--force"), f"another storyd run (process {pid}) is writing")
     finally:
