@@ -175,14 +175,13 @@ class ConsistentSelfAttnProcessor2_0:
             if not st.warm:
                 break
             idx = st.sample_indices(self.layer, n_tokens, len(members), character[0])  # (m, k)
-            group = x[:, members]  # (halves, m, N, C)
-            sampled = _sampled(group.reshape(-1, n_tokens, channels), halves, idx)  # (halves, m, k, C)
+            flat = x[:, members].reshape(-1, n_tokens, channels)  # (halves·m, N, C)
+            sampled = _sampled(flat, halves, idx)  # (halves, m, k, C)
             st.bank.write(character[0], self.layer.name, st.step, sampled.reshape(halves, -1, channels))
             if st.settings.read_step == "last":  # later panels read only the last step: keep one, not all
                 st.bank.forget_before(character[0], self.layer.name, st.step)
             if not use:
                 continue
-            flat = group.reshape(-1, n_tokens, channels)
             # keys and values are per token: each image is projected once, and the others' sampled rows gathered
             key, value = (torch.cat([t, _others(_sampled(t, halves, idx), halves)], dim=1)
                           for t in (attn.to_k(flat), attn.to_v(flat)))

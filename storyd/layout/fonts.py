@@ -70,7 +70,7 @@ class Lettering:
         self._faces: dict[tuple[Path | None, int], ImageFont.FreeTypeFont] = {}
         self._fonts: dict[int, MixedFont] = {}
         self._coverage: dict[Path, list[tuple[int, int]] | None] = {}
-        self._face_of: dict[str, Path | None] = {}
+        self._found: dict[str, tuple[bool, Path | None]] = {}
         if path is not None:
             try:
                 self.face(12)
@@ -97,11 +97,15 @@ class Lettering:
     def face_of(self, char: str) -> Path | None:
         """The first face that has `char`, the main one first; None for Pillow's own font (the main face where
         none is installed, trusted to have everything) and where no face has it: `missing` tells them apart."""
-        if char not in self._face_of:
+        return self._find(char)[1]
+
+    def _find(self, char: str) -> tuple[bool, Path | None]:
+        """Whether any face has `char`, and the first that does (the main one first)."""
+        if char not in self._found:
             code = ord(char)
-            found = next((f for f in (self.path, *self.fallbacks) if self._covers(f, code)), None)
-            self._face_of[char] = found
-        return self._face_of[char]
+            self._found[char] = next(((True, f) for f in (self.path, *self.fallbacks) if self._covers(f, code)),
+                                     (False, None))
+        return self._found[char]
 
     def runs(self, text: str) -> list[tuple[Path | None, str]]:
         """`text` split into runs of one face each. Spaces and combining marks stay in the run
@@ -122,8 +126,7 @@ class Lettering:
     def missing(self, text: str) -> list[str]:
         """The distinct characters of `text`, in order, that no face can draw."""
         chars = dict.fromkeys(c for c in text if not c.isspace() and not unicodedata.combining(c))
-        faces = (self.path, *self.fallbacks)
-        return [c for c in chars if not any(self._covers(f, ord(c)) for f in faces)]
+        return [c for c in chars if not self._find(c)[0]]
 
     def _covers(self, face: Path | None, code: int) -> bool:
         if face is None:
