@@ -3,16 +3,18 @@
 The motion predictor works on image embeddings, and a hand-made embedding (pixels, say, or
 the attribute reader's logits) would let it learn the world's drawing code rather than what
 a picture shows. So, as CLIP's image tower was trained against its text tower, this one is
-trained against the frozen toy text encoder: a batch of renders and their full captions, each
-render's pooled embedding pulled towards its own caption's and pushed from the others'
-(symmetric InfoNCE, CLIP's loss).
+trained against the frozen toy text encoder: a batch of renders and captions naming their
+characters' looks, each render's pooled embedding pulled towards its own caption's and pushed
+from the others' (symmetric InfoNCE, CLIP's loss).
 
-Captions name an action in one word, and a motion is mostly what happens between the words
-(a crouch, a half-sit, a hand half-way up), so a tower trained on captions alone learns to
-tell a look and a setting but hardly a pose. Two auxiliary heads, dropped after training, ask
-for it on frames of the world's clips (:mod:`storyd.toy.motion_world`): the pooled embedding
-regresses the frame's pose truth (joints, place, lift), and every patch token the kid's
-silhouette inside its own patch, so the tokens say where the body is, patch by patch.
+The tokens split the work: the pooled token says who is there, the patch tokens where they are
+and how they stand. The video stage draws each frame from a transition's tokens, and where
+a pose and a look shared the pooled token, a token predicted mid-motion carried a drifting
+look as well (docs/toy-model.md#video-stage). So the captions name the look alone (no action,
+no setting), and on frames of the world's clips (:mod:`storyd.toy.motion_world`) three more
+terms, their heads dropped after training, ask: the patch tokens' mean regresses the frame's
+pose truth (joints, place, lift), every patch token the kid's silhouette inside its own patch,
+and the pooled tokens of two frames of one clip are pulled together (a clip keeps its look).
 
 It is a transformers ``CLIPVisionModelWithProjection``, so :class:`storyd.animate.encoder.ClipImageEncoder`
 runs it like ViT-H/14: a frame becomes ``(N, C)`` tokens, the CLS token and one per 8 px patch,
@@ -52,6 +54,7 @@ class EncoderSettings:
     clip_batch: int = 64  # frames
     pose_weight: float = 1.0
     silhouette_weight: float = 10.0
+    invariance_weight: float = 1.0  # two frames of one clip: squared distance of their unit pooled tokens
     lr: float = 2e-3
     width: int = 64
     layers: int = 4
@@ -68,10 +71,10 @@ class EncoderSettings:
                                 num_attention_heads=self.heads, projection_dim=self.embed_dim)
 
 
-def full_caption(scene) -> str:
-    """The caption naming everything: every look attribute, the action and the setting."""
-    return write_caption(scene, {"setting": True,
-                                 "figures": [{"attrs": list(LOOK_ATTRS), "action": True} for _ in scene.figures]})
+def look_caption(scene) -> str:
+    """The caption naming every look attribute of every character, and neither action nor setting."""
+    return write_caption(scene, {"setting": False,
+                                 "figures": [{"attrs": list(LOOK_ATTRS), "action": False} for _ in scene.figures]})
 
 
 @torch.no_grad()
@@ -85,7 +88,7 @@ def caption_features(text_encoder, tokenizer, captions: list[str], batch: int = 
 
 class Contrastive(torch.nn.Module):
     """The image tower, a text-side projection (the text encoder stays frozen), CLIP's learned temperature, and the
-    two auxiliary heads: pooled embedding to pose truth, patch token to the silhouette inside its patch."""
+    two auxiliary heads: the patch tokens' mean to pose truth, each patch token to the silhouette inside its patch."""
 
     def __init__(self, settings: EncoderSettings, text_width: int) -> None:
         super().__init__()
@@ -106,13 +109,17 @@ class Contrastive(torch.nn.Module):
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
     def motion_losses(self, pixels: torch.Tensor, pose: torch.Tensor, silhouettes: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """MSE of the pose head on (B, POSE_DIM) standardised truth and of the silhouette head on (B, P, cells²)."""
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """On 2B frames, frame ``i`` and frame ``B + i`` from one clip: MSE of the pose head on (2B, POSE_DIM)
+        standardised truth, of the silhouette head on (2B, P, cells²), and the pairs' unit pooled tokens' mean
+        squared distance."""
         from storyd.animate.encoder import projected_tokens
 
         tokens = projected_tokens(self.vision, pixels)
-        return (F.mse_loss(self.pose_head(tokens[:, 0]), pose),
-                F.mse_loss(self.silhouette_head(tokens[:, 1:]), silhouettes))
+        first, second = F.normalize(tokens[:, 0], dim=-1).chunk(2)
+        return (F.mse_loss(self.pose_head(tokens[:, 1:].mean(1)), pose),
+                F.mse_loss(self.silhouette_head(tokens[:, 1:]), silhouettes),
+                (first - second).pow(2).sum(-1).mean())
 
 
 POSE_DIM = 30  # 4 limbs x 3 joints x (x, y), hip, shoulder, feet, centre x, lift, setting fade
@@ -164,13 +171,15 @@ def train_image_encoder(out: Path, settings: EncoderSettings, text_encoder, toke
     started = time.monotonic()
     rng = random.Random(settings.seed)
     scenes = [random_scene(rng) for _ in range(settings.scenes)]
-    text = caption_features(text_encoder, tokenizer, [full_caption(s) for s in scenes])
+    text = caption_features(text_encoder, tokenizer, [look_caption(s) for s in scenes])
     with torch.random.fork_rng(devices=[]):  # transformers initialises from the default generator
         torch.manual_seed(settings.seed)
         model = Contrastive(settings, text.shape[1])
     view = ClipImageEncoder(model.vision)  # CLIP's preprocessing at the tower's size
     pixels = render_pixels(scenes, view)
-    moving = clip_frame_tensors(make_clips(settings.clips, settings.seed), view)
+    clips = make_clips(settings.clips, settings.seed)
+    moving = clip_frame_tensors(clips, view)
+    frames_per_clip = len(clips[0].truth)
     pose_mean, pose_std = moving["pose"].mean(0), moving["pose"].std(0).clamp_min(1e-3)
     moving["pose"] = (moving["pose"] - pose_mean) / pose_std
     moving["silhouettes"] = silhouette_targets(moving.pop("masks"), settings.patch)
@@ -187,20 +196,23 @@ def train_image_encoder(out: Path, settings: EncoderSettings, text_encoder, toke
     for step in range(start, settings.steps):
         g = step_generator(settings.seed, "image_encoder", step)
         index = torch.randperm(len(scenes), generator=g)[: settings.batch]
-        frames = torch.randperm(len(moving["pixels"]), generator=g)[: settings.clip_batch]
+        which = torch.randperm(len(clips), generator=g)[: settings.clip_batch // 2]
+        first, second = (torch.randint(0, frames_per_clip, (len(which),), generator=g) for _ in range(2))
+        frames = torch.cat([which * frames_per_clip + first, which * frames_per_clip + second])
         for group in opt.param_groups:
             group["lr"] = settings.lr * min(1.0, (step + 1) / 100) * (1 - step / settings.steps)
         contrastive = model.loss(pixels[index], text[index])
-        pose, silhouette = model.motion_losses(moving["pixels"][frames], moving["pose"][frames],
-                                               moving["silhouettes"][frames])
-        loss = contrastive + settings.pose_weight * pose + settings.silhouette_weight * silhouette
+        pose, silhouette, invariance = model.motion_losses(moving["pixels"][frames], moving["pose"][frames],
+                                                           moving["silhouettes"][frames])
+        loss = (contrastive + settings.pose_weight * pose + settings.silhouette_weight * silhouette
+                + settings.invariance_weight * invariance)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         loss_value = loss.item()
         ckpt.log({"phase": "image_encoder", "step": step + 1, "loss": round(loss_value, 6),
                   "contrastive": round(contrastive.item(), 6), "pose": round(pose.item(), 6),
-                  "silhouette": round(silhouette.item(), 6)})
+                  "silhouette": round(silhouette.item(), 6), "invariance": round(invariance.item(), 6)})
         progress.update("image encoder", step + 1, settings.steps, unit="steps", detail=f"loss {loss_value:.4f}")
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
             ckpt.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
@@ -222,7 +234,7 @@ def retrieval_accuracy(model: Contrastive, text_encoder, tokenizer, *, seed: int
     rng = random.Random(seed)
     scenes = [random_scene(rng) for _ in range(count)]
     text = F.normalize(model.text_projection(
-        caption_features(text_encoder, tokenizer, [full_caption(s) for s in scenes])), dim=-1)
+        caption_features(text_encoder, tokenizer, [look_caption(s) for s in scenes])), dim=-1)
     image = F.normalize(model.vision(pixel_values=render_pixels(scenes, ClipImageEncoder(model.vision))).image_embeds,
                         dim=-1)
     return round(float(((image @ text.T).argmax(1) == torch.arange(count)).float().mean()), 4)
@@ -230,12 +242,13 @@ def retrieval_accuracy(model: Contrastive, text_encoder, tokenizer, *, seed: int
 
 @torch.no_grad()
 def pose_r2(model: Contrastive, standardise: tuple[torch.Tensor, torch.Tensor], *, seed: int, clips: int = 60) -> float:
-    """On the frames of ``clips`` held-back clips: the fraction of the pose truth's variance the pose head explains."""
+    """On the frames of ``clips`` held-back clips: the fraction of the pose truth's variance the pose head explains
+    from the patch tokens' mean."""
     from storyd.animate.encoder import ClipImageEncoder, projected_tokens
 
     held = clip_frame_tensors(make_clips(clips, seed), ClipImageEncoder(model.vision))
     truth = (held["pose"] - standardise[0]) / standardise[1]
-    predicted = model.pose_head(projected_tokens(model.vision, held["pixels"])[:, 0])
+    predicted = model.pose_head(projected_tokens(model.vision, held["pixels"])[:, 1:].mean(1))
     return round(float(1 - ((predicted - truth) ** 2).mean() / truth.var(0).mean()), 4)
 
 

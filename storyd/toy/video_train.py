@@ -23,9 +23,11 @@ training):
 
 Clips, latents and tokens are made once and cached in the run folder (keyed by the image
 encoder's weights); step ``n`` of a phase draws from ``(seed, phase, n)``, so a resumed run takes
-the steps an unbroken one would.
+the steps an unbroken one would. A run may start from a trained stage instead of the
+initialisation (``--from``, recorded by its weights' sha256): a fine-tune, for example on a new
+image encoder's tokens, with phase 1 cut (``--steps 0``).
 
-``python -m storyd.toy.video_train RUN [--steps N] [--install]``.
+``python -m storyd.toy.video_train RUN [--steps N] [--from STAGE_FOLDER] [--install]``.
 """
 
 from __future__ import annotations
@@ -41,11 +43,13 @@ import torch.nn.functional as F
 
 from storyd.progress import NullProgress, Progress
 from storyd.toy.video_stage import (
+    STAGE_FILE,
     StageConfig,
     ToyVideoBackend,
     build_stage_pipeline,
     freeze_all_but_stage,
     is_image_prompt,
+    load_stage_into,
     save_stage,
     trainable,
 )
@@ -67,6 +71,7 @@ class VideoSettings:
     warmup: int = 30
     figure_weight: float = 4.0
     checkpoint_every: int = 25
+    start_from: str = ""  # sha256 of the trained stage's weights the run starts from; "": the initialisation
 
 
 @torch.no_grad()
@@ -169,8 +174,9 @@ def learns_in(phase: str, name: str) -> bool:
 
 
 def train_video_stage(out: Path, settings: VideoSettings = VideoSettings(), *, resume: bool = False,
-                      progress: Progress | None = None) -> dict:
-    """Train into ``out`` (``checkpoints/last.pt``, ``loss.jsonl``, the stage in ``out/video``); returns facts."""
+                      start_from: Path | None = None, progress: Progress | None = None) -> dict:
+    """Train into ``out`` (``checkpoints/last.pt``, ``loss.jsonl``, the stage in ``out/video``); returns facts.
+    ``start_from``: the trained stage folder whose weights' sha256 ``settings.start_from`` names."""
     from storyd.render.tokenizer import load_clip_tokenizer
     from storyd.toy.image_encoder import load_image_encoder
     from storyd.toy.train import Checkpoints, step_generator, tokenize, training_scheduler
@@ -193,6 +199,8 @@ def train_video_stage(out: Path, settings: VideoSettings = VideoSettings(), *, r
     named = freeze_all_but_stage(pipe)
     opt = torch.optim.AdamW(named.values(), lr=settings.lr, weight_decay=0.0)
     start = 0
+    if state is None and settings.start_from:
+        load_stage_into(pipe, checked_start(start_from, settings.start_from))
     if state is not None:
         with torch.no_grad():
             for k, p in named.items():
@@ -255,6 +263,30 @@ def train_video_stage(out: Path, settings: VideoSettings = VideoSettings(), *, r
     return {"step": total, "final_loss": loss_value}
 
 
+def stage_digest(folder: Path) -> str:
+    """The sha256 of a trained stage folder's weights (what ``VideoSettings.start_from`` records)."""
+    from storyd.errors import InputError
+    from storyd.weights.checks import sha256_file
+
+    if not (Path(folder) / STAGE_FILE).is_file():
+        raise InputError(f"holds no trained video stage ({STAGE_FILE})",
+                         "pass a stage folder, such as a run's video/ or storyd/assets/toy/video", path=folder)
+    return sha256_file(Path(folder) / STAGE_FILE)
+
+
+def checked_start(folder: Path | None, digest: str) -> Path:
+    """``folder``, refused unless its weights are the ones ``digest`` names."""
+    from storyd.errors import InputError
+
+    if folder is None:
+        raise InputError(f"the run starts from a trained stage ({digest[:12]}), and none was given",
+                         "pass the folder it was started from with --from")
+    if stage_digest(folder) != digest:
+        raise InputError(f"is not the stage this run starts from ({digest[:12]})",
+                         "pass that stage's folder, or train into a new folder", path=Path(folder) / STAGE_FILE)
+    return Path(folder)
+
+
 def shipped_predictor(out: Path, state: dict | None) -> tuple:
     """The shipped SMP and its file's sha256, refused when the checkpoint being resumed learnt phase 3 from another."""
     from storyd.animate.motion import load_predictor
@@ -298,14 +330,21 @@ def main() -> None:
     from rich.console import Console
 
     from storyd.cli.progress_view import RichProgress
+    from storyd.errors import StorydError
     from storyd.toy.video_stage import VIDEO_DIR
 
     args = sys.argv[1:]
     run = Path(args[0])
     steps = int(args[args.index("--steps") + 1]) if "--steps" in args else VideoSettings.steps
-    settings = VideoSettings(steps=steps)
-    resume = (run / "checkpoints" / "last.pt").exists()
-    print(json.dumps(train_video_stage(run, settings, resume=resume, progress=RichProgress(Console(stderr=True)))))
+    start_from = Path(args[args.index("--from") + 1]) if "--from" in args else None
+    try:
+        settings = VideoSettings(steps=steps, start_from=stage_digest(start_from) if start_from else "")
+        resume = (run / "checkpoints" / "last.pt").exists()
+        facts = train_video_stage(run, settings, resume=resume, start_from=start_from,
+                                  progress=RichProgress(Console(stderr=True)))
+    except StorydError as exc:
+        raise SystemExit(f"error: {exc.format()}") from None
+    print(json.dumps(facts))
     if "--install" in args:
         shutil.copytree(run / "video", VIDEO_DIR, dirs_exist_ok=True)
 
