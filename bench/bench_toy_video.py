@@ -3,7 +3,7 @@
 Held-back clips of the toy world (seed 777, 2 per kind of motion; the stage and the SMP learnt
 from seed 0's): each transition is rendered from a clip's first and last frames and measured
 with :mod:`storyd.toy.video_eval`. `identity`: fraction of frame pairs of a transition whose
-whole look reads the same (target: the comic's read-mode figure, 0.58); `per_attr`: the same per
+whole look reads the same (target: the comic's read-mode figure, 0.584); `per_attr`: the same per
 attribute; `key_err`: mean absolute error (0 to 1) of the first and last frames against the
 keyframes; `iou` and `centre_px`: the in-between frames' kid silhouette against the truth's.
 Rows: the true frames (the measure's ceiling); the true frames encoded and decoded by the toy VAE
