@@ -233,3 +233,5 @@ def test_a_run_started_from_a_trained_stage_begins_at_its_weights_and_refuses_an
         train_video_stage(tmp_path / "other", settings, start_from=tmp_path / "fresh" / "video")
     with pytest.raises(InputError, match="holds no trained video stage"):
         train_video_stage(tmp_path / "empty", settings, start_from=tmp_path / "fresh")
+    with pytest.raises(InputError, match="settings start from the initialisation"):
+        train_video_stage(tmp_path / "unrecorded", replace(settings, start_from=""), start_from=VIDEO_DIR)

@@ -184,6 +184,11 @@ def train_video_stage(out: Path, settings: VideoSettings = VideoSettings(), *, r
     from storyd.weights.paths import storyd_home
 
     progress = progress or NullProgress()
+    if start_from is not None and not settings.start_from:
+        from storyd.errors import InputError
+
+        raise InputError("a stage to start from was given, and the settings start from the initialisation",
+                         "set VideoSettings.start_from to stage_digest(that folder)", path=start_from)
     out = Path(out)
     ckpt = Checkpoints(out)
     state = ckpt.open_run(resume, lambda saved: saved == asdict(settings))
