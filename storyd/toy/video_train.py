@@ -192,6 +192,8 @@ def train_video_stage(out: Path, settings: VideoSettings = VideoSettings(), *, r
     out = Path(out)
     ckpt = Checkpoints(out)
     state = ckpt.open_run(resume, lambda saved: saved == asdict(settings))
+    # checked before minutes of loading and encoding clips, not after
+    start_stage = checked_start(start_from, settings.start_from) if state is None and settings.start_from else None
     started = time.monotonic()
     encoder = load_image_encoder()
     tokenizer = load_clip_tokenizer(storyd_home())
@@ -204,8 +206,8 @@ def train_video_stage(out: Path, settings: VideoSettings = VideoSettings(), *, r
     named = freeze_all_but_stage(pipe)
     opt = torch.optim.AdamW(named.values(), lr=settings.lr, weight_decay=0.0)
     start = 0
-    if state is None and settings.start_from:
-        load_stage_into(pipe, checked_start(start_from, settings.start_from))
+    if start_stage is not None:
+        load_stage_into(pipe, start_stage)
     if state is not None:
         with torch.no_grad():
             for k, p in named.items():
