@@ -108,6 +108,10 @@ class Contrastive(torch.nn.Module):
         target = torch.arange(len(logits))
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
+    def pose(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The pose head on (B, N, C) tokens: it reads the patch tokens' mean, so the pooled token is left the look."""
+        return self.pose_head(tokens[:, 1:].mean(1))
+
     def motion_losses(self, pixels: torch.Tensor, pose: torch.Tensor, silhouettes: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """On 2B frames, frame ``i`` and frame ``B + i`` from one clip: MSE of the pose head on (2B, POSE_DIM)
@@ -117,7 +121,7 @@ class Contrastive(torch.nn.Module):
 
         tokens = projected_tokens(self.vision, pixels)
         first, second = F.normalize(tokens[:, 0], dim=-1).chunk(2)
-        return (F.mse_loss(self.pose_head(tokens[:, 1:].mean(1)), pose),
+        return (F.mse_loss(self.pose(tokens), pose),
                 F.mse_loss(self.silhouette_head(tokens[:, 1:]), silhouettes),
                 (first - second).pow(2).sum(-1).mean())
 
@@ -248,7 +252,7 @@ def pose_r2(model: Contrastive, standardise: tuple[torch.Tensor, torch.Tensor], 
 
     held = clip_frame_tensors(make_clips(clips, seed), ClipImageEncoder(model.vision))
     truth = (held["pose"] - standardise[0]) / standardise[1]
-    predicted = model.pose_head(projected_tokens(model.vision, held["pixels"])[:, 1:].mean(1))
+    predicted = model.pose(projected_tokens(model.vision, held["pixels"]))
     return round(float(1 - ((predicted - truth) ** 2).mean() / truth.var(0).mean()), 4)
 
 
