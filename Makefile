@@ -56,12 +56,12 @@ train-toy-motion: setup
 	OMP_NUM_THREADS=2 $(BIN)/python -m storyd.toy.image_encoder out/toy-image-encoder --install
 	OMP_NUM_THREADS=1 $(BIN)/storyd train-motion --toy -o out/toy-motion --device cpu
 	OMP_NUM_THREADS=1 $(BIN)/python -m storyd.toy.motion_train out/toy-motion --install
+	$(BIN)/storyd weights lock-fill toy
 
 # The toy video stage (motion modules, SparseCtrl, IP-Adapter Plus) on the toy world's clips; resumes
 # when run again; installs into storyd/assets/toy/video (docs/toy-model.md#video-stage), then re-pins the toy entry.
 train-toy-video: setup
 	OMP_NUM_THREADS=2 $(BIN)/python -m storyd.toy.video_train out/toy-video --install
-	$(BIN)/storyd weights lock-fill toy
 	$(BIN)/storyd weights lock-fill toy
 
 # The embedded model over the toy evaluation stories, CSA off and on, then the table.
