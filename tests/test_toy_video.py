@@ -11,6 +11,7 @@ import torch
 
 from storyd.animate.backends.registry import choose_backend
 from storyd.animate.run import comic_model
+from storyd.toy.captions import describe
 from storyd.toy.motion_world import make_clip
 from storyd.toy.video_eval import motion_scores
 from storyd.toy.video_stage import VIDEO_DIR, load_toy_video_backend
@@ -164,6 +165,46 @@ def test_a_few_training_steps_lower_the_stage_loss(phase):
     assert np.isfinite(after)
 
 
+def test_each_clip_of_a_batch_is_trained_on_its_own_prompt_on_every_frame():
+    from types import SimpleNamespace
+
+    from storyd.toy.train import training_scheduler
+    from storyd.toy.video_train import stage_loss
+
+    seen = {}
+
+    def unet(noisy, t, encoder_hidden_states, **_):
+        seen["words"] = encoder_hidden_states
+        return SimpleNamespace(sample=torch.zeros_like(noisy))
+
+    clips, frames = 2, 5
+    batch = {"latents": torch.zeros(clips, 4, frames, 2, 2), "tokens": torch.zeros(clips, frames, 3, 8),
+             "masks": torch.zeros(clips, frames, 1, 2, 2)}
+    text = torch.tensor([1.0, 2.0]).view(clips, 1, 1).expand(clips, 3, 8)  # (B, T, D): one prompt a clip
+    stage_loss(SimpleNamespace(unet=unet), text, batch, torch.Generator().manual_seed(0), training_scheduler(),
+               4.0, keyframes=False)
+    # clip-major, as the pipeline repeats a prompt over its frames (prompt_embeds.repeat_interleave)
+    assert seen["words"][:, 0, 0].tolist() == [1.0] * frames + [2.0] * frames
+
+
+def test_phase_4_draws_each_clip_with_its_look_prompt():
+    from storyd.render.tokenizer import load_clip_tokenizer
+    from storyd.toy.motion_world import make_clips
+    from storyd.toy.train import tokenize
+    from storyd.toy.video_stage import load_toy_parts
+    from storyd.toy.video_train import VideoSettings, look_prompts
+    from storyd.weights.paths import storyd_home
+
+    settings, tokenizer = VideoSettings(clips=3, seed=4), load_clip_tokenizer(storyd_home())
+    encoder = load_toy_parts()["text_encoder"]
+    looks = look_prompts(settings, tokenizer, encoder, batch=2)
+    clip = make_clips(3, 4)[2]
+    with torch.no_grad():
+        alone = encoder(tokenize(tokenizer, [describe(clip.look)]))[0][0]
+    assert looks.shape[0] == 3 and torch.allclose(looks[2], alone, atol=1e-5)
+    assert not torch.allclose(looks[0], looks[2])
+
+
 def test_phase_4_learns_with_the_keyframe_attention_the_backend_draws_with():
     from dataclasses import fields
 
@@ -235,3 +276,17 @@ def test_a_run_started_from_a_trained_stage_begins_at_its_weights_and_refuses_an
         train_video_stage(tmp_path / "empty", settings, start_from=tmp_path / "fresh")
     with pytest.raises(InputError, match="settings start from the initialisation"):
         train_video_stage(tmp_path / "unrecorded", replace(settings, start_from=""), start_from=VIDEO_DIR)
+
+
+def test_training_options_set_the_settings_and_bad_ones_are_refused():
+    from storyd.errors import InputError
+    from storyd.toy.video_train import VideoSettings, settings_from_args
+
+    settings = settings_from_args(["run", "--steps", "0", "--drawn-prompted", "1", "--from", "stage", "--install"])
+    assert settings == VideoSettings(steps=0, drawn_prompted=1.0)
+    for args, message in ((["run", "--stils-steps", "3"], "unknown option --stils-steps"),
+                          (["run", "--steps", "1.5"], "--steps takes a whole number"),
+                          (["run", "--drawn-lr"], "--drawn-lr needs a value"),
+                          (["run", "--start-from", "abc"], "unknown option --start-from")):
+        with pytest.raises(InputError, match=message):
+            settings_from_args(args)

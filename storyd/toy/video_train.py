@@ -19,7 +19,9 @@ training):
    frames clean in the noisy clip (:class:`~storyd.animate.backends.animatediff.KeyframeHold`'s
    default) and out of the loss, and keyframe attention on
    (:mod:`storyd.animate.backends.keyframe_attention`), so the learned parts adapt to the frozen
-   UNet's attention reaching the keyframes. At a lower learning rate (``drawn_lr``).
+   UNet's attention reaching the keyframes. At a lower learning rate (``drawn_lr``). A share
+   ``drawn_prompted`` of its clips carry their look prompt, as `storyd animate` prompts a
+   transition with the character's description; the phases before train on the empty prompt.
 
 Clips, latents and tokens are made once and cached in the run folder (keyed by the image
 encoder's weights); step ``n`` of a phase draws from ``(seed, phase, n)``, so a resumed run takes
@@ -27,14 +29,15 @@ the steps an unbroken one would. A run may start from a trained stage instead of
 initialisation (``--from``, recorded by its weights' sha256): a fine-tune, for example on a new
 image encoder's tokens, with phase 1 cut (``--steps 0``).
 
-``python -m storyd.toy.video_train RUN [--steps N] [--from STAGE_FOLDER] [--install]``.
+``python -m storyd.toy.video_train RUN [--steps N] [--stills-steps N] ... [--from STAGE_FOLDER] [--install]``:
+any :class:`VideoSettings` field but ``start_from`` as an option (``--drawn-prompted 1``).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +63,10 @@ class VideoSettings:
     seed: int = 0
     steps: int = 3000  # phase 1, clips on the true frames' tokens
     stills_steps: int = 2000  # phase 2, the IP-Adapter on single frames
-    predicted_steps: int = 1000  # phase 3, clips on the SMP's tokens
-    drawn_steps: int = 300  # phase 4, clips on the SMP's tokens as the backend draws them
+    predicted_steps: int = 2500  # phase 3, clips on the SMP's tokens
+    drawn_steps: int = 900  # phase 4, clips on the SMP's tokens as the backend draws them
     drawn_lr: float = 2e-4
+    drawn_prompted: float = 1.0  # phase 4's share of clips drawn with their look prompt, as `storyd animate` prompts
     keyframe_attention: float = ToyVideoBackend.keyframe_attention  # phase 4's: the weight the stage draws with
     batch: int = 2  # clips of 16 frames
     stills_batch: int = 32  # frames
@@ -118,7 +122,7 @@ def stage_loss(pipe, text: torch.Tensor, batch: dict[str, torch.Tensor], g: torc
     if drawn_attention is not None:
         noisy[:, :, 0], noisy[:, :, -1] = x0[:, :, 0], x0[:, :, -1]
     target = scheduler.get_velocity(x0, noise, t)
-    words = text.expand(b * frames, -1, -1)  # one row per frame, as the pipeline repeats the prompt
+    words = text.expand(b, -1, -1).repeat_interleave(frames, 0)  # a row per frame, as the pipeline repeats it
     residuals = {}
     if keyframes:
         cond, mask = keyframe_condition(x0)
@@ -141,6 +145,18 @@ def single_frames(data: dict[str, torch.Tensor], count: int, g: torch.Generator)
     c, f = pick // frames, pick % frames
     return {"latents": data["latents"][c, :, f].unsqueeze(2), "tokens": data["tokens"][c, f].unsqueeze(1),
             "masks": data["masks"][c, f].unsqueeze(1)}
+
+
+@torch.no_grad()
+def look_prompts(settings: VideoSettings, tokenizer, text_encoder, batch: int = 64) -> torch.Tensor:
+    """Each clip's look prompt (:func:`~storyd.toy.video_eval.look_prompt`) through the text encoder: (clips, T, D)."""
+    from storyd.toy.motion_world import make_clips
+    from storyd.toy.train import tokenize
+    from storyd.toy.video_eval import look_prompt
+
+    prompts = [look_prompt(clip) for clip in make_clips(settings.clips, settings.seed)]
+    return torch.cat([text_encoder(tokenize(tokenizer, prompts[i: i + batch]))[0]
+                      for i in range(0, len(prompts), batch)])
 
 
 @torch.no_grad()
@@ -229,6 +245,8 @@ def train_video_stage(out: Path, settings: VideoSettings = VideoSettings(), *, r
             current = phase
             for k, p in named.items():
                 p.requires_grad_(learns_in(phase, k))
+            if phase == "drawn" and settings.drawn_prompted:
+                data["looks"] = look_prompts(settings, tokenizer, parts["text_encoder"])
             if phase in ("predicted", "drawn") and "predicted" not in data:
                 predictor, digest = shipped_predictor(out, state)
                 learnt_from = {"predictor": digest}
@@ -244,7 +262,11 @@ def train_video_stage(out: Path, settings: VideoSettings = VideoSettings(), *, r
             index = torch.randperm(len(data["latents"]), generator=g)[: settings.batch]
             batch = {k: data[k][index] for k in ("latents", "masks")}
             batch["tokens"] = data["tokens" if phase == "video" else "predicted"][index]
-        loss = stage_loss(pipe, text, batch, g, scheduler, settings.figure_weight, keyframes=phase != "stills",
+        words = text
+        if phase == "drawn" and settings.drawn_prompted:
+            prompted = torch.rand(len(index), generator=g) < settings.drawn_prompted
+            words = torch.where(prompted.view(-1, 1, 1), data["looks"][index], text)
+        loss = stage_loss(pipe, words, batch, g, scheduler, settings.figure_weight, keyframes=phase != "stills",
                           drawn_attention=settings.keyframe_attention if phase == "drawn" else None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -330,6 +352,33 @@ def cached_clips(out: Path, settings: VideoSettings, vae, encoder, progress: Pro
     return data
 
 
+def settings_from_args(args: list[str]) -> VideoSettings:
+    """:class:`VideoSettings` with its fields set by ``--field-name value`` options (``--from`` and
+    ``--install`` are the command's own); an unknown option or a value of the wrong type is refused."""
+    from storyd.errors import InputError
+
+    options = {"--" + f.name.replace("_", "-"): f for f in fields(VideoSettings) if f.name != "start_from"}
+    values, i = {}, 1
+    while i < len(args):
+        name = args[i]
+        if name == "--install":
+            i += 1
+            continue
+        if name != "--from" and name not in options:
+            raise InputError(f"unknown option {name}", "use " + ", ".join([*options, "--from", "--install"]))
+        if i + 1 >= len(args):
+            raise InputError(f"{name} needs a value", f"give one, as in {name} 1")
+        if name in options:
+            kind = {"int": int, "float": float}[options[name].type]
+            try:
+                values[options[name].name] = kind(args[i + 1])
+            except ValueError:
+                raise InputError(f"{name} takes {'a whole number' if kind is int else 'a number'}, "
+                                 f"not {args[i + 1]!r}", f"give one, as in {name} 1") from None
+        i += 2
+    return VideoSettings(**values)
+
+
 def main() -> None:
     import shutil
     import sys
@@ -341,11 +390,12 @@ def main() -> None:
     from storyd.toy.video_stage import VIDEO_DIR
 
     args = sys.argv[1:]
+    if not args or args[0].startswith("--"):
+        raise SystemExit("error: no run folder: python -m storyd.toy.video_train RUN [--steps N] ... [--from STAGE]")
     run = Path(args[0])
-    steps = int(args[args.index("--steps") + 1]) if "--steps" in args else VideoSettings.steps
-    start_from = Path(args[args.index("--from") + 1]) if "--from" in args else None
     try:
-        settings = VideoSettings(steps=steps, start_from=stage_digest(start_from) if start_from else "")
+        start_from = Path(args[args.index("--from") + 1]) if "--from" in args[:-1] else None
+        settings = replace(settings_from_args(args), start_from=stage_digest(start_from) if start_from else "")
         resume = (run / "checkpoints" / "last.pt").exists()
         facts = train_video_stage(run, settings, resume=resume, start_from=start_from,
                                   progress=RichProgress(Console(stderr=True)))
