@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
@@ -45,6 +45,7 @@ TEXT = st.text(
     size=st.integers(6, 60),
     stroke=st.sampled_from([0.0, 0.05]),
 )
+@example(text="000\r⺀\rB÷ۥe", w=53, h=42, size=20, stroke=0.05)  # a CJK run then a Latin one at a fractional x
 def test_fitted_text_never_leaves_its_box(lettering, text, w, h, size, stroke):
     block = fit_text(text, lettering, w, h, max_size=size, min_size=6, stroke_ratio=stroke)
     assert block.width <= w and block.height <= h

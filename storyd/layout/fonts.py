@@ -11,6 +11,7 @@ that callers can warn.
 from __future__ import annotations
 
 import bisect
+import math
 import mmap
 import struct
 import unicodedata
@@ -182,7 +183,8 @@ class MixedFont:
             box = part if box is None else (min(box[0], part[0]), min(box[1], part[1]), max(box[2], part[2]),
                                             max(box[3], part[3]))
             x += font.getlength(run)
-        return tuple(round(v) for v in box)  # type: ignore[return-value]
+        # outward: a run placed at a fractional x inks the pixel its edge falls in
+        return math.floor(box[0]), math.floor(box[1]), math.ceil(box[2]), math.ceil(box[3])
 
     def draw(self, draw, xy: tuple[float, float], text: str, **kwargs) -> None:
         """Draw `text` with its left ascender point at `xy` (Pillow's anchor "la")."""
