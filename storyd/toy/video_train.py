@@ -110,6 +110,7 @@ def keyframe_condition(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 def stage_loss(pipe, text: torch.Tensor, batch: dict[str, torch.Tensor], g: torch.Generator, scheduler,
                figure_weight: float, keyframes: bool = True, drawn_attention: float | None = None) -> torch.Tensor:
     """The v-prediction loss of one batch of clips (B, C, F, h, w), the kid's cells weighted ``figure_weight``;
+    ``text``: the prompt's (1, T, D) for every clip, or (B, T, D), one a clip.
     ``keyframes`` False: without SparseCtrl (the stills phase). ``drawn_attention``: as drawn (phase 4),
     the ends clean and out of the loss, keyframe attention at that weight."""
     from storyd.animate.backends.keyframe_attention import keyframe_attention
