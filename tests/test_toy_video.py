@@ -279,14 +279,19 @@ def test_a_run_started_from_a_trained_stage_begins_at_its_weights_and_refuses_an
 
 
 def test_training_options_set_the_settings_and_bad_ones_are_refused():
-    from storyd.errors import InputError
-    from storyd.toy.video_train import VideoSettings, settings_from_args
+    from pathlib import Path
 
-    settings = settings_from_args(["run", "--steps", "0", "--drawn-prompted", "1", "--from", "stage", "--install"])
-    assert settings == VideoSettings(steps=0, drawn_prompted=1.0)
+    from storyd.errors import InputError
+    from storyd.toy.video_train import VideoSettings, command_args
+
+    settings, start_from = command_args(["run", "--steps", "0", "--drawn-prompted", "1", "--from", "stage",
+                                         "--install"])
+    assert settings == VideoSettings(steps=0, drawn_prompted=1.0) and start_from == Path("stage")
+    assert command_args(["run"]) == (VideoSettings(), None)
     for args, message in ((["run", "--stils-steps", "3"], "unknown option --stils-steps"),
                           (["run", "--steps", "1.5"], "--steps takes a whole number"),
                           (["run", "--drawn-lr"], "--drawn-lr needs a value"),
-                          (["run", "--start-from", "abc"], "unknown option --start-from")):
+                          (["run", "--start-from", "abc"], "unknown option --start-from"),
+                          (["run", "--from"], "--from needs a value")):
         with pytest.raises(InputError, match=message):
-            settings_from_args(args)
+            command_args(args)

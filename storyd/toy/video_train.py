@@ -148,14 +148,20 @@ def single_frames(data: dict[str, torch.Tensor], count: int, g: torch.Generator)
             "masks": data["masks"][c, f].unsqueeze(1)}
 
 
+def training_clips(settings: VideoSettings) -> list:
+    """The run's clips, in the order of its cached tensors' rows and of its look prompts'."""
+    from storyd.toy.motion_world import make_clips
+
+    return make_clips(settings.clips, settings.seed)
+
+
 @torch.no_grad()
 def look_prompts(settings: VideoSettings, tokenizer, text_encoder, batch: int = 64) -> torch.Tensor:
     """Each clip's look prompt (:func:`~storyd.toy.video_eval.look_prompt`) through the text encoder: (clips, T, D)."""
-    from storyd.toy.motion_world import make_clips
     from storyd.toy.train import tokenize
     from storyd.toy.video_eval import look_prompt
 
-    prompts = [look_prompt(clip) for clip in make_clips(settings.clips, settings.seed)]
+    prompts = [look_prompt(clip) for clip in training_clips(settings)]
     return torch.cat([text_encoder(tokenize(tokenizer, prompts[i: i + batch]))[0]
                       for i in range(0, len(prompts), batch)])
 
@@ -337,7 +343,6 @@ def cached_clips(out: Path, settings: VideoSettings, vae, encoder, progress: Pro
     fingerprint; a cache from another encoder is refused, as a run trained on its tokens would be mixed."""
     from storyd.errors import InputError
     from storyd.toy.motion_train import encoder_fingerprint
-    from storyd.toy.motion_world import make_clips
 
     cache, key = out / "clips.pt", {"clips": settings.clips, "seed": settings.seed,
                                     "encoder": encoder_fingerprint(encoder)}
@@ -348,18 +353,19 @@ def cached_clips(out: Path, settings: VideoSettings, vae, encoder, progress: Pro
                              "train into a new folder", path=cache)
         return data
     progress.note(f"rendering and encoding {settings.clips} clips")
-    data = clip_tensors(make_clips(settings.clips, settings.seed), vae, encoder)
+    data = clip_tensors(training_clips(settings), vae, encoder)
     torch.save({**data, "key": key}, cache)
     return data
 
 
-def settings_from_args(args: list[str]) -> VideoSettings:
-    """:class:`VideoSettings` with its fields set by ``--field-name value`` options (``--from`` and
-    ``--install`` are the command's own); an unknown option or a value of the wrong type is refused."""
+def command_args(args: list[str]) -> tuple[VideoSettings, Path | None]:
+    """The command's ``RUN [options]``: :class:`VideoSettings` with its fields set by ``--field-name value``
+    options, and the ``--from`` folder (None without); ``--install`` is left to the command. An unknown
+    option, a missing value or a value of the wrong type is refused."""
     from storyd.errors import InputError
 
     options = {"--" + f.name.replace("_", "-"): f for f in fields(VideoSettings) if f.name != "start_from"}
-    values, i = {}, 1
+    values, start_from, i = {}, None, 1
     while i < len(args):
         name = args[i]
         if name == "--install":
@@ -368,8 +374,11 @@ def settings_from_args(args: list[str]) -> VideoSettings:
         if name != "--from" and name not in options:
             raise InputError(f"unknown option {name}", "use " + ", ".join([*options, "--from", "--install"]))
         if i + 1 >= len(args):
-            raise InputError(f"{name} needs a value", f"give one, as in {name} 1")
-        if name in options:
+            example = "storyd/assets/toy/video" if name == "--from" else "1"
+            raise InputError(f"{name} needs a value", f"give one, as in {name} {example}")
+        if name == "--from":
+            start_from = Path(args[i + 1])
+        else:
             kind = {"int": int, "float": float}[options[name].type]
             try:
                 values[options[name].name] = kind(args[i + 1])
@@ -377,7 +386,7 @@ def settings_from_args(args: list[str]) -> VideoSettings:
                 raise InputError(f"{name} takes {'a whole number' if kind is int else 'a number'}, "
                                  f"not {args[i + 1]!r}", f"give one, as in {name} 1") from None
         i += 2
-    return VideoSettings(**values)
+    return VideoSettings(**values), start_from
 
 
 def main() -> None:
@@ -395,8 +404,8 @@ def main() -> None:
         raise SystemExit("error: no run folder: python -m storyd.toy.video_train RUN [--steps N] ... [--from STAGE]")
     run = Path(args[0])
     try:
-        start_from = Path(args[args.index("--from") + 1]) if "--from" in args[:-1] else None
-        settings = replace(settings_from_args(args), start_from=stage_digest(start_from) if start_from else "")
+        settings, start_from = command_args(args)
+        settings = replace(settings, start_from=stage_digest(start_from) if start_from else "")
         resume = (run / "checkpoints" / "last.pt").exists()
         facts = train_video_stage(run, settings, resume=resume, start_from=start_from,
                                   progress=RichProgress(Console(stderr=True)))
